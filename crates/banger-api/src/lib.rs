@@ -1,0 +1,24 @@
+//! The wire types of banger's daemon API: every request and response body
+//! that crosses the unix socket, and the routes they travel on.
+//!
+//! This crate owns the API's shape and nothing else: no I/O, no policy. It is
+//! the only crate whose types derive `Serialize` for the API, so the CLI and
+//! the daemon cannot drift apart. Request bodies reject unknown fields.
+
+pub mod error;
+pub mod ping;
+pub mod routes;
+pub mod shutdown;
+pub mod vm;
+
+pub use error::{ErrorBody, ErrorCode};
+pub use ping::Ping;
+pub use shutdown::{ShutdownAccepted, ShutdownRequest};
+pub use vm::{ListVmsQuery, VmState, VmSummary};
+
+/// Response header carrying the operation id of every request, also written
+/// into every log line the request causes.
+pub const OP_ID_HEADER: &str = "x-banger-op-id";
+
+/// The API version prefix of every route.
+pub const API_PREFIX: &str = "/v1";

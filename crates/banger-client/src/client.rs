@@ -1,0 +1,193 @@
+//! Typed HTTP/1.1 calls to the daemon over its unix socket, one connection
+//! per call.
+
+use std::path::{Path, PathBuf};
+
+use banger_api::{ErrorBody, Ping, ShutdownAccepted, ShutdownRequest, VmSummary, routes};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::UnixStream;
+
+/// Errors calling the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing listens on the socket (no file, or a refused connection).
+    #[error("bangerd is not running (no answer on {})", socket.display())]
+    NotRunning {
+        /// The socket tried.
+        socket: PathBuf,
+        /// What connect said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Connecting failed for another reason (permissions, say).
+    #[error("connect to {}", socket.display())]
+    Connect {
+        /// The socket tried.
+        socket: PathBuf,
+        /// What connect said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The daemon answered with an error.
+    #[error("{}", body.message)]
+    Api {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The error body, with code and op id.
+        body: ErrorBody,
+    },
+    /// The exchange failed at the HTTP level.
+    #[error("talk to bangerd")]
+    Http(#[source] hyper::Error),
+    /// The daemon's answer was not what the API promises.
+    #[error("unexpected answer from bangerd ({status}): {detail}")]
+    Protocol {
+        /// The HTTP status.
+        status: StatusCode,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl ClientError {
+    /// The op id of the failed request, when the daemon gave one.
+    pub fn op_id(&self) -> Option<&str> {
+        match self {
+            Self::Api { body, .. } => Some(&body.op_id),
+            _ => None,
+        }
+    }
+
+    /// Whether the failure means no daemon is listening.
+    pub fn is_not_running(&self) -> bool {
+        matches!(self, Self::NotRunning { .. })
+    }
+}
+
+/// A client of the daemon at one socket.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    /// A client for the daemon listening on `socket`.
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        Self {
+            socket: socket.into(),
+        }
+    }
+
+    /// The socket this client talks to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// `GET /v1/ping`.
+    pub async fn ping(&self) -> Result<Ping, ClientError> {
+        self.call(Method::GET, routes::PING, None::<&()>).await
+    }
+
+    /// `GET /v1/vms`.
+    pub async fn list_vms(&self) -> Result<Vec<VmSummary>, ClientError> {
+        self.call(Method::GET, routes::VMS, None::<&()>).await
+    }
+
+    /// `POST /v1/shutdown`.
+    pub async fn shutdown(&self) -> Result<ShutdownAccepted, ClientError> {
+        self.call(Method::POST, routes::SHUTDOWN, Some(&ShutdownRequest {}))
+            .await
+    }
+
+    /// `GET /v1/openapi.json`, as raw JSON.
+    pub async fn openapi(&self) -> Result<serde_json::Value, ClientError> {
+        self.call(Method::GET, routes::OPENAPI, None::<&()>).await
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let (status, bytes) = self.raw(method, path, body).await?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+                status,
+                detail: e.to_string(),
+            });
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => Err(ClientError::Api { status, body }),
+            Err(_) => Err(ClientError::Protocol {
+                status,
+                detail: String::from_utf8_lossy(&bytes).into_owned(),
+            }),
+        }
+    }
+
+    async fn raw<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let stream = UnixStream::connect(&self.socket).await.map_err(|source| {
+            use std::io::ErrorKind::{ConnectionRefused, NotFound};
+            if matches!(source.kind(), NotFound | ConnectionRefused) {
+                ClientError::NotRunning {
+                    socket: self.socket.clone(),
+                    source,
+                }
+            } else {
+                ClientError::Connect {
+                    socket: self.socket.clone(),
+                    source,
+                }
+            }
+        })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(ClientError::Http)?;
+        let conn = tokio::spawn(conn);
+        let body = match body {
+            Some(b) => Bytes::from(serde_json::to_vec(b).map_err(|e| ClientError::Protocol {
+                status: StatusCode::OK,
+                detail: format!("encode request: {e}"),
+            })?),
+            None => Bytes::new(),
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "bangerd");
+        if !body.is_empty() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| ClientError::Protocol {
+                status: StatusCode::OK,
+                detail: format!("build request: {e}"),
+            })?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(ClientError::Http)?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(ClientError::Http)?
+            .to_bytes();
+        drop(sender);
+        let _ = conn.await;
+        Ok((status, bytes))
+    }
+}

@@ -1,0 +1,265 @@
+//! `config.toml`: what the user chose. Every key is documented, with its
+//! default, in `docs/config.md`; a test keeps the two in step.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Errors loading `config.toml`. A missing file is not an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but could not be read.
+    #[error("read config file {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {}: {message}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key holds a value of the wrong type or out of range.
+    #[error("config file {}: key `{key}`: {message}", path.display())]
+    Value {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key.
+        key: String,
+        /// What is wrong with the value.
+        message: String,
+    },
+}
+
+/// The daemon's log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Everything, including per-connection detail.
+    Trace,
+    /// Every request, routine ones included.
+    Debug,
+    /// Lifecycle events and failures.
+    Info,
+    /// Failures and oddities only.
+    Warn,
+    /// Failures only.
+    Error,
+}
+
+impl LogLevel {
+    /// The level as `tracing`'s filters spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trace => "trace",
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// banger's configuration. Missing keys take their defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// The daemon's log verbosity.
+    pub log_level: LogLevel,
+    /// How long a CLI command waits for a daemon it started to answer.
+    pub daemon_start_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            log_level: LogLevel::Info,
+            daemon_start_timeout_secs: 15,
+        }
+    }
+}
+
+/// A loaded configuration and the warnings its loading raised (unknown keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// One human-readable line per ignored key.
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Every key with its default as written in TOML, in documentation order.
+    pub const KEYS: &'static [(&'static str, &'static str)] = &[
+        ("log_level", "\"info\""),
+        ("daemon_start_timeout_secs", "15"),
+    ];
+
+    /// Loads `path`; a missing file gives the defaults.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Loaded {
+                config: Self::default(),
+                warnings: Vec::new(),
+            }),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses TOML text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
+        let table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: path.to_owned(),
+                    message: e.message().to_owned() + &location(text, e.span()),
+                })?;
+        let mut unknown = Vec::new();
+        let config: Self = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+            toml::Value::Table(table),
+            &mut |p: serde_ignored::Path<'_>| unknown.push(p.to_string()),
+        ))
+        .map_err(|e| ConfigError::Value {
+            path: path.to_owned(),
+            key: e.path().to_string(),
+            message: e.into_inner().message().to_owned(),
+        })?;
+        config.validate(path)?;
+        let warnings = unknown
+            .into_iter()
+            .map(|key| {
+                format!(
+                    "config file {}: unknown key `{key}` ignored",
+                    path.display()
+                )
+            })
+            .collect();
+        Ok(Loaded { config, warnings })
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        if !(1..=600).contains(&self.daemon_start_timeout_secs) {
+            return Err(ConfigError::Value {
+                path: path.to_owned(),
+                key: "daemon_start_timeout_secs".into(),
+                message: format!(
+                    "must be between 1 and 600 seconds, got {}",
+                    self.daemon_start_timeout_secs
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else {
+        return String::new();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, str::len) + 1;
+    format!(" (line {line}, column {col})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Loaded, ConfigError> {
+        Config::parse(text, Path::new("/etc/x/config.toml"))
+    }
+
+    #[test]
+    fn missing_file_gives_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = Config::load(&dir.path().join("config.toml")).unwrap();
+        assert_eq!(loaded.config, Config::default());
+        assert!(loaded.warnings.is_empty());
+    }
+
+    #[test]
+    fn empty_file_gives_defaults_and_keys_override() {
+        assert_eq!(parse("").unwrap().config, Config::default());
+        let loaded = parse("log_level = \"debug\"\ndaemon_start_timeout_secs = 30\n").unwrap();
+        assert_eq!(loaded.config.log_level, LogLevel::Debug);
+        assert_eq!(loaded.config.daemon_start_timeout_secs, 30);
+    }
+
+    #[test]
+    fn unknown_key_is_a_warning_naming_it() {
+        let loaded = parse("log_level = \"warn\"\nbridge_nmae = \"x\"\n[extra]\nk = 1\n").unwrap();
+        assert_eq!(loaded.config.log_level, LogLevel::Warn);
+        assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
+        assert!(
+            loaded.warnings[0].contains("`bridge_nmae`"),
+            "{:?}",
+            loaded.warnings
+        );
+        assert!(
+            loaded.warnings[0].contains("/etc/x/config.toml"),
+            "{:?}",
+            loaded.warnings
+        );
+    }
+
+    #[test]
+    fn bad_value_is_an_error_naming_key_and_file() {
+        let err = parse("log_level = \"loud\"\n").unwrap_err().to_string();
+        assert!(err.contains("/etc/x/config.toml"), "{err}");
+        assert!(err.contains("`log_level`"), "{err}");
+        assert!(err.contains("loud"), "{err}");
+
+        let err = parse("daemon_start_timeout_secs = \"ten\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`daemon_start_timeout_secs`"), "{err}");
+
+        let err = parse("daemon_start_timeout_secs = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`daemon_start_timeout_secs`"), "{err}");
+        assert!(err.contains("between 1 and 600"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_names_file_and_line() {
+        let err = parse("log_level = \"info\"\nthis is not toml\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/etc/x/config.toml"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn documented_defaults_parse_to_the_default_config() {
+        let text: String = Config::KEYS
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}\n"))
+            .collect();
+        let loaded = parse(&text).unwrap();
+        assert_eq!(loaded.config, Config::default());
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    }
+
+    #[test]
+    fn docs_config_md_lists_every_key_with_its_default() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/config.md"))
+                .unwrap();
+        for (key, default) in Config::KEYS {
+            let row = format!("`{key} = {default}`");
+            assert!(doc.contains(&row), "docs/config.md lacks {row}");
+        }
+    }
+}

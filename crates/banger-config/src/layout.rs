@@ -1,0 +1,325 @@
+//! The directories banger uses and the files in them.
+
+use std::ffi::OsString;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// `sun_path` holds 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Errors resolving or creating banger's directories.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    /// Neither the override, the XDG variable nor `HOME` gave a directory.
+    #[error("cannot place the {what} directory: set {var} or HOME")]
+    NoHome {
+        /// Which directory.
+        what: &'static str,
+        /// The variable that would have placed it.
+        var: &'static str,
+    },
+    /// An override variable held a relative path.
+    #[error("{var} must be an absolute path, got {value:?}")]
+    Relative {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: PathBuf,
+    },
+    /// A directory could not be created or inspected.
+    #[error("directory {}", path.display())]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A directory exists but is not ours to use.
+    #[error("directory {} is unsafe to use: {reason}", path.display())]
+    Unsafe {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The socket path would not fit in a unix socket address.
+    #[error(
+        "socket path {} is {len} bytes, longer than the {MAX_SOCKET_PATH} a unix socket allows; set BANGER_RUNTIME_DIR to a shorter directory",
+        path.display()
+    )]
+    SocketPathTooLong {
+        /// The socket path.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: usize,
+    },
+}
+
+/// banger's four directories. Construct with [`Layout::from_env`] or, in
+/// tests, [`Layout::under`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// `config.toml` lives here.
+    pub config_dir: PathBuf,
+    /// Durable state: the store, logs, the SSH key.
+    pub state_dir: PathBuf,
+    /// Rebuildable artifacts: kernels, images, layer blobs.
+    pub cache_dir: PathBuf,
+    /// The daemon's socket and lock; gone after a reboot.
+    pub runtime_dir: PathBuf,
+}
+
+impl Layout {
+    /// Resolves the directories from the process environment.
+    pub fn from_env() -> Result<Self, LayoutError> {
+        // SAFETY: getuid cannot fail and touches no memory.
+        let uid = unsafe { libc::getuid() };
+        Self::resolve(|k| std::env::var_os(k), uid)
+    }
+
+    /// Resolves the directories from `env`, for a user `uid`. `BANGER_*_DIR`
+    /// wins, then the XDG variable, then the XDG default under `HOME`; the
+    /// runtime directory falls back to `/tmp/banger-<uid>`.
+    pub fn resolve(env: impl Fn(&str) -> Option<OsString>, uid: u32) -> Result<Self, LayoutError> {
+        let absolute = |var: &'static str| -> Result<Option<PathBuf>, LayoutError> {
+            match env(var).filter(|v| !v.is_empty()).map(PathBuf::from) {
+                Some(p) if p.is_absolute() => Ok(Some(p)),
+                Some(p) if var.starts_with("BANGER_") => {
+                    Err(LayoutError::Relative { var, value: p })
+                }
+                // The XDG spec says relative values are invalid and must be ignored.
+                _ => Ok(None),
+            }
+        };
+        let home = absolute("HOME")?;
+        let pick = |what: &'static str,
+                    over: &'static str,
+                    xdg: &'static str,
+                    home_rel: &str|
+         -> Result<PathBuf, LayoutError> {
+            if let Some(p) = absolute(over)? {
+                return Ok(p);
+            }
+            if let Some(p) = absolute(xdg)? {
+                return Ok(p.join("banger"));
+            }
+            home.as_ref()
+                .map(|h| h.join(home_rel).join("banger"))
+                .ok_or(LayoutError::NoHome { what, var: xdg })
+        };
+        let runtime_dir = match absolute("BANGER_RUNTIME_DIR")? {
+            Some(p) => p,
+            None => match absolute("XDG_RUNTIME_DIR")? {
+                Some(p) => p.join("banger"),
+                None => PathBuf::from(format!("/tmp/banger-{uid}")),
+            },
+        };
+        Ok(Self {
+            config_dir: pick("config", "BANGER_CONFIG_DIR", "XDG_CONFIG_HOME", ".config")?,
+            state_dir: pick(
+                "state",
+                "BANGER_STATE_DIR",
+                "XDG_STATE_HOME",
+                ".local/state",
+            )?,
+            cache_dir: pick("cache", "BANGER_CACHE_DIR", "XDG_CACHE_HOME", ".cache")?,
+            runtime_dir,
+        })
+    }
+
+    /// All four directories under one root, as tests want them.
+    pub fn under(root: &Path) -> Self {
+        Self {
+            config_dir: root.join("config"),
+            state_dir: root.join("state"),
+            cache_dir: root.join("cache"),
+            runtime_dir: root.join("run"),
+        }
+    }
+
+    /// The environment that makes another banger process resolve this same
+    /// layout (passed to a daemon the CLI starts).
+    pub fn env_overrides(&self) -> [(&'static str, &Path); 4] {
+        [
+            ("BANGER_CONFIG_DIR", &self.config_dir),
+            ("BANGER_STATE_DIR", &self.state_dir),
+            ("BANGER_CACHE_DIR", &self.cache_dir),
+            ("BANGER_RUNTIME_DIR", &self.runtime_dir),
+        ]
+    }
+
+    /// Creates the state, cache and runtime directories 0700 and checks that
+    /// each is a real directory owned by us. The config directory is only
+    /// read, so it is left alone.
+    pub fn ensure(&self) -> Result<(), LayoutError> {
+        // SAFETY: geteuid cannot fail and touches no memory.
+        let uid = unsafe { libc::geteuid() };
+        for dir in [&self.state_dir, &self.cache_dir, &self.runtime_dir] {
+            ensure_private_dir(dir, uid)?;
+        }
+        self.check_socket_path()
+    }
+
+    fn check_socket_path(&self) -> Result<(), LayoutError> {
+        let path = self.socket_path();
+        let len = path.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(LayoutError::SocketPathTooLong { path, len });
+        }
+        Ok(())
+    }
+
+    /// The daemon's API socket.
+    pub fn socket_path(&self) -> PathBuf {
+        self.runtime_dir.join("bangerd.sock")
+    }
+
+    /// The daemon's single-instance lock.
+    pub fn lock_path(&self) -> PathBuf {
+        self.runtime_dir.join("bangerd.lock")
+    }
+
+    /// The SQLite store.
+    pub fn db_path(&self) -> PathBuf {
+        self.state_dir.join("state.db")
+    }
+
+    /// The daemon's JSON-lines log.
+    pub fn log_path(&self) -> PathBuf {
+        self.state_dir.join("bangerd.log")
+    }
+
+    /// `config.toml`.
+    pub fn config_path(&self) -> PathBuf {
+        self.config_dir.join("config.toml")
+    }
+}
+
+fn ensure_private_dir(dir: &Path, uid: u32) -> Result<(), LayoutError> {
+    let io = |source| LayoutError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => {}
+        Err(e) => return Err(io(e)),
+    }
+    // lstat: a symlink planted where our directory should be is refused,
+    // not followed (matters for the shared /tmp fallback).
+    let meta = std::fs::symlink_metadata(dir).map_err(io)?;
+    let unsafe_dir = |reason: String| LayoutError::Unsafe {
+        path: dir.to_owned(),
+        reason,
+    };
+    if !meta.file_type().is_dir() {
+        return Err(unsafe_dir(
+            "not a directory (a symlink or a file is in its place)".into(),
+        ));
+    }
+    if meta.uid() != uid {
+        return Err(unsafe_dir(format!(
+            "owned by uid {}, not by us (uid {uid})",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+        let map: HashMap<String, OsString> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), OsString::from(v)))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn xdg_defaults_under_home() {
+        let layout = Layout::resolve(env(&[("HOME", "/home/u")]), 1000).unwrap();
+        assert_eq!(layout.config_dir, Path::new("/home/u/.config/banger"));
+        assert_eq!(layout.state_dir, Path::new("/home/u/.local/state/banger"));
+        assert_eq!(layout.cache_dir, Path::new("/home/u/.cache/banger"));
+        assert_eq!(layout.runtime_dir, Path::new("/tmp/banger-1000"));
+    }
+
+    #[test]
+    fn xdg_variables_then_overrides_win() {
+        let layout = Layout::resolve(
+            env(&[
+                ("HOME", "/home/u"),
+                ("XDG_STATE_HOME", "/xdg/state"),
+                ("XDG_RUNTIME_DIR", "/run/user/1000"),
+                ("XDG_CACHE_HOME", "relative/is/ignored"),
+                ("BANGER_CONFIG_DIR", "/o/config"),
+            ]),
+            1000,
+        )
+        .unwrap();
+        assert_eq!(layout.config_dir, Path::new("/o/config"));
+        assert_eq!(layout.state_dir, Path::new("/xdg/state/banger"));
+        assert_eq!(layout.cache_dir, Path::new("/home/u/.cache/banger"));
+        assert_eq!(
+            layout.socket_path(),
+            Path::new("/run/user/1000/banger/bangerd.sock")
+        );
+    }
+
+    #[test]
+    fn relative_override_is_an_error_naming_the_variable() {
+        let err =
+            Layout::resolve(env(&[("HOME", "/h"), ("BANGER_STATE_DIR", "st")]), 1).unwrap_err();
+        assert!(err.to_string().contains("BANGER_STATE_DIR"), "{err}");
+    }
+
+    #[test]
+    fn no_home_and_no_xdg_names_the_variable() {
+        let err = Layout::resolve(env(&[]), 1).unwrap_err();
+        assert!(err.to_string().contains("XDG_CONFIG_HOME or HOME"), "{err}");
+    }
+
+    #[test]
+    fn ensure_creates_private_dirs_and_tightens_loose_ones() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout::under(root.path());
+        std::fs::create_dir_all(&layout.state_dir).unwrap();
+        std::fs::set_permissions(&layout.state_dir, std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        layout.ensure().unwrap();
+        for dir in [&layout.state_dir, &layout.cache_dir, &layout.runtime_dir] {
+            let mode = std::fs::metadata(dir).unwrap().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+        }
+    }
+
+    #[test]
+    fn ensure_refuses_symlink_in_place_of_runtime_dir() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout::under(root.path());
+        std::fs::create_dir_all(root.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(root.path().join("elsewhere"), &layout.runtime_dir).unwrap();
+        let err = layout.ensure().unwrap_err();
+        assert!(err.to_string().contains("unsafe to use"), "{err}");
+    }
+
+    #[test]
+    fn overlong_socket_path_is_refused_with_hint() {
+        let root = tempfile::tempdir().unwrap();
+        let mut layout = Layout::under(root.path());
+        layout.runtime_dir = root.path().join("r".repeat(120));
+        let err = layout.ensure().unwrap_err();
+        assert!(err.to_string().contains("BANGER_RUNTIME_DIR"), "{err}");
+    }
+}

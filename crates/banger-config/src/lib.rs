@@ -1,0 +1,13 @@
+//! Where banger keeps its files and what the user configured.
+//!
+//! [`Layout`] resolves the config, state, cache and runtime directories from
+//! XDG, each overridable by a `BANGER_*_DIR` variable so tests run fully
+//! isolated. [`Config`] is `config.toml`; `docs/config.md` documents every
+//! key and a test keeps the two in step. Neither touches anything outside
+//! those directories.
+
+pub mod config;
+pub mod layout;
+
+pub use config::{Config, ConfigError, LogLevel};
+pub use layout::{Layout, LayoutError};

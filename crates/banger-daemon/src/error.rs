@@ -1,0 +1,146 @@
+//! The daemon's API error and the one place that maps errors to HTTP.
+
+use axum::response::{IntoResponse, Response};
+use banger_api::ErrorCode;
+use http::StatusCode;
+
+/// An error a route returns. The body is written by the op-id middleware,
+/// which adds the request's op id (see [`crate::op_id`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// Human-readable message naming the problem.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// `invalid_argument`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidArgument, message)
+    }
+
+    /// `internal`: a bug or an unexpected OS failure.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, message)
+    }
+}
+
+/// The HTTP status for each code. Every error response goes through here.
+pub fn status_for(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode::AlreadyExists | ErrorCode::Conflict | ErrorCode::NotRunning => {
+            StatusCode::CONFLICT
+        }
+        ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::OperationFailed | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The code for an error response that did not come from an [`ApiError`]
+/// (a framework rejection or a caught panic), judged by its status.
+pub fn code_for(status: StatusCode) -> ErrorCode {
+    match status {
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::CONFLICT => ErrorCode::Conflict,
+        StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => ErrorCode::PermissionDenied,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Unavailable,
+        s if s.is_client_error() => ErrorCode::InvalidArgument,
+        _ => ErrorCode::Internal,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = status_for(self.code).into_response();
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+impl From<banger_store::StoreError> for ApiError {
+    fn from(err: banger_store::StoreError) -> Self {
+        use banger_store::StoreError;
+        let code = match &err {
+            StoreError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
+            _ => ErrorCode::Internal,
+        };
+        Self::new(code, error_chain(&err))
+    }
+}
+
+/// `err` and its sources, joined with ": ", as one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_and_code_agree_for_codes_with_a_unique_status() {
+        let shared_status = |c| {
+            matches!(
+                c,
+                ErrorCode::AlreadyExists
+                    | ErrorCode::Conflict
+                    | ErrorCode::NotRunning
+                    | ErrorCode::OperationFailed
+            )
+        };
+        for code in ErrorCode::ALL.into_iter().filter(|c| !shared_status(*c)) {
+            assert_eq!(code_for(status_for(code)), code);
+        }
+    }
+
+    #[test]
+    fn only_daemon_side_failures_are_5xx() {
+        for code in ErrorCode::ALL {
+            let daemon_side = matches!(
+                code,
+                ErrorCode::Unavailable | ErrorCode::OperationFailed | ErrorCode::Internal
+            );
+            assert_eq!(status_for(code).is_server_error(), daemon_side, "{code}");
+            assert_eq!(status_for(code).is_client_error(), !daemon_side, "{code}");
+        }
+    }
+
+    #[test]
+    fn error_chain_joins_sources() {
+        let err = banger_sys::LockError::Io {
+            path: "/run/x.lock".into(),
+            source: std::io::Error::from_raw_os_error(13),
+        };
+        let text = error_chain(&err);
+        assert!(
+            text.starts_with("lock file /run/x.lock: Permission denied"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,39 @@
+//! The OpenAPI document, generated from the route annotations. The copy
+//! committed at `docs/openapi.json` is checked against it by a test.
+
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "banger daemon API",
+        description = "HTTP/1.1 + JSON over bangerd's unix socket. Every error is `{code, message, op_id}`; every response carries `X-Banger-Op-Id`.",
+        license(name = "Apache-2.0"),
+    ),
+    paths(
+        crate::routes::ping::ping,
+        crate::routes::vms::list,
+        crate::routes::shutdown::shutdown,
+        crate::routes::openapi::document,
+    ),
+    components(schemas(banger_api::ErrorBody, banger_api::ErrorCode)),
+    tags(
+        (name = "daemon", description = "The daemon itself"),
+        (name = "vms", description = "Virtual machines"),
+    )
+)]
+struct ApiDoc;
+
+/// The document, with the version of this build.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = banger_buildinfo::VERSION.to_owned();
+    doc
+}
+
+/// The document as committed: pretty JSON with a final newline.
+pub fn document_json() -> String {
+    let mut text = document().to_pretty_json().unwrap_or_default();
+    text.push('\n');
+    text
+}

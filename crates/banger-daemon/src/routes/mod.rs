@@ -1,0 +1,59 @@
+//! The API's routes. One file per resource; [`router`] wires them with the
+//! fallbacks and layers every request passes through.
+
+pub mod openapi;
+pub mod ping;
+pub mod shutdown;
+pub mod vms;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use banger_api::{ErrorCode, routes};
+use http::{Method, Uri};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The full API: routes, JSON fallbacks for unknown routes and methods,
+/// panic catching, body limit and the op-id middleware (outermost).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(routes::PING, get(ping::ping))
+        .route(routes::VMS, get(vms::list))
+        .route(routes::SHUTDOWN, post(shutdown::shutdown))
+        .route(routes::OPENAPI, get(openapi::document))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(axum::middleware::from_fn(crate::op_id::layer))
+        .with_state(state)
+}
+
+async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!(
+            "no route {method} {}; see GET {}",
+            uri.path(),
+            routes::OPENAPI
+        ),
+    )
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{} does not accept {method}", uri.path()),
+    )
+}
+
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ApiError::internal("the daemon hit a bug handling this request; its log has the details")
+        .into_response()
+}

@@ -1,0 +1,245 @@
+//! Binding the socket, serving until told to stop, and cleaning up.
+//!
+//! Exactly one daemon serves a runtime directory: the instance lock is taken
+//! before anything else is touched, so a second `bangerd` refuses without
+//! disturbing the first, and a socket left by a killed daemon (whose lock
+//! the kernel released) is replaced.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use banger_config::{Layout, LayoutError};
+use banger_store::{Store, StoreError};
+use banger_sys::{InstanceLock, LockError};
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+
+use crate::auth::PeerCredListener;
+use crate::state::AppState;
+
+/// How long in-flight requests get to finish after a shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors starting or running the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The directories could not be prepared.
+    #[error("prepare directories")]
+    Layout(#[from] LayoutError),
+    /// Another daemon already serves this runtime directory.
+    #[error(
+        "another bangerd (pid {}) is already serving {}; stop it with `banger daemon stop` first",
+        pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
+        socket.display()
+    )]
+    AlreadyRunning {
+        /// The running daemon's pid, when known.
+        pid: Option<u32>,
+        /// Its socket.
+        socket: PathBuf,
+    },
+    /// The instance lock could not be taken for another reason.
+    #[error("take the daemon lock")]
+    Lock(#[source] LockError),
+    /// Something that is not a socket sits where the socket goes.
+    #[error("{} exists and is not a socket; remove it", path.display())]
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The socket could not be created.
+    #[error("listen on {}", path.display())]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error("open the store")]
+    Store(#[from] StoreError),
+    /// The server failed while serving.
+    #[error("serve the API")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Entry point; see [`Daemon::bind`].
+#[derive(Debug)]
+pub struct Daemon;
+
+/// A daemon that holds the lock, listens and has its store open, but does
+/// not serve yet.
+#[derive(Debug)]
+pub struct BoundDaemon {
+    listener: UnixListener,
+    socket_path: PathBuf,
+    state: AppState,
+    shutdown_rx: watch::Receiver<bool>,
+    // Held for the daemon's lifetime; dropped last.
+    lock: InstanceLock,
+}
+
+impl Daemon {
+    /// Takes the instance lock, replaces a stale socket, listens (0600) and
+    /// opens the store, in that order.
+    pub async fn bind(layout: &Layout) -> Result<BoundDaemon, DaemonError> {
+        layout.ensure()?;
+        let socket_path = layout.socket_path();
+        let lock = InstanceLock::acquire(&layout.lock_path()).map_err(|e| match e {
+            LockError::Held { pid, .. } => DaemonError::AlreadyRunning {
+                pid,
+                socket: socket_path.clone(),
+            },
+            other => DaemonError::Lock(other),
+        })?;
+        remove_stale_socket(&socket_path)?;
+        let listener = UnixListener::bind(&socket_path).map_err(|source| DaemonError::Bind {
+            path: socket_path.clone(),
+            source,
+        })?;
+        std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600)).map_err(
+            |source| DaemonError::Bind {
+                path: socket_path.clone(),
+                source,
+            },
+        )?;
+        let db_path = layout.db_path();
+        let store = tokio::task::spawn_blocking(move || Store::open(&db_path))
+            .await
+            .map_err(|e| DaemonError::Serve(std::io::Error::other(e)))?;
+        let store = match store {
+            Ok(store) => store,
+            Err(err) => {
+                // Leave no socket that answers nothing.
+                let _ = std::fs::remove_file(&socket_path);
+                return Err(err.into());
+            }
+        };
+        let schema_version = store.schema_version()?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let state = AppState {
+            store: Arc::new(store),
+            started: Instant::now(),
+            shutdown,
+            schema_version,
+        };
+        Ok(BoundDaemon {
+            listener,
+            socket_path,
+            state,
+            shutdown_rx,
+            lock,
+        })
+    }
+}
+
+impl BoundDaemon {
+    /// The socket clients connect to.
+    pub fn socket_path(&self) -> &Path {
+        &self.socket_path
+    }
+
+    /// A handle that stops the daemon when sent `true`.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.state.shutdown.clone()
+    }
+
+    /// Serves until `/v1/shutdown`, the shutdown handle, or `stop` fires,
+    /// then drains in-flight requests (bounded) and removes the socket.
+    pub async fn serve(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), DaemonError> {
+        // SAFETY: geteuid cannot fail and touches no memory.
+        let owner_uid = unsafe { libc::geteuid() };
+        let Self {
+            listener,
+            socket_path,
+            state,
+            mut shutdown_rx,
+            lock,
+        } = self;
+        tracing::info!(
+            socket = %socket_path.display(),
+            pid = std::process::id(),
+            version = banger_buildinfo::VERSION,
+            commit = banger_buildinfo::COMMIT,
+            schema_version = state.schema_version,
+            "bangerd serving"
+        );
+        let (began_tx, began_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            tokio::select! {
+                () = stop => {}
+                _ = shutdown_rx.wait_for(|stop| *stop) => {}
+            }
+            tracing::info!("shutting down");
+            let _ = began_tx.send(());
+        };
+        let app = crate::routes::router(state);
+        let server = axum::serve(PeerCredListener::new(listener, owner_uid), app)
+            .with_graceful_shutdown(signal)
+            .into_future();
+        let drain_deadline = async {
+            if began_rx.await.is_ok() {
+                tokio::time::sleep(DRAIN_TIMEOUT).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let result = tokio::select! {
+            r = server => r.map_err(DaemonError::Serve),
+            () = drain_deadline => {
+                tracing::warn!(timeout_secs = DRAIN_TIMEOUT.as_secs(), "in-flight requests did not finish; stopping anyway");
+                Ok(())
+            }
+        };
+        let _ = std::fs::remove_file(&socket_path);
+        tracing::info!("bangerd stopped");
+        drop(lock);
+        result
+    }
+}
+
+/// Removes a socket left by a daemon that died without cleaning up. Only
+/// called with the instance lock held, so no live daemon owns it.
+fn remove_stale_socket(path: &Path) -> Result<(), DaemonError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            tracing::info!(socket = %path.display(), "replacing stale socket");
+            std::fs::remove_file(path).map_err(|source| DaemonError::Bind {
+                path: path.to_owned(),
+                source,
+            })
+        }
+        Ok(_) => Err(DaemonError::NotASocket {
+            path: path.to_owned(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(DaemonError::Bind {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn termination_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!(
+            "cannot install signal handlers; stop the daemon with `banger daemon stop`"
+        );
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

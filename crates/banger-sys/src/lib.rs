@@ -1,0 +1,15 @@
+//! The one crate that spawns processes and makes the few raw syscalls banger
+//! needs on the host side.
+//!
+//! Everything else goes through here so every argv is built in one place and
+//! clippy can ban `Command::new` elsewhere (`clippy.toml`). This crate holds
+//! mechanism only; which program to run and why is the caller's business.
+
+// This crate is the one place allowed to build `Command`s (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
+pub mod lock;
+pub mod process;
+
+pub use lock::{InstanceLock, LockError};
+pub use process::{DetachedCommand, SpawnError, pid_alive};

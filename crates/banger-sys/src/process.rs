@@ -1,0 +1,184 @@
+//! Spawning detached processes and asking whether a pid still lives.
+
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// Errors spawning a process.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The output file could not be opened.
+    #[error("open output file {}", path.display())]
+    Output {
+        /// The file stdout and stderr were to go to.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The program could not be started.
+    #[error("start {}", program.display())]
+    Start {
+        /// The program.
+        program: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A program to start in its own session, detached from the caller's
+/// terminal and process group, so it outlives the caller and no signal aimed
+/// at the caller's job reaches it.
+#[derive(Debug, Clone)]
+pub struct DetachedCommand {
+    program: PathBuf,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+}
+
+impl DetachedCommand {
+    /// A command running `program` with no arguments.
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            envs: Vec::new(),
+        }
+    }
+
+    /// Appends one argument; it is passed as is, never through a shell.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Sets one environment variable for the child.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    /// Starts the program with stdin from /dev/null and stdout and stderr
+    /// appended to `output` (created 0600). The returned child may be polled
+    /// with `try_wait`; dropping it does not kill the process.
+    pub fn spawn(&self, output: &Path) -> Result<Child, SpawnError> {
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(output)
+                .map_err(|source| SpawnError::Output {
+                    path: output.to_owned(),
+                    source,
+                })
+        };
+        let stdout = open()?;
+        let stderr = open()?;
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        // SAFETY: setsid is async-signal-safe and touches no memory; it runs
+        // in the child between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        command.spawn().map_err(|source| SpawnError::Start {
+            program: self.program.clone(),
+            source,
+        })
+    }
+}
+
+/// Whether `pid` names a live process (a zombie counts as dead), judged from
+/// `proc_root` (normally `/proc`).
+pub fn pid_alive_in(proc_root: &Path, pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")) else {
+        return false;
+    };
+    // The state follows the parenthesised comm, which may itself hold ')'.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return false;
+    };
+    !matches!(rest.split_whitespace().next(), Some("Z" | "X") | None)
+}
+
+/// Whether `pid` names a live process on this host.
+pub fn pid_alive(pid: u32) -> bool {
+    pid_alive_in(Path::new("/proc"), pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_proc(pid: u32, stat: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(pid.to_string())).unwrap();
+        std::fs::write(dir.path().join(pid.to_string()).join("stat"), stat).unwrap();
+        dir
+    }
+
+    #[test]
+    fn pid_alive_reads_state_after_comm_with_parens() {
+        let proc = fake_proc(42, "42 (weird) name) S 1 42 42 0 -1");
+        assert!(pid_alive_in(proc.path(), 42));
+        let proc = fake_proc(43, "43 (bangerd) Z 1 43 43 0 -1");
+        assert!(!pid_alive_in(proc.path(), 43));
+        assert!(!pid_alive_in(proc.path(), 44));
+    }
+
+    #[test]
+    fn pid_alive_sees_this_process() {
+        assert!(pid_alive(std::process::id()));
+    }
+
+    #[test]
+    fn detached_child_gets_own_session_and_output_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.log");
+        let mut child = DetachedCommand::new("/bin/sh")
+            .arg("-c")
+            .arg("echo sid=$(cut -d' ' -f6 /proc/self/stat) pid=$$; echo err >&2")
+            .spawn(&out)
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        let text = std::fs::read_to_string(&out).unwrap();
+        // In its own session, the shell is the session leader: sid == pid.
+        let first = text.lines().next().unwrap();
+        let sid = first
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_start_matches("sid=");
+        let pid = first
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .trim_start_matches("pid=");
+        assert_eq!(sid, pid, "{text}");
+        assert!(text.contains("err"), "{text}");
+    }
+
+    #[test]
+    fn spawn_of_missing_program_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = DetachedCommand::new("/nonexistent/bangerd")
+            .spawn(&dir.path().join("o"))
+            .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/bangerd"), "{err}");
+    }
+}

@@ -1,0 +1,97 @@
+//! Helpers shared by banger's tests. Never a dependency of shipped code.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+
+/// Polls `condition` every 10 ms until it holds or `timeout` passes;
+/// returns whether it held. Tests use this instead of bare sleeps.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether the test may do what only root can. Where it cannot, the test
+/// is skipped with a message locally but fails when `CI` is set, so a CI run
+/// never counts a skipped test as passing.
+pub fn have_root(test: &str) -> bool {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs root and CI is set: run the test suite as root"
+    );
+    eprintln!("skipping {test}: needs root");
+    false
+}
+
+/// A response as raw parts.
+#[derive(Debug)]
+pub struct RawResponse {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// Sends one HTTP/1.1 request with arbitrary method, target, headers and
+/// body over the unix socket at `socket`.
+pub async fn raw_request(
+    socket: &Path,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> std::io::Result<RawResponse> {
+    let stream = UnixStream::connect(socket).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    let conn = tokio::spawn(conn);
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(target)
+        .header("host", "bangerd");
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let request = builder
+        .body(Full::new(body.into()))
+        .map_err(std::io::Error::other)?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(std::io::Error::other)?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    drop(sender);
+    let _ = conn.await;
+    Ok(RawResponse {
+        status,
+        headers,
+        body,
+    })
+}

@@ -1,0 +1,139 @@
+//! `banger`: parses the command line, talks to the daemon through
+//! `banger-client`, prints. No logic worth testing lives here; the
+//! end-to-end tests in `tests/` drive this binary against a real daemon.
+
+mod cli;
+mod daemon_cmd;
+mod vm_cmd;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use banger_client::{Client, ClientError, Started};
+use banger_config::{Config, Layout};
+use clap::{CommandFactory, Parser};
+
+use cli::{Cli, Command};
+
+/// What every command may need: where things are and what was configured.
+#[derive(Debug)]
+struct Ctx {
+    layout: Layout,
+    config: Config,
+}
+
+impl Ctx {
+    fn load() -> anyhow::Result<Self> {
+        let layout = Layout::from_env()?;
+        let loaded = Config::load(&layout.config_path())?;
+        for warning in &loaded.warnings {
+            let _ = writeln!(std::io::stderr(), "warning: {warning}");
+        }
+        Ok(Self {
+            layout,
+            config: loaded.config,
+        })
+    }
+
+    /// A client of a running daemon, starting one if none answers.
+    async fn daemon(&self) -> anyhow::Result<Client> {
+        Ok(self.start_daemon().await?.client)
+    }
+
+    async fn start_daemon(&self) -> anyhow::Result<Started> {
+        let timeout = Duration::from_secs(self.config.daemon_start_timeout_secs);
+        Ok(banger_client::ensure_daemon(&self.layout, &bangerd_path(), timeout).await?)
+    }
+
+    /// A client that does not start anything.
+    fn client(&self) -> Client {
+        Client::new(self.layout.socket_path())
+    }
+}
+
+/// `BANGER_DAEMON_BIN`, else `bangerd` beside this binary, else `bangerd`
+/// from PATH.
+fn bangerd_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("BANGER_DAEMON_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("bangerd")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("bangerd"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => return fail(&anyhow::Error::new(err).context("start the async runtime")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => fail(&err),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Version => version().await,
+        Command::Completion { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "banger", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Daemon { command } => daemon_cmd::run(&Ctx::load()?, command).await,
+        Command::Vm { command } => vm_cmd::run(&Ctx::load()?, command).await,
+    }
+}
+
+async fn version() -> anyhow::Result<ExitCode> {
+    use banger_buildinfo::{BUILT_AT, COMMIT, VERSION};
+    let mut out = format!("banger {VERSION}\ncommit: {COMMIT}\nbuilt:  {BUILT_AT}\n");
+    // Report the daemon only when one runs: `version` never starts it.
+    let daemon = match Ctx::load() {
+        Ok(ctx) => match ctx.client().ping().await {
+            Ok(p) => format!(
+                "daemon: bangerd {} (commit {}, built {}), pid {}, up {}s",
+                p.version, p.commit, p.built_at, p.pid, p.uptime_secs
+            ),
+            Err(e) if e.is_not_running() => "daemon: not running".to_owned(),
+            Err(e) => format!("daemon: unreachable ({:#})", anyhow::Error::new(e)),
+        },
+        Err(e) => format!("daemon: unknown ({e:#})"),
+    };
+    out.push_str(&daemon);
+    out.push('\n');
+    print(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes to stdout; a closed pipe (`banger ... | head`) is not an error.
+fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Prints the error as one line, with the op id when the daemon gave one.
+fn fail(err: &anyhow::Error) -> ExitCode {
+    let op_id = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<ClientError>())
+        .and_then(|e| e.op_id().map(str::to_owned));
+    let mut line = format!("error: {err:#}");
+    if let Some(op_id) = op_id {
+        line.push_str(&format!(" (op {op_id})"));
+    }
+    let _ = writeln!(std::io::stderr(), "{line}");
+    ExitCode::FAILURE
+}
