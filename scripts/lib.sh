@@ -1,8 +1,21 @@
 # Shared by scripts/setup and scripts/test. Sourced, not run.
 
-# The Debian packages banger needs to build and test. Rust itself comes
+# The Debian packages banger needs to build, run and test. Rust itself comes
 # from rustup (Debian's rustc is too old for edition 2024).
-BANGER_PACKAGES=(build-essential ca-certificates curl git)
+BANGER_PACKAGES=(
+  build-essential ca-certificates curl git
+  # kernel builds (banger kernel pull generic-6.1)
+  linux-source-6.1 bc bison flex libelf-dev libssl-dev xz-utils
+  # image builds (banger image pull debian-bookworm); mke2fs -d reads
+  # tarballs through libarchive
+  mmdebstrap libarchive13 e2fsprogs
+  # booting
+  qemu-system-x86
+)
+# Packages taken from bookworm-backports on Debian 12: mke2fs reads tarballs
+# from e2fsprogs 1.47.1 on, and qemu-system-x86 must match the backported
+# qemu-utils some machines already carry.
+BANGER_BACKPORTS=(e2fsprogs qemu-system-x86)
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -18,21 +31,68 @@ as_root() {
   fi
 }
 
-# Installs whichever of BANGER_PACKAGES are missing; does nothing (and
-# needs no network) when all are present.
-ensure_packages() {
-  local missing=() pkg
-  for pkg in "${BANGER_PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then
-      missing+=("$pkg")
-    fi
-  done
-  if [ "${#missing[@]}" -eq 0 ]; then
-    return 0
+apt_install() {
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+codename() {
+  (. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+}
+
+# The Debian mirror apt already uses (deb822 or one-line sources).
+apt_mirror() {
+  local uri
+  uri=$(grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -n1)
+  if [ -z "$uri" ]; then
+    uri=$(grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | grep -v security |
+      awk '{for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit }}' | head -n1)
   fi
-  log "installing ${missing[*]}"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  echo "${uri:-http://deb.debian.org/debian}"
+}
+
+installed() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
+}
+
+mke2fs_reads_tar() {
+  # "mke2fs 1.47.2 (1-Jan-2025)" -> 1.47.2 >= 1.47.1
+  local v
+  v=$(mke2fs -V 2>&1 | awk 'NR == 1 {print $2}')
+  [ -n "$v" ] && [ "$(printf '%s\n1.47.1\n' "$v" | sort -V | head -n1)" = "1.47.1" ]
+}
+
+# Installs whichever packages are missing; does nothing (and needs no
+# network) when all are present.
+ensure_packages() {
+  local missing=() pkg updated=0
+  for pkg in "${BANGER_PACKAGES[@]}"; do
+    installed "$pkg" || missing+=("$pkg")
+  done
+  if [ "$(codename)" = bookworm ]; then
+    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      log "adding bookworm-backports (for e2fsprogs >= 1.47.1)"
+      echo "deb $(apt_mirror) bookworm-backports main" |
+        as_root tee /etc/apt/sources.list.d/banger-bookworm-backports.list >/dev/null
+    fi
+    if ! mke2fs_reads_tar || ! installed qemu-system-x86; then
+      log "installing ${BANGER_BACKPORTS[*]} from bookworm-backports"
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+      updated=1
+      apt_install -t bookworm-backports "${BANGER_BACKPORTS[@]}"
+    fi
+    missing=()
+    for pkg in "${BANGER_PACKAGES[@]}"; do
+      installed "$pkg" || missing+=("$pkg")
+    done
+  fi
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    [ "$updated" -eq 1 ] || as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_install "${missing[@]}"
+  fi
+  if ! mke2fs_reads_tar; then
+    log "warning: $(mke2fs -V 2>&1 | head -n1) cannot build images from tarballs (needs e2fsprogs >= 1.47.1)"
+  fi
 }
 
 ensure_rust() {

@@ -5,12 +5,18 @@
 //! the only crate whose types derive `Serialize` for the API, so the CLI and
 //! the daemon cannot drift apart. Request bodies reject unknown fields.
 
+pub mod artifact;
 pub mod error;
+pub mod names;
 pub mod ping;
 pub mod routes;
 pub mod shutdown;
 pub mod vm;
 
+pub use artifact::{
+    CatalogEntry, Image, ImportRequest, Kernel, Operation, OperationKind, OperationStage,
+    OperationState, PullRequest,
+};
 pub use error::{ErrorBody, ErrorCode};
 pub use ping::Ping;
 pub use shutdown::{ShutdownAccepted, ShutdownRequest};

@@ -9,3 +9,39 @@ pub const VMS: &str = "/v1/vms";
 pub const SHUTDOWN: &str = "/v1/shutdown";
 /// `GET`: the OpenAPI 3 document describing these routes.
 pub const OPENAPI: &str = "/v1/openapi.json";
+/// `GET`: the kernels in the store.
+pub const KERNELS: &str = "/v1/kernels";
+/// `GET`: the embedded kernel catalog.
+pub const KERNEL_CATALOG: &str = "/v1/kernels/catalog";
+/// `POST`: pull a catalog kernel (an operation).
+pub const KERNEL_PULL: &str = "/v1/kernels/pull";
+/// `GET`, `DELETE`: one kernel.
+pub const KERNEL: &str = "/v1/kernels/{name}";
+/// `GET`: the images in the store.
+pub const IMAGES: &str = "/v1/images";
+/// `GET`: the embedded image catalog.
+pub const IMAGE_CATALOG: &str = "/v1/images/catalog";
+/// `POST`: pull a catalog image (an operation).
+pub const IMAGE_PULL: &str = "/v1/images/pull";
+/// `POST`: import a tarball or ext4 file as an image (an operation).
+pub const IMAGE_IMPORT: &str = "/v1/images/import";
+/// `GET`, `DELETE`: one image.
+pub const IMAGE: &str = "/v1/images/{name}";
+/// `GET`: every operation still remembered.
+pub const OPERATIONS: &str = "/v1/operations";
+/// `GET`: poll one operation; `DELETE`: cancel it.
+pub const OPERATION: &str = "/v1/operations/{id}";
+
+/// A route with its `{param}` filled in (the value must already be valid:
+/// names and ids never need escaping).
+pub fn with_param(route: &str, value: &str) -> String {
+    match route.find('{') {
+        Some(start) => {
+            let end = route[start..]
+                .find('}')
+                .map_or(route.len(), |e| start + e + 1);
+            format!("{}{value}{}", &route[..start], &route[end..])
+        }
+        None => route.to_owned(),
+    }
+}

@@ -3,11 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
-use banger_api::{ErrorBody, Ping, ShutdownAccepted, ShutdownRequest, VmSummary, routes};
+use banger_api::{
+    CatalogEntry, ErrorBody, Image, ImportRequest, Kernel, Operation, Ping, PullRequest,
+    ShutdownAccepted, ShutdownRequest, VmSummary, routes,
+};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use routes::with_param;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
@@ -69,6 +73,22 @@ impl ClientError {
     }
 }
 
+/// A fresh op id for a request whose operation the caller wants to
+/// recognise as its own.
+pub fn mint_op_id() -> String {
+    format!("cli-{:016x}", rand::random::<u64>())
+}
+
+fn error_from(status: StatusCode, bytes: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(body) => ClientError::Api { status, body },
+        Err(_) => ClientError::Protocol {
+            status,
+            detail: String::from_utf8_lossy(bytes).into_owned(),
+        },
+    }
+}
+
 /// A client of the daemon at one socket.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -109,30 +129,145 @@ impl Client {
         self.call(Method::GET, routes::OPENAPI, None::<&()>).await
     }
 
+    /// `GET /v1/kernels/catalog`.
+    pub async fn kernel_catalog(&self) -> Result<Vec<CatalogEntry>, ClientError> {
+        self.call(Method::GET, routes::KERNEL_CATALOG, None::<&()>)
+            .await
+    }
+
+    /// `GET /v1/kernels`.
+    pub async fn list_kernels(&self) -> Result<Vec<Kernel>, ClientError> {
+        self.call(Method::GET, routes::KERNELS, None::<&()>).await
+    }
+
+    /// `GET /v1/kernels/{name}`.
+    pub async fn get_kernel(&self, name: &str) -> Result<Kernel, ClientError> {
+        self.call(Method::GET, &with_param(routes::KERNEL, name), None::<&()>)
+            .await
+    }
+
+    /// `POST /v1/kernels/pull` under the op id `op_id` (see [`mint_op_id`]):
+    /// the returned operation has that id when this call started it, and a
+    /// peer's id when it joined a pull already running.
+    pub async fn pull_kernel(&self, op_id: &str, name: &str) -> Result<Operation, ClientError> {
+        let req = PullRequest {
+            name: name.to_owned(),
+        };
+        self.call_as(op_id, Method::POST, routes::KERNEL_PULL, Some(&req))
+            .await
+    }
+
+    /// `DELETE /v1/kernels/{name}`.
+    pub async fn delete_kernel(&self, name: &str) -> Result<(), ClientError> {
+        self.call_empty(Method::DELETE, &with_param(routes::KERNEL, name))
+            .await
+    }
+
+    /// `GET /v1/images/catalog`.
+    pub async fn image_catalog(&self) -> Result<Vec<CatalogEntry>, ClientError> {
+        self.call(Method::GET, routes::IMAGE_CATALOG, None::<&()>)
+            .await
+    }
+
+    /// `GET /v1/images`.
+    pub async fn list_images(&self) -> Result<Vec<Image>, ClientError> {
+        self.call(Method::GET, routes::IMAGES, None::<&()>).await
+    }
+
+    /// `GET /v1/images/{name}`.
+    pub async fn get_image(&self, name: &str) -> Result<Image, ClientError> {
+        self.call(Method::GET, &with_param(routes::IMAGE, name), None::<&()>)
+            .await
+    }
+
+    /// `POST /v1/images/pull`; `op_id` as for [`Client::pull_kernel`].
+    pub async fn pull_image(&self, op_id: &str, name: &str) -> Result<Operation, ClientError> {
+        let req = PullRequest {
+            name: name.to_owned(),
+        };
+        self.call_as(op_id, Method::POST, routes::IMAGE_PULL, Some(&req))
+            .await
+    }
+
+    /// `POST /v1/images/import` under the op id `op_id`.
+    pub async fn import_image(
+        &self,
+        op_id: &str,
+        req: &ImportRequest,
+    ) -> Result<Operation, ClientError> {
+        self.call_as(op_id, Method::POST, routes::IMAGE_IMPORT, Some(req))
+            .await
+    }
+
+    /// `DELETE /v1/images/{name}`.
+    pub async fn delete_image(&self, name: &str) -> Result<(), ClientError> {
+        self.call_empty(Method::DELETE, &with_param(routes::IMAGE, name))
+            .await
+    }
+
+    /// `GET /v1/operations/{id}`.
+    pub async fn get_operation(&self, id: &str) -> Result<Operation, ClientError> {
+        self.call(Method::GET, &with_param(routes::OPERATION, id), None::<&()>)
+            .await
+    }
+
+    /// `DELETE /v1/operations/{id}`.
+    pub async fn cancel_operation(&self, id: &str) -> Result<Operation, ClientError> {
+        self.call(
+            Method::DELETE,
+            &with_param(routes::OPERATION, id),
+            None::<&()>,
+        )
+        .await
+    }
+
+    async fn call_empty(&self, method: Method, path: &str) -> Result<(), ClientError> {
+        let (status, bytes) = self.raw(None, method, path, None::<&()>).await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(error_from(status, &bytes))
+    }
+
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<&B>,
     ) -> Result<T, ClientError> {
-        let (status, bytes) = self.raw(method, path, body).await?;
+        self.call_inner(None, method, path, body).await
+    }
+
+    async fn call_as<B: Serialize, T: DeserializeOwned>(
+        &self,
+        op_id: &str,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        self.call_inner(Some(op_id), method, path, body).await
+    }
+
+    async fn call_inner<B: Serialize, T: DeserializeOwned>(
+        &self,
+        op_id: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let (status, bytes) = self.raw(op_id, method, path, body).await?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
                 status,
                 detail: e.to_string(),
             });
         }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(body) => Err(ClientError::Api { status, body }),
-            Err(_) => Err(ClientError::Protocol {
-                status,
-                detail: String::from_utf8_lossy(&bytes).into_owned(),
-            }),
-        }
+        Err(error_from(status, &bytes))
     }
 
     async fn raw<B: Serialize>(
         &self,
+        op_id: Option<&str>,
         method: Method,
         path: &str,
         body: Option<&B>,
@@ -168,6 +303,9 @@ impl Client {
             .header(header::HOST, "bangerd");
         if !body.is_empty() {
             request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(op_id) = op_id {
+            request = request.header(banger_api::OP_ID_HEADER, op_id);
         }
         let request = request
             .body(Full::new(body))

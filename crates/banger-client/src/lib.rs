@@ -9,4 +9,4 @@ pub mod client;
 pub mod render;
 
 pub use autostart::{StartError, Started, ensure_daemon};
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, mint_op_id};

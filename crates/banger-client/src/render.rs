@@ -1,6 +1,6 @@
 //! Turning API results into what a person reads: aligned tables.
 
-use banger_api::VmSummary;
+use banger_api::{CatalogEntry, Image, Kernel, VmSummary};
 
 /// A plain text table: a header row and aligned columns separated by two
 /// spaces, as `docker ps` prints them. An empty table is its header alone.
@@ -72,8 +72,77 @@ pub fn vm_table(vms: &[VmSummary]) -> String {
     table.render()
 }
 
+/// Bytes for people: `312.4 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    #[allow(clippy::cast_precision_loss, reason = "display only")]
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `kernel catalog` / `image catalog` as a table.
+pub fn catalog_table(entries: &[CatalogEntry]) -> String {
+    let mut table = Table::new(vec!["NAME", "PRESENT", "RECIPE", "DESCRIPTION"]);
+    for e in entries {
+        table.row(vec![
+            e.name.clone(),
+            if e.present { "yes" } else { "no" }.to_owned(),
+            e.recipe_hash.chars().take(12).collect(),
+            e.description.clone(),
+        ]);
+    }
+    table.render()
+}
+
+/// `kernel list` as a table.
+pub fn kernel_table(kernels: &[Kernel]) -> String {
+    let mut table = Table::new(vec!["NAME", "SIZE", "CREATED", "RECIPE", "SOURCE"]);
+    for k in kernels {
+        table.row(vec![
+            k.name.clone(),
+            human_bytes(k.size_bytes),
+            k.created_at.clone(),
+            k.recipe_hash.chars().take(12).collect(),
+            k.source_package.clone(),
+        ]);
+    }
+    table.render()
+}
+
+/// `image list` as a table.
+pub fn image_table(images: &[Image]) -> String {
+    let mut table = Table::new(vec!["NAME", "SIZE", "CREATED", "KERNEL", "SOURCE"]);
+    for i in images {
+        table.row(vec![
+            i.name.clone(),
+            human_bytes(i.size_bytes),
+            i.created_at.clone(),
+            i.kernel.clone(),
+            i.source.clone(),
+        ]);
+    }
+    table.render()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn human_bytes_picks_a_unit() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(312 * 1024 * 1024 + 400 * 1024), "312.4 MiB");
+    }
+
     use super::*;
     use banger_api::VmState;
 

@@ -74,6 +74,8 @@ pub struct Config {
     pub log_level: LogLevel,
     /// How long a CLI command waits for a daemon it started to answer.
     pub daemon_start_timeout_secs: u64,
+    /// Debian mirror for image builds; empty means the one apt uses.
+    pub debian_mirror: String,
 }
 
 impl Default for Config {
@@ -81,6 +83,7 @@ impl Default for Config {
         Self {
             log_level: LogLevel::Info,
             daemon_start_timeout_secs: 15,
+            debian_mirror: String::new(),
         }
     }
 }
@@ -99,6 +102,7 @@ impl Config {
     pub const KEYS: &'static [(&'static str, &'static str)] = &[
         ("log_level", "\"info\""),
         ("daemon_start_timeout_secs", "15"),
+        ("debian_mirror", "\"\""),
     ];
 
     /// Loads `path`; a missing file gives the defaults.
@@ -158,8 +162,78 @@ impl Config {
                 ),
             });
         }
+        let mirror = &self.debian_mirror;
+        let scheme_ok = ["http://", "https://", "file:/"]
+            .iter()
+            .any(|p| mirror.starts_with(p));
+        if !mirror.is_empty() && !scheme_ok {
+            return Err(ConfigError::Value {
+                path: path.to_owned(),
+                key: "debian_mirror".into(),
+                message: format!("must be an http://, https:// or file:/ URL, got {mirror:?}"),
+            });
+        }
+        if mirror.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ConfigError::Value {
+                path: path.to_owned(),
+                key: "debian_mirror".into(),
+                message: "must not contain whitespace".into(),
+            });
+        }
         Ok(())
     }
+
+    /// The Debian mirror to build from: the configured one, else the first
+    /// non-security mirror in apt's sources under `etc_apt`, else
+    /// `http://deb.debian.org/debian`.
+    pub fn debian_mirror_or_apt(&self, etc_apt: &Path) -> String {
+        if !self.debian_mirror.is_empty() {
+            return self.debian_mirror.clone();
+        }
+        apt_mirror(etc_apt).unwrap_or_else(|| "http://deb.debian.org/debian".to_owned())
+    }
+}
+
+/// The first Debian mirror in apt's sources that is not a security
+/// mirror, from one-line `sources.list` files and deb822 `.sources` files.
+pub fn apt_mirror(etc_apt: &Path) -> Option<String> {
+    let mut files = vec![etc_apt.join("sources.list")];
+    if let Ok(dir) = std::fs::read_dir(etc_apt.join("sources.list.d")) {
+        let mut more: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
+        more.sort();
+        files.extend(more);
+    }
+    let usable = |uri: &str| {
+        (uri.starts_with("http://") || uri.starts_with("https://")) && !uri.contains("security")
+    };
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if ext == "sources" {
+            for line in text.lines() {
+                if let Some(uris) = line.strip_prefix("URIs:")
+                    && let Some(uri) = uris.split_whitespace().find(|u| usable(u))
+                {
+                    return Some(uri.trim_end_matches('/').to_owned());
+                }
+            }
+        } else if ext == "list" {
+            for line in text.lines().map(str::trim) {
+                let mut words = line.split_whitespace();
+                if words.next() != Some("deb") {
+                    continue;
+                }
+                // Skip an options block: deb [arch=amd64] URL suite ...
+                let uri = words.find(|w| !w.starts_with('[') && !w.ends_with(']'));
+                if let Some(uri) = uri.filter(|u| usable(u)) {
+                    return Some(uri.trim_end_matches('/').to_owned());
+                }
+            }
+        }
+    }
+    None
 }
 
 fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
@@ -230,6 +304,43 @@ mod tests {
             .to_string();
         assert!(err.contains("`daemon_start_timeout_secs`"), "{err}");
         assert!(err.contains("between 1 and 600"), "{err}");
+    }
+
+    #[test]
+    fn debian_mirror_must_be_a_url() {
+        let err = parse("debian_mirror = \"ftp.example\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`debian_mirror`"), "{err}");
+        let ok = parse("debian_mirror = \"http://mirror.example/debian\"\n").unwrap();
+        assert_eq!(ok.config.debian_mirror, "http://mirror.example/debian");
+    }
+
+    #[test]
+    fn apt_mirror_reads_deb822_and_one_line_sources_skipping_security() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sources.list.d")).unwrap();
+        std::fs::write(
+            dir.path().join("sources.list.d/debian.sources"),
+            "Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n\nTypes: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm\n",
+        )
+        .unwrap();
+        assert_eq!(
+            apt_mirror(dir.path()).unwrap(),
+            "http://mirror.example/debian"
+        );
+        std::fs::write(
+            dir.path().join("sources.list"),
+            "# c\ndeb [arch=amd64] http://one.example/debian bookworm main\n",
+        )
+        .unwrap();
+        assert_eq!(apt_mirror(dir.path()).unwrap(), "http://one.example/debian");
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(apt_mirror(empty.path()), None);
+        assert_eq!(
+            Config::default().debian_mirror_or_apt(empty.path()),
+            "http://deb.debian.org/debian"
+        );
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub struct Layout {
     pub state_dir: PathBuf,
     /// Rebuildable artifacts: kernels, images, layer blobs.
     pub cache_dir: PathBuf,
-    /// The daemon's socket and lock; gone after a reboot.
+    /// The daemon's socket; gone after a reboot.
     pub runtime_dir: PathBuf,
 }
 
@@ -175,9 +175,11 @@ impl Layout {
         self.runtime_dir.join("bangerd.sock")
     }
 
-    /// The daemon's single-instance lock.
+    /// The daemon's single-instance lock. It lives beside the store it
+    /// protects: two daemons must never share a state directory, whatever
+    /// their runtime directories.
     pub fn lock_path(&self) -> PathBuf {
-        self.runtime_dir.join("bangerd.lock")
+        self.state_dir.join("bangerd.lock")
     }
 
     /// The SQLite store.

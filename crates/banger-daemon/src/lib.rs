@@ -8,15 +8,17 @@
 //! processes itself (that is `banger-sys`'s job) nor hold a lock across
 //! anything slow.
 
+pub mod artifacts;
 pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod logging;
 pub mod op_id;
 pub mod openapi;
+pub mod operations;
 pub mod routes;
 pub mod server;
 pub mod state;
 
 pub use error::ApiError;
-pub use server::{BoundDaemon, Daemon, DaemonError};
+pub use server::{BoundDaemon, Daemon, DaemonError, DaemonOptions};

@@ -15,11 +15,28 @@ use utoipa::OpenApi;
         crate::routes::vms::list,
         crate::routes::shutdown::shutdown,
         crate::routes::openapi::document,
+        crate::routes::kernels::catalog,
+        crate::routes::kernels::list,
+        crate::routes::kernels::get,
+        crate::routes::kernels::pull,
+        crate::routes::kernels::delete,
+        crate::routes::images::catalog,
+        crate::routes::images::list,
+        crate::routes::images::get,
+        crate::routes::images::pull,
+        crate::routes::images::import,
+        crate::routes::images::delete,
+        crate::routes::operations::list,
+        crate::routes::operations::get,
+        crate::routes::operations::cancel,
     ),
     components(schemas(banger_api::ErrorBody, banger_api::ErrorCode)),
     tags(
         (name = "daemon", description = "The daemon itself"),
         (name = "vms", description = "Virtual machines"),
+        (name = "kernels", description = "Guest kernels: catalog, store, pulls"),
+        (name = "images", description = "Root file systems: catalog, store, pulls, imports"),
+        (name = "operations", description = "Long-running work: poll and cancel"),
     )
 )]
 struct ApiDoc;

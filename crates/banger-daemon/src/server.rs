@@ -70,6 +70,31 @@ pub enum DaemonError {
 #[derive(Debug)]
 pub struct Daemon;
 
+/// What the daemon is configured with beyond its directories.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// The Debian mirror image builds use.
+    pub debian_mirror: String,
+    /// Runs build commands (a fake in tests of the code above it).
+    pub runner: Arc<dyn banger_sys::Runner>,
+}
+
+impl DaemonOptions {
+    /// Options from a loaded config, with the host runner.
+    pub fn from_config(config: &banger_config::Config) -> Self {
+        Self {
+            debian_mirror: config.debian_mirror_or_apt(Path::new("/etc/apt")),
+            runner: Arc::new(banger_sys::HostRunner),
+        }
+    }
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        Self::from_config(&banger_config::Config::default())
+    }
+}
+
 /// A daemon that holds the lock, listens and has its store open, but does
 /// not serve yet.
 #[derive(Debug)]
@@ -85,7 +110,7 @@ pub struct BoundDaemon {
 impl Daemon {
     /// Takes the instance lock, replaces a stale socket, listens (0600) and
     /// opens the store, in that order.
-    pub async fn bind(layout: &Layout) -> Result<BoundDaemon, DaemonError> {
+    pub async fn bind(layout: &Layout, options: DaemonOptions) -> Result<BoundDaemon, DaemonError> {
         layout.ensure()?;
         let socket_path = layout.socket_path();
         let lock = InstanceLock::acquire(&layout.lock_path()).map_err(|e| match e {
@@ -119,12 +144,26 @@ impl Daemon {
             }
         };
         let schema_version = store.schema_version()?;
+        let store = Arc::new(store);
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let ops = Arc::new(crate::operations::Operations::default());
+        let artifacts = Arc::new(crate::artifacts::Artifacts::new(
+            &layout.cache_dir,
+            store.clone(),
+            ops.clone(),
+            options.runner,
+            options.debian_mirror,
+        ));
+        // Holding the instance lock, no other build can be running: what a
+        // killed daemon left half-built goes now.
+        artifacts.sweep();
         let state = AppState {
-            store: Arc::new(store),
+            store,
             started: Instant::now(),
             shutdown,
             schema_version,
+            ops,
+            artifacts,
         };
         Ok(BoundDaemon {
             listener,

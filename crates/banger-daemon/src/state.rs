@@ -17,4 +17,8 @@ pub struct AppState {
     pub shutdown: watch::Sender<bool>,
     /// The schema version the store was opened at.
     pub schema_version: u32,
+    /// Long-running operations.
+    pub ops: Arc<crate::operations::Operations>,
+    /// Kernels and images.
+    pub artifacts: Arc<crate::artifacts::Artifacts>,
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use banger_api::{ErrorBody, ErrorCode, OP_ID_HEADER, Ping, ShutdownRequest, VmSummary};
 use banger_config::Layout;
-use banger_daemon::{Daemon, DaemonError, openapi};
+use banger_daemon::{Daemon, DaemonError, DaemonOptions, openapi};
 use banger_testutil::{RawResponse, raw_request};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
@@ -32,7 +32,9 @@ impl TestDaemon {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::under(dir.path());
-        let bound = Daemon::bind(&layout).await.unwrap();
+        let bound = Daemon::bind(&layout, DaemonOptions::default())
+            .await
+            .unwrap();
         let socket = bound.socket_path().to_owned();
         let stop = bound.shutdown_handle();
         let task = tokio::spawn(bound.serve(std::future::pending()));
@@ -204,14 +206,18 @@ async fn shutdown_over_the_api_stops_and_removes_the_socket() {
     d.task.await.unwrap().unwrap();
     assert!(!d.socket.exists());
     // The lock is free again: a new daemon binds the same layout.
-    let again = Daemon::bind(&d.layout).await.unwrap();
+    let again = Daemon::bind(&d.layout, DaemonOptions::default())
+        .await
+        .unwrap();
     drop(again);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_daemon_refuses_and_leaves_the_first_serving() {
     let d = TestDaemon::start().await;
-    let err = Daemon::bind(&d.layout).await.unwrap_err();
+    let err = Daemon::bind(&d.layout, DaemonOptions::default())
+        .await
+        .unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, DaemonError::AlreadyRunning { .. }), "{text}");
     assert!(
@@ -231,7 +237,9 @@ async fn stale_socket_from_a_dead_daemon_is_replaced() {
     // A socket file nobody listens on, as a SIGKILLed daemon leaves behind.
     drop(std::os::unix::net::UnixListener::bind(layout.socket_path()).unwrap());
     assert!(layout.socket_path().exists());
-    let bound = Daemon::bind(&layout).await.unwrap();
+    let bound = Daemon::bind(&layout, DaemonOptions::default())
+        .await
+        .unwrap();
     let stop = bound.shutdown_handle();
     let task = tokio::spawn(bound.serve(std::future::pending()));
     let resp = raw_request(&layout.socket_path(), "GET", "/v1/ping", &[], "")
@@ -251,7 +259,9 @@ async fn newer_schema_stops_startup_and_leaves_no_socket() {
         let conn = rusqlite::Connection::open(layout.db_path()).unwrap();
         conn.execute_batch("PRAGMA user_version = 1000;").unwrap();
     }
-    let err = Daemon::bind(&layout).await.unwrap_err();
+    let err = Daemon::bind(&layout, DaemonOptions::default())
+        .await
+        .unwrap_err();
     let chain = banger_daemon::error::error_chain(&err);
     assert!(chain.contains("schema version 1000"), "{chain}");
     assert!(!layout.socket_path().exists());
@@ -369,22 +379,50 @@ async fn served_document_is_openapi_3_and_lists_every_route() {
     );
     assert_eq!(served, serde_json::to_value(openapi::document()).unwrap());
     let ops = documented_operations();
-    assert_eq!(
-        ops,
-        [
-            ("GET", "/v1/openapi.json"),
-            ("GET", "/v1/ping"),
-            ("GET", "/v1/vms"),
-            ("POST", "/v1/shutdown"),
-        ]
-        .map(|(m, p)| (m.to_owned(), p.to_owned()))
-    );
-    // Each documented operation is routed (a valid request is not 404/405);
-    // shutdown last, since it stops the daemon.
-    for (method, path) in &ops {
-        let resp = raw_request(&d.socket, method, path, &[], "").await.unwrap();
-        assert!(resp.status.is_success(), "{method} {path}: {}", resp.status);
+    for expected in [
+        ("GET", "/v1/ping"),
+        ("GET", "/v1/vms"),
+        ("POST", "/v1/shutdown"),
+        ("GET", "/v1/openapi.json"),
+        ("POST", "/v1/kernels/pull"),
+        ("POST", "/v1/images/pull"),
+        ("POST", "/v1/images/import"),
+        ("GET", "/v1/operations/{id}"),
+        ("DELETE", "/v1/operations/{id}"),
+    ] {
+        assert!(
+            ops.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+            "{expected:?} undocumented"
+        );
     }
+    // Each documented operation is routed: asked with placeholder values it
+    // never meets the "no route" or "method" fallbacks. Shutdown goes last.
+    let json = [("content-type", "application/json")];
+    for (method, path) in ops.iter().filter(|(_, p)| p != "/v1/shutdown") {
+        let target = path
+            .replace("{name}", "nonexistent")
+            .replace("{id}", "op-0");
+        let body = if method == "POST" {
+            r#"{"name":"nonexistent","path":"/nonexistent"}"#
+        } else {
+            ""
+        };
+        let resp = raw_request(&d.socket, method, &target, &json, body)
+            .await
+            .unwrap();
+        if resp.status.is_success() {
+            continue;
+        }
+        let err: ErrorBody = serde_json::from_slice(&resp.body).unwrap();
+        assert!(
+            err.code != ErrorCode::MethodNotAllowed && !err.message.starts_with("no route"),
+            "{method} {path} is documented but not routed: {err:?}"
+        );
+    }
+    let resp = raw_request(&d.socket, "POST", "/v1/shutdown", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 202);
     d.task.await.unwrap().unwrap();
 }
 

@@ -5,6 +5,7 @@
 //! it). It must never be opened for writing by a binary older than the
 //! schema it finds: [`Store::open`] refuses before touching the file.
 
+mod images;
 mod migrate;
 mod vms;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use images::ImageRecord;
 pub use migrate::{MIGRATIONS, Migration, SCHEMA_VERSION};
 pub use vms::VmRecord;
 

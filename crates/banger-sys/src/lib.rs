@@ -10,6 +10,8 @@
 
 pub mod lock;
 pub mod process;
+pub mod run;
 
 pub use lock::{InstanceLock, LockError};
-pub use process::{DetachedCommand, SpawnError, pid_alive};
+pub use process::{DetachedCommand, SpawnError, kill_groups_mentioning, pid_alive};
+pub use run::{Cancel, Cmd, HostRunner, RunError, Runner};

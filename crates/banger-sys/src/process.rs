@@ -121,6 +121,58 @@ pub fn pid_alive(pid: u32) -> bool {
     pid_alive_in(Path::new("/proc"), pid)
 }
 
+/// The process groups (read from `proc_root`) of every process whose
+/// command line mentions `needle`, this process's own group excepted.
+pub fn groups_mentioning(proc_root: &Path, needle: &str) -> Vec<u32> {
+    let own = std::fs::read_to_string(proc_root.join("self/stat"))
+        .ok()
+        .and_then(|s| stat_pgid(&s));
+    let Ok(entries) = std::fs::read_dir(proc_root) else {
+        return Vec::new();
+    };
+    let mut groups: Vec<u32> = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                c.split(|b| *b == 0)
+                    .any(|arg| String::from_utf8_lossy(arg).contains(needle))
+            })
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|s| stat_pgid(&s))
+        .filter(|g| Some(*g) != own && *g > 1)
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups
+}
+
+/// SIGKILLs every process group whose members mention `needle` on their
+/// command line (a build whose parent died: its leader may be gone, its
+/// children not), and returns the groups signalled.
+pub fn kill_groups_mentioning(needle: &str) -> Vec<u32> {
+    let groups = groups_mentioning(Path::new("/proc"), needle);
+    for pgid in &groups {
+        if let Ok(pgid) = i32::try_from(*pgid) {
+            // SAFETY: kill with a negative pid signals a process group; no
+            // memory is involved.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+    }
+    groups
+}
+
+fn stat_pgid(stat: &str) -> Option<u32> {
+    // pid (comm) state ppid pgrp ...
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(2)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +191,53 @@ mod tests {
         let proc = fake_proc(43, "43 (bangerd) Z 1 43 43 0 -1");
         assert!(!pid_alive_in(proc.path(), 43));
         assert!(!pid_alive_in(proc.path(), 44));
+    }
+
+    #[test]
+    fn groups_mentioning_finds_the_group_of_a_matching_command_line() {
+        let proc = tempfile::tempdir().unwrap();
+        let add = |pid: u32, cmdline: &[u8], pgid: u32| {
+            let dir = proc.path().join(pid.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("cmdline"), cmdline).unwrap();
+            std::fs::write(dir.join("stat"), format!("{pid} (x y) S 1 {pgid} {pgid} 0")).unwrap();
+        };
+        add(
+            10,
+            b"mmdebstrap\0--format=tar\0/c/images/.staging-deb-01/rootfs.tar\0",
+            10,
+        );
+        add(11, b"make\0-C\0/c/kernels/.staging-k-02/work\0", 11);
+        add(12, b"bash\0", 12);
+        std::fs::create_dir_all(proc.path().join("self")).unwrap();
+        std::fs::write(proc.path().join("self/stat"), "99 (t) S 1 99 99 0").unwrap();
+        assert_eq!(groups_mentioning(proc.path(), ".staging-deb-01"), [10]);
+        assert_eq!(groups_mentioning(proc.path(), "/c/"), [10, 11]);
+        assert!(groups_mentioning(proc.path(), "nothing").is_empty());
+    }
+
+    #[test]
+    fn kill_groups_mentioning_kills_an_orphaned_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("staging-marker");
+        let mut child = DetachedCommand::new("/bin/sh")
+            .arg("-c")
+            .arg("sleep 60 & wait")
+            .arg(&marker)
+            .spawn(&dir.path().join("out"))
+            .unwrap();
+        let needle = marker.display().to_string();
+        // Until the child has exec'd sh, its command line is ours.
+        for _ in 0..500 {
+            if !groups_mentioning(Path::new("/proc"), &needle).is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let groups = kill_groups_mentioning(&needle);
+        assert_eq!(groups, [child.id()]);
+        let status = child.wait().unwrap();
+        assert!(!status.success());
     }
 
     #[test]

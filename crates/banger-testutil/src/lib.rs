@@ -95,3 +95,26 @@ pub async fn raw_request(
         body,
     })
 }
+
+/// One raw tar entry: name, type, link target.
+pub type RawEntry<'a> = (&'a [u8], tar::EntryType, &'a [u8]);
+
+/// Writes a tarball with raw GNU headers, bypassing the `tar` crate's own
+/// path checks, as a hostile archive would be made.
+pub fn raw_tar(path: &Path, entries: &[RawEntry<'_>]) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    for (name, kind, link) in entries {
+        let mut header = tar::Header::new_gnu();
+        if let Some(gnu) = header.as_gnu_mut() {
+            gnu.name[..name.len()].copy_from_slice(name);
+            gnu.linkname[..link.len()].copy_from_slice(link);
+        }
+        header.set_entry_type(*kind);
+        header.set_mode(0o644);
+        header.set_size(0);
+        header.set_cksum();
+        out.extend_from_slice(header.as_bytes());
+    }
+    out.extend_from_slice(&[0u8; 1024]);
+    std::fs::write(path, out)
+}

@@ -23,6 +23,16 @@ pub enum Command {
         #[command(subcommand)]
         command: VmCommand,
     },
+    /// Guest kernels: the catalog, pulls (builds from Debian's linux-source), the local store.
+    Kernel {
+        #[command(subcommand)]
+        command: KernelCommand,
+    },
+    /// Root file system images: the catalog, pulls, imports, the local store.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
     /// Start, stop and inspect the daemon.
     Daemon {
         #[command(subcommand)]
@@ -49,6 +59,89 @@ pub enum VmCommand {
     List {
         #[command(flatten)]
         output: OutputArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KernelCommand {
+    /// List the kernels banger knows how to produce.
+    Catalog {
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Build (or fetch) a catalog kernel into the local store.
+    ///
+    /// generic-6.1 is built from Debian's linux-source-6.1 package, which
+    /// must be installed; it takes a few minutes on two cores, with the
+    /// stages shown as it goes. Pulling a kernel already present returns at
+    /// once; two pulls of one kernel share one build. Ctrl-C cancels.
+    Pull {
+        /// Catalog name, e.g. generic-6.1.
+        name: String,
+    },
+    /// List the kernels in the local store.
+    #[command(visible_alias = "ls")]
+    List {
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Show one kernel (JSON).
+    Show {
+        /// Kernel name.
+        name: String,
+    },
+    /// Delete a kernel no image uses.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Kernel name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List the images banger knows how to produce.
+    Catalog {
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Build (or fetch) a catalog image into the local store.
+    ///
+    /// debian-bookworm is built with mmdebstrap from the configured Debian
+    /// mirror (config key debian_mirror), then written to an ext4 file
+    /// without root. Pulling an image already present returns at once; two
+    /// pulls of one image share one build. Ctrl-C cancels.
+    Pull {
+        /// Catalog name, e.g. debian-bookworm.
+        name: String,
+    },
+    /// Import a root file system tarball (e.g. `docker export` output) or an ext4 file.
+    Import {
+        /// A plain (uncompressed) tar archive or an ext4 file system image.
+        file: std::path::PathBuf,
+        /// Name of the new image (1-63 of a-z, 0-9, -).
+        #[arg(long)]
+        name: String,
+        /// Catalog kernel its VMs boot [default: generic-6.1].
+        #[arg(long)]
+        kernel: Option<String>,
+    },
+    /// List the images in the local store.
+    #[command(visible_alias = "ls")]
+    List {
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Show one image (JSON).
+    Show {
+        /// Image name.
+        name: String,
+    },
+    /// Delete an image no VM uses.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Image name.
+        name: String,
     },
 }
 

@@ -2,8 +2,10 @@
 //! `banger-client`, prints. No logic worth testing lives here; the
 //! end-to-end tests in `tests/` drive this binary against a real daemon.
 
+mod artifact_cmd;
 mod cli;
 mod daemon_cmd;
+mod follow;
 mod vm_cmd;
 
 use std::io::Write;
@@ -91,6 +93,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Daemon { command } => daemon_cmd::run(&Ctx::load()?, command).await,
         Command::Vm { command } => vm_cmd::run(&Ctx::load()?, command).await,
+        Command::Kernel { command } => artifact_cmd::kernel(&Ctx::load()?, command).await,
+        Command::Image { command } => artifact_cmd::image(&Ctx::load()?, command).await,
     }
 }
 

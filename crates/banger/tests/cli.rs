@@ -7,108 +7,14 @@
     reason = "integration tests: each file is a test crate of its own"
 )]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
 use banger_testutil::wait_until;
-
-/// One isolated banger installation: its own four directories.
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        let bangerd = bangerd_bin();
-        assert!(
-            bangerd.is_file(),
-            "{} is missing: build the workspace first (`cargo build --workspace`)",
-            bangerd.display()
-        );
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.path("run/bangerd.sock")
-    }
-
-    fn log(&self) -> PathBuf {
-        self.path("state/bangerd.log")
-    }
-
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "the test drives the binaries under test"
-    )]
-    fn command(&self, program: &Path, args: &[&str]) -> std::process::Command {
-        let mut cmd = std::process::Command::new(program);
-        cmd.args(args)
-            .env("BANGER_CONFIG_DIR", self.path("config"))
-            .env("BANGER_STATE_DIR", self.path("state"))
-            .env("BANGER_CACHE_DIR", self.path("cache"))
-            .env("BANGER_RUNTIME_DIR", self.path("run"))
-            .env("BANGER_DAEMON_BIN", bangerd_bin())
-            .env_remove("BANGER_LOG");
-        cmd
-    }
-
-    fn banger(&self, args: &[&str]) -> Output {
-        self.command(Path::new(env!("CARGO_BIN_EXE_banger")), args)
-            .output()
-            .unwrap()
-    }
-
-    /// Runs banger and insists it succeeded; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.banger(args);
-        assert!(
-            out.status.success(),
-            "banger {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// The pid recorded by the running daemon, if one runs.
-    fn daemon_pid(&self) -> Option<u32> {
-        banger_sys::InstanceLock::holder(&self.path("run/bangerd.lock"))
-    }
-
-    fn write_config(&self, text: &str) {
-        std::fs::create_dir_all(self.path("config")).unwrap();
-        std::fs::write(self.path("config/config.toml"), text).unwrap();
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Some(pid) = self.daemon_pid() {
-            kill(pid, libc::SIGKILL);
-            wait_until(Duration::from_secs(5), || !banger_sys::pid_alive(pid));
-        }
-    }
-}
-
-fn bangerd_bin() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_banger")).with_file_name("bangerd")
-}
-
-fn kill(pid: u32, signal: i32) {
-    // SAFETY: sending a signal to a daemon this test started.
-    unsafe { libc::kill(i32::try_from(pid).unwrap(), signal) };
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use common::{Env, bangerd_bin, kill, stderr};
 
 #[test]
 fn vm_list_on_empty_state_starts_the_daemon_and_prints_an_empty_table() {

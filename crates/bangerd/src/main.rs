@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use banger_config::{Config, Layout};
-use banger_daemon::{Daemon, DaemonError, logging, openapi, server};
+use banger_daemon::{Daemon, DaemonError, DaemonOptions, logging, openapi, server};
 use clap::{Parser, Subcommand};
 
 /// The banger daemon. Usually started on demand by `banger`; run it by hand
@@ -69,7 +69,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .build()
         .context("start the async runtime")?;
     runtime.block_on(async {
-        let daemon = Daemon::bind(&layout).await?;
+        let daemon = Daemon::bind(&layout, DaemonOptions::from_config(&loaded.config)).await?;
         daemon.serve(server::termination_signal()).await?;
         anyhow::Ok(())
     })

@@ -1,7 +1,11 @@
 //! The API's routes. One file per resource; [`router`] wires them with the
 //! fallbacks and layers every request passes through.
 
+pub mod images;
+pub mod kernels;
+pub mod names;
 pub mod openapi;
+pub mod operations;
 pub mod ping;
 pub mod shutdown;
 pub mod vms;
@@ -26,6 +30,20 @@ pub fn router(state: AppState) -> Router {
         .route(routes::VMS, get(vms::list))
         .route(routes::SHUTDOWN, post(shutdown::shutdown))
         .route(routes::OPENAPI, get(openapi::document))
+        .route(routes::KERNELS, get(kernels::list))
+        .route(routes::KERNEL_CATALOG, get(kernels::catalog))
+        .route(routes::KERNEL_PULL, post(kernels::pull))
+        .route(routes::KERNEL, get(kernels::get).delete(kernels::delete))
+        .route(routes::IMAGES, get(images::list))
+        .route(routes::IMAGE_CATALOG, get(images::catalog))
+        .route(routes::IMAGE_PULL, post(images::pull))
+        .route(routes::IMAGE_IMPORT, post(images::import))
+        .route(routes::IMAGE, get(images::get).delete(images::delete))
+        .route(routes::OPERATIONS, get(operations::list))
+        .route(
+            routes::OPERATION,
+            get(operations::get).delete(operations::cancel),
+        )
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -1,0 +1,154 @@
+//! Kernels, images and the operations that produce them.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::ErrorBody;
+
+/// One `kernel catalog` / `image catalog` row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogEntry {
+    /// Name to pull.
+    pub name: String,
+    /// What it is.
+    pub description: String,
+    /// Hash of its recipe; a changed recipe gives a new artifact.
+    pub recipe_hash: String,
+    /// Whether it is in the local store, built from this recipe.
+    pub present: bool,
+}
+
+/// A kernel in the local store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Kernel {
+    /// Name.
+    pub name: String,
+    /// Recipe hash it was built from.
+    pub recipe_hash: String,
+    /// The Debian source package.
+    pub source_package: String,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+    /// Build time (RFC 3339).
+    pub created_at: String,
+    /// Its directory (`vmlinux`, `bzImage`, `config`, `manifest.json`).
+    pub dir: String,
+}
+
+/// An image in the local store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    /// Name.
+    pub name: String,
+    /// `build` (catalog recipe) or `import`.
+    pub source: String,
+    /// Recipe hash, for built images.
+    pub recipe_hash: Option<String>,
+    /// The kernel its VMs boot.
+    pub kernel: String,
+    /// Bytes on disk (`rootfs.ext4` + `work-seed.ext4`).
+    pub size_bytes: u64,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Its directory.
+    pub dir: String,
+}
+
+/// `POST /v1/kernels/pull` and `POST /v1/images/pull`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PullRequest {
+    /// Catalog name.
+    pub name: String,
+}
+
+/// `POST /v1/images/import`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    /// Name for the new image (1-63 of `a-z 0-9 -`).
+    pub name: String,
+    /// Absolute path of a root file system tarball or an ext4 file,
+    /// readable by the daemon.
+    pub path: String,
+    /// Catalog kernel its VMs boot; default `generic-6.1`.
+    #[serde(default)]
+    pub kernel: Option<String>,
+}
+
+/// What an operation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationKind {
+    /// Building or fetching a catalog kernel.
+    KernelPull,
+    /// Building or fetching a catalog image.
+    ImagePull,
+    /// Importing a tarball or ext4 file as an image.
+    ImageImport,
+}
+
+/// Where an operation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationState {
+    /// Working.
+    Running,
+    /// Done; `message` says what happened.
+    Succeeded,
+    /// Failed; `error` says why.
+    Failed,
+    /// Cancelled; nothing was published.
+    Cancelled,
+}
+
+impl OperationState {
+    /// Whether the operation has ended.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Self::Running)
+    }
+}
+
+/// The current stage of an operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OperationStage {
+    /// 1-based.
+    pub index: u32,
+    /// Stages in all.
+    pub total: u32,
+    /// What is happening.
+    pub name: String,
+}
+
+/// A long-running piece of work, polled with `GET /v1/operations/{id}`
+/// and cancelled with `DELETE /v1/operations/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Operation {
+    /// Identifier (the op id of the request that started it).
+    pub id: String,
+    /// What it does.
+    pub kind: OperationKind,
+    /// The kernel or image it works on.
+    pub target: String,
+    /// Where it is.
+    pub state: OperationState,
+    /// The current (or last) stage.
+    pub stage: Option<OperationStage>,
+    /// On success: what happened (built, already present, imported).
+    pub message: Option<String>,
+    /// On failure or cancellation: why.
+    pub error: Option<ErrorBody>,
+    /// Build output, named so a failure can be read in full.
+    pub log: Option<String>,
+    /// Start (RFC 3339).
+    pub started_at: String,
+    /// End (RFC 3339), once ended.
+    pub finished_at: Option<String>,
+    /// Seconds since start (or until end).
+    pub elapsed_secs: u64,
+}

@@ -1,0 +1,116 @@
+//! Names of VMs, images and kernels: the one grammar, checked at every
+//! trust boundary (CLI, API). A name flows into paths, hostnames, DNS
+//! records and kernel command lines, so it is a DNS label and nothing else.
+
+/// Longest name (a DNS label).
+pub const MAX_NAME_LEN: usize = 63;
+
+/// Checks `name`: 1 to 63 of `a-z`, `0-9`, `-`, no leading or trailing
+/// `-`. Names are never rewritten: `MyVM` is refused, not lower-cased.
+/// The error names the first problem.
+pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
+    check_len(what, name)?;
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(format!(
+            "{what} name {name:?} holds {c:?}: only a-z, 0-9 and - are allowed"
+        ));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err(format!("{what} name {name:?} must not start or end with -"));
+    }
+    Ok(())
+}
+
+/// Checks a kernel or image name: 1 to 63 of `a-z`, `0-9`, `.`, `_`, `-`,
+/// starting with a letter or digit and without `..`, so it is one plain
+/// path component (`generic-6.1`, `debian-bookworm`). Never rewritten.
+pub fn validate_artifact_name(what: &str, name: &str) -> Result<(), String> {
+    check_len(what, name)?;
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "{what} name {name:?} holds {c:?}: only a-z, 0-9, '.', '_' and '-' are allowed"
+        ));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(format!(
+            "{what} name {name:?} must start with a letter or digit"
+        ));
+    }
+    if name.contains("..") {
+        return Err(format!("{what} name {name:?} must not contain '..'"));
+    }
+    Ok(())
+}
+
+fn check_len(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("{what} name is empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "{what} name {name:?} is {} bytes long, more than {MAX_NAME_LEN}",
+            name.len()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn artifact_names_allow_versions_but_not_paths() {
+        for ok in ["generic-6.1", "debian-bookworm", "ubuntu_24.04", "a"] {
+            assert!(validate_artifact_name("image", ok).is_ok(), "{ok}");
+        }
+        for (bad, says) in [
+            ("", "empty"),
+            (".hidden", "start with"),
+            ("-x", "start with"),
+            ("a..b", "'..'"),
+            ("a/b", "'/'"),
+            ("Deb", "'D'"),
+            ("a b", "' '"),
+            (&"x".repeat(64), "more than 63"),
+        ] {
+            let err = validate_artifact_name("image", bad).unwrap_err();
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
+    }
+
+    use super::*;
+
+    #[test]
+    fn accepts_dns_labels() {
+        for ok in ["a", "web", "debian-bookworm", "0", "a-b-c", &"x".repeat(63)] {
+            assert!(validate_name("vm", ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn refuses_everything_else_naming_the_problem() {
+        for (bad, says) in [
+            ("", "empty"),
+            ("a b", "' '"),
+            ("a\nb", "'\\n'"),
+            ("a.b", "'.'"),
+            ("a/b", "'/'"),
+            ("box/../evil", "'/'"),
+            ("a:b", "':'"),
+            ("a=b", "'='"),
+            ("MyVM", "'M'"),
+            ("naïve", "'ï'"),
+            ("-a", "start or end"),
+            ("a-", "start or end"),
+            (&"x".repeat(64), "more than 63"),
+        ] {
+            let err = validate_name("vm", bad).unwrap_err();
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Building an image: a root file system tarball (from mmdebstrap, or one
+//! the user imports), checked by [`crate::tarscan`], turned into
+//! `rootfs.ext4` by `mke2fs -d`, plus `work-seed.ext4` from its `/root`.
+
+use std::path::Path;
+
+use banger_sys::Cmd;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::ImageEntry;
+use crate::ext4;
+use crate::kernel::{BuildEnv, BuildError, io_err};
+use crate::progress::Stages;
+use crate::store::{ArtifactStore, allocated_bytes, now_rfc3339};
+use crate::tarscan;
+
+/// The shared, read-only root file system of every VM of the image.
+pub const ROOTFS: &str = "rootfs.ext4";
+/// The initial content of a VM's /root.
+pub const WORK_SEED: &str = "work-seed.ext4";
+/// Room in the work seed beyond its content.
+const WORK_SEED_HEADROOM_MIB: u64 = 32;
+
+/// mmdebstrap copies the build host's `/etc/hostname` and
+/// `/etc/resolv.conf` into the tree; an image must carry neither (each VM
+/// gets its own at create time). Fixed strings, run by mmdebstrap's `sh`
+/// with the tree as `$1`: nothing is interpolated into them.
+const HYGIENE_HOOKS: [&str; 2] = [
+    r#"echo banger > "$1/etc/hostname""#,
+    r#"rm -f "$1/etc/resolv.conf" && : > "$1/etc/resolv.conf" && chmod 0644 "$1/etc/resolv.conf""#,
+];
+
+/// Where an image came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageSource {
+    /// Built from a catalog recipe.
+    Build,
+    /// Imported from a tarball or an ext4 file.
+    Import,
+}
+
+/// What a published image directory holds (`manifest.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageManifest {
+    /// Image name.
+    pub name: String,
+    /// How it was made.
+    pub source: ImageSource,
+    /// Hash of the catalog recipe, for built images.
+    pub recipe_hash: Option<String>,
+    /// The catalog kernel it boots with.
+    pub kernel: String,
+    /// When it was made (RFC 3339).
+    pub built_at: String,
+    /// Bytes on disk of the whole directory.
+    pub size_bytes: u64,
+}
+
+/// Builds catalog image `entry` into `out` from the Debian `mirror`.
+pub fn build(
+    entry: &ImageEntry,
+    mirror: &str,
+    out: &Path,
+    env: BuildEnv<'_>,
+) -> Result<ImageManifest, BuildError> {
+    let recipe = entry
+        .recipe()
+        .map_err(|e| BuildError::Recipe(e.to_string()))?;
+    let mut stages = Stages::new(env.progress, 4);
+    stages.begin(format!(
+        "bootstrapping Debian {} from {mirror} (mmdebstrap)",
+        recipe.suite
+    ));
+    let tar = out.join("rootfs.tar");
+    env.runner.run(
+        // unshare mode for root too: the build's mounts live in a namespace
+        // that vanishes with it, so a killed build leaks no mount.
+        &Cmd::new("mmdebstrap")
+            .arg("--mode=unshare")
+            .arg(format!("--variant={}", recipe.variant))
+            .arg(format!("--include={}", recipe.packages.join(",")))
+            .arg("--format=tar")
+            .args(
+                HYGIENE_HOOKS
+                    .iter()
+                    .map(|h| format!("--customize-hook={h}")),
+            )
+            .arg(&recipe.suite)
+            .arg(&tar)
+            .arg(mirror),
+        env.log,
+        env.cancel,
+    )?;
+    let manifest = from_tar(
+        &tar,
+        out,
+        &mut stages,
+        env,
+        Meta {
+            name: entry.name,
+            source: ImageSource::Build,
+            recipe_hash: Some(entry.recipe_hash()),
+            kernel: &recipe.kernel,
+            headroom_mib: recipe.headroom_mib,
+        },
+    )?;
+    Ok(manifest)
+}
+
+/// Imports a root file system tarball (e.g. `docker export` output) as
+/// image `name` into `out`.
+pub fn import_tar(
+    name: &str,
+    kernel: &str,
+    tar: &Path,
+    out: &Path,
+    env: BuildEnv<'_>,
+) -> Result<ImageManifest, BuildError> {
+    let mut stages = Stages::new(env.progress, 3);
+    from_tar(
+        tar,
+        out,
+        &mut stages,
+        env,
+        Meta {
+            name,
+            source: ImageSource::Import,
+            recipe_hash: None,
+            kernel,
+            headroom_mib: 256,
+        },
+    )
+}
+
+/// Imports an existing ext4 file as image `name`: copied (sparse) as the
+/// root file system, with an empty work seed.
+pub fn import_ext4(
+    name: &str,
+    kernel: &str,
+    file: &Path,
+    out: &Path,
+    env: BuildEnv<'_>,
+) -> Result<ImageManifest, BuildError> {
+    let mut stages = Stages::new(env.progress, 2);
+    stages.begin(format!("copying {}", file.display()));
+    let rootfs = out.join(ROOTFS);
+    env.runner.run(
+        &Cmd::new("cp")
+            .args(["--sparse=always", "--reflink=auto", "--"])
+            .arg(file)
+            .arg(&rootfs),
+        env.log,
+        env.cancel,
+    )?;
+    stages.begin("writing an empty work seed");
+    let empty = out.join("empty.tar");
+    tar::Builder::new(std::fs::File::create(&empty).map_err(io_err("create", &empty))?)
+        .into_inner()
+        .map_err(io_err("write", &empty))?;
+    let seed = out.join(WORK_SEED);
+    env.runner.run(
+        &ext4::mkfs_from_tar(&empty, &seed, WORK_SEED_HEADROOM_MIB << 20, "work"),
+        env.log,
+        env.cancel,
+    )?;
+    std::fs::remove_file(&empty).map_err(io_err("remove", &empty))?;
+    finish(
+        out,
+        Meta {
+            name,
+            source: ImageSource::Import,
+            recipe_hash: None,
+            kernel,
+            headroom_mib: 0,
+        },
+    )
+}
+
+struct Meta<'a> {
+    name: &'a str,
+    source: ImageSource,
+    recipe_hash: Option<String>,
+    kernel: &'a str,
+    headroom_mib: u64,
+}
+
+fn from_tar(
+    tar: &Path,
+    out: &Path,
+    stages: &mut Stages<'_>,
+    env: BuildEnv<'_>,
+    meta: Meta<'_>,
+) -> Result<ImageManifest, BuildError> {
+    stages.begin("checking the tree");
+    let summary = tarscan::scan(tar)?;
+
+    stages.begin("writing rootfs.ext4 (mke2fs -d)");
+    let rootfs = out.join(ROOTFS);
+    let size = ext4::size_for(summary.bytes, summary.entries, meta.headroom_mib);
+    env.runner.run(
+        &ext4::mkfs_from_tar(tar, &rootfs, size, "rootfs"),
+        env.log,
+        env.cancel,
+    )?;
+
+    stages.begin("writing work-seed.ext4 from /root");
+    let seed_tar = out.join("work-seed.tar");
+    tarscan::extract_work_seed(tar, &seed_tar)?;
+    let seed_summary = tarscan::scan(&seed_tar)?;
+    let seed = out.join(WORK_SEED);
+    let seed_size = ext4::size_for(
+        seed_summary.bytes,
+        seed_summary.entries,
+        WORK_SEED_HEADROOM_MIB,
+    );
+    env.runner.run(
+        &ext4::mkfs_from_tar(&seed_tar, &seed, seed_size, "work"),
+        env.log,
+        env.cancel,
+    )?;
+    for f in [&seed_tar, &out.join("rootfs.tar")] {
+        match std::fs::remove_file(f) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_err("remove", f)(e));
+            }
+            _ => {}
+        }
+    }
+    finish(out, meta)
+}
+
+fn finish(out: &Path, meta: Meta<'_>) -> Result<ImageManifest, BuildError> {
+    let manifest = ImageManifest {
+        name: meta.name.to_owned(),
+        source: meta.source,
+        recipe_hash: meta.recipe_hash,
+        kernel: meta.kernel.to_owned(),
+        built_at: now_rfc3339(),
+        size_bytes: allocated_bytes(&out.join(ROOTFS)) + allocated_bytes(&out.join(WORK_SEED)),
+    };
+    ArtifactStore::write_manifest(out, &manifest).map_err(|e| BuildError::Recipe(e.to_string()))?;
+    Ok(manifest)
+}

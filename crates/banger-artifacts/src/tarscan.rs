@@ -1,0 +1,303 @@
+//! Root file system tarballs, checked entry by entry before `mke2fs` sees
+//! them: nothing may point outside the tree, and every name must be one
+//! ext4 can hold. Also cuts the work seed (the tree's `/root`) out of one.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+
+use tar::EntryType;
+
+/// Longest name of one path component ext4 stores.
+const MAX_NAME: usize = 255;
+/// Longest whole path accepted.
+const MAX_PATH: usize = 4096;
+
+/// Errors reading or refusing a tarball.
+#[derive(Debug, thiserror::Error)]
+pub enum TarError {
+    /// The file could not be read or written.
+    #[error("{}", path.display())]
+    Io {
+        /// The tarball.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An entry is refused.
+    #[error("tar entry {entry:?} refused: {reason}")]
+    Refused {
+        /// The entry's name, as in the archive (lossy UTF-8).
+        entry: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a scan found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TarSummary {
+    /// Number of entries.
+    pub entries: u64,
+    /// Sum of the regular files' sizes.
+    pub bytes: u64,
+}
+
+/// Checks every entry of the tarball at `path`; see [`check_path`].
+pub fn scan(path: &Path) -> Result<TarSummary, TarError> {
+    let io = |source| TarError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut archive = tar::Archive::new(BufReader::new(File::open(path).map_err(io)?));
+    let mut summary = TarSummary::default();
+    for entry in archive.entries().map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let raw = entry.path_bytes().into_owned();
+        let name = String::from_utf8_lossy(&raw).into_owned();
+        let refuse = |reason: String| TarError::Refused {
+            entry: name.clone(),
+            reason,
+        };
+        check_path(&raw).map_err(refuse)?;
+        let kind = entry.header().entry_type();
+        match kind {
+            EntryType::Regular
+            | EntryType::Continuous
+            | EntryType::Directory
+            | EntryType::Symlink
+            | EntryType::Char
+            | EntryType::Block
+            | EntryType::Fifo => {}
+            EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| refuse("hard link without a target".into()))?;
+                check_path(&target).map_err(|r| {
+                    refuse(format!(
+                        "hard link target {:?}: {r}",
+                        String::from_utf8_lossy(&target)
+                    ))
+                })?;
+            }
+            other => return Err(refuse(format!("unsupported entry type {other:?}"))),
+        }
+        summary.entries += 1;
+        if kind.is_file() {
+            summary.bytes += entry.header().size().map_err(io)?;
+        }
+    }
+    Ok(summary)
+}
+
+/// Checks one archive path: relative, no `..`, every component at most 255
+/// bytes (ext4's limit; `mke2fs` otherwise fails with an unrelated message).
+pub fn check_path(raw: &[u8]) -> Result<(), String> {
+    if raw.first() == Some(&b'/') {
+        return Err("absolute path".into());
+    }
+    if raw.len() > MAX_PATH {
+        return Err(format!("path longer than {MAX_PATH} bytes"));
+    }
+    for component in raw.split(|b| *b == b'/') {
+        if component == b".." {
+            return Err("`..` path component".into());
+        }
+        if component.len() > MAX_NAME {
+            return Err(format!(
+                "name component of {} bytes, longer than the {MAX_NAME} ext4 can store",
+                component.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The path relative to the tree's root, without `./` prefixes or empty
+/// and `.` components.
+fn normalize(raw: &[u8]) -> Vec<&[u8]> {
+    raw.split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect()
+}
+
+/// Writes to `dst` a tarball of the tree's `/root`, re-rooted at `.`, with
+/// owners and modes kept. Returns how many entries it holds. The source
+/// must have passed [`scan`].
+pub fn extract_work_seed(src: &Path, dst: &Path) -> Result<u64, TarError> {
+    let io_src = |source| TarError::Io {
+        path: src.to_owned(),
+        source,
+    };
+    let io_dst = |source| TarError::Io {
+        path: dst.to_owned(),
+        source,
+    };
+    let mut archive = tar::Archive::new(BufReader::new(File::open(src).map_err(io_src)?));
+    let mut out = tar::Builder::new(BufWriter::new(File::create(dst).map_err(io_dst)?));
+    out.mode(tar::HeaderMode::Complete);
+    let mut count = 0;
+    for entry in archive.entries().map_err(io_src)? {
+        let entry = entry.map_err(io_src)?;
+        let raw = entry.path_bytes().into_owned();
+        let parts = normalize(&raw);
+        if parts.first() != Some(&&b"root"[..]) {
+            continue;
+        }
+        let rel: Vec<u8> = if parts.len() == 1 {
+            b".".to_vec()
+        } else {
+            parts[1..].join(&b'/')
+        };
+        let rel = PathBuf::from(String::from_utf8_lossy(&rel).into_owned());
+        let mut header = entry.header().clone();
+        match header.entry_type() {
+            EntryType::Link => {
+                // A hard link to outside /root cannot exist in the seed.
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                let target_parts = normalize(&target);
+                if target_parts.first() != Some(&&b"root"[..]) || target_parts.len() < 2 {
+                    continue;
+                }
+                let target = PathBuf::from(
+                    String::from_utf8_lossy(&target_parts[1..].join(&b'/')).into_owned(),
+                );
+                out.append_link(&mut header, &rel, &target)
+                    .map_err(io_dst)?;
+            }
+            EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                let target = PathBuf::from(String::from_utf8_lossy(&target).into_owned());
+                out.append_link(&mut header, &rel, &target)
+                    .map_err(io_dst)?;
+            }
+            _ => out.append_data(&mut header, &rel, entry).map_err(io_dst)?,
+        }
+        count += 1;
+    }
+    out.into_inner()
+        .and_then(|mut w| std::io::Write::flush(&mut w))
+        .map_err(io_dst)?;
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use banger_testutil::raw_tar as hostile_tar;
+
+    #[test]
+    fn check_path_refuses_escapes_and_overlong_names() {
+        assert!(check_path(b"./etc/passwd").is_ok());
+        assert!(check_path(b"etc/").is_ok());
+        assert!(check_path(b"./").is_ok());
+        assert_eq!(check_path(b"/etc/passwd").unwrap_err(), "absolute path");
+        assert_eq!(
+            check_path(b"./../escape").unwrap_err(),
+            "`..` path component"
+        );
+        assert_eq!(
+            check_path(b"a/b/../../../c").unwrap_err(),
+            "`..` path component"
+        );
+        assert!(check_path(b"a/..b/c..").is_ok());
+        assert!(
+            check_path(&[b'x'; 256])
+                .unwrap_err()
+                .contains("longer than the 255")
+        );
+    }
+
+    #[test]
+    fn scan_names_the_refused_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = dir.path().join("t.tar");
+        for (entries, expect) in [
+            (
+                vec![
+                    (&b"./ok"[..], EntryType::Regular, &b""[..]),
+                    (b"../escape", EntryType::Regular, b""),
+                ],
+                "\"../escape\" refused: `..`",
+            ),
+            (
+                vec![(&b"/etc/evil"[..], EntryType::Regular, &b""[..])],
+                "\"/etc/evil\" refused: absolute",
+            ),
+            (
+                vec![(&b"./h"[..], EntryType::Link, &b"../../etc/shadow"[..])],
+                "hard link target",
+            ),
+        ] {
+            hostile_tar(&tar, &entries).unwrap();
+            let err = scan(&tar).unwrap_err().to_string();
+            assert!(err.contains(expect), "{err}");
+        }
+        hostile_tar(
+            &tar,
+            &[
+                (b"./ok", EntryType::Regular, b""),
+                (b"./dev", EntryType::Directory, b""),
+            ],
+        )
+        .unwrap();
+        assert_eq!(scan(&tar).unwrap().entries, 2);
+    }
+
+    #[test]
+    fn work_seed_is_root_re_rooted_with_modes_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("rootfs.tar");
+        let mut b = tar::Builder::new(File::create(&src).unwrap());
+        let mut add = |path: &str, mode: u32, data: &[u8], kind: EntryType| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            b.append_data(&mut h, path, data).unwrap();
+        };
+        add("./root/", 0o700, b"", EntryType::Directory);
+        add("./root/.bashrc", 0o644, b"PS1=x\n", EntryType::Regular);
+        add("./root/.ssh/", 0o700, b"", EntryType::Directory);
+        add(
+            "./etc/passwd",
+            0o644,
+            b"root:x:0:0::/root:/bin/sh\n",
+            EntryType::Regular,
+        );
+        add("./rootless", 0o644, b"", EntryType::Regular);
+        b.into_inner().unwrap();
+
+        let seed = dir.path().join("seed.tar");
+        assert_eq!(extract_work_seed(&src, &seed).unwrap(), 3);
+        let mut names = Vec::new();
+        for e in tar::Archive::new(File::open(&seed).unwrap())
+            .entries()
+            .unwrap()
+        {
+            let e = e.unwrap();
+            names.push((
+                e.path().unwrap().display().to_string(),
+                e.header().mode().unwrap(),
+            ));
+        }
+        assert_eq!(
+            names,
+            [
+                (".".into(), 0o700),
+                (".bashrc".into(), 0o644),
+                (".ssh".into(), 0o700)
+            ]
+        );
+    }
+}

@@ -1,0 +1,200 @@
+//! Long-running work the API hands back as an operation: started by one
+//! request, polled with `GET /v1/operations/{id}`, cancelled with
+//! `DELETE /v1/operations/{id}`.
+//!
+//! The registry is a short-lock map; the work itself runs on a blocking
+//! thread and updates its operation through [`OpHandle`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use banger_api::{ErrorBody, ErrorCode, Operation, OperationKind, OperationStage, OperationState};
+use banger_artifacts::{Progress, Stage};
+use banger_sys::Cancel;
+
+/// Ended operations are forgotten after this long.
+const KEEP_ENDED: Duration = Duration::from_secs(3600);
+
+/// One operation's live state.
+#[derive(Debug)]
+pub struct OpHandle {
+    op: Mutex<Operation>,
+    started: Instant,
+    ended: Mutex<Option<Instant>>,
+    /// Set by `DELETE /v1/operations/{id}`.
+    pub cancel: Cancel,
+}
+
+impl OpHandle {
+    fn lock(&self) -> MutexGuard<'_, Operation> {
+        self.op
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A copy of the operation as it is now.
+    pub fn snapshot(&self) -> Operation {
+        let mut op = self.lock().clone();
+        let end = self
+            .ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(Instant::now);
+        op.elapsed_secs = end.duration_since(self.started).as_secs();
+        op
+    }
+
+    /// Records where the build output goes.
+    pub fn set_log(&self, log: &std::path::Path) {
+        self.lock().log = Some(log.display().to_string());
+    }
+
+    /// Ends the operation successfully with `message`.
+    pub fn succeed(&self, message: impl Into<String>) {
+        self.end(OperationState::Succeeded, Some(message.into()), None);
+    }
+
+    /// Ends the operation with `error` (cancelled when the cancel flag is set).
+    pub fn fail(&self, code: ErrorCode, message: impl Into<String>) {
+        let state = if self.cancel.is_cancelled() {
+            OperationState::Cancelled
+        } else {
+            OperationState::Failed
+        };
+        let id = self.lock().id.clone();
+        let body = ErrorBody {
+            code,
+            message: message.into(),
+            op_id: id,
+        };
+        self.end(state, None, Some(body));
+    }
+
+    fn end(&self, state: OperationState, message: Option<String>, error: Option<ErrorBody>) {
+        {
+            let mut op = self.lock();
+            op.state = state;
+            op.message = message;
+            op.error = error;
+            op.finished_at = Some(now());
+        }
+        *self
+            .ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// Whether the operation has ended.
+    pub fn is_ended(&self) -> bool {
+        self.lock().state.is_terminal()
+    }
+}
+
+impl Progress for OpHandle {
+    fn stage(&self, stage: Stage) {
+        tracing::info!(op = %self.lock().id, stage = stage.index, of = stage.total, "{}", stage.name);
+        self.lock().stage = Some(OperationStage {
+            index: stage.index,
+            total: stage.total,
+            name: stage.name,
+        });
+    }
+}
+
+/// Every operation the daemon remembers.
+#[derive(Debug, Default)]
+pub struct Operations {
+    ops: Mutex<HashMap<String, Arc<OpHandle>>>,
+}
+
+impl Operations {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<OpHandle>>> {
+        self.ops
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a new running operation with id `id`.
+    pub fn begin(&self, id: &str, kind: OperationKind, target: &str) -> Arc<OpHandle> {
+        let handle = Arc::new(OpHandle {
+            op: Mutex::new(Operation {
+                id: id.to_owned(),
+                kind,
+                target: target.to_owned(),
+                state: OperationState::Running,
+                stage: None,
+                message: None,
+                error: None,
+                log: None,
+                started_at: now(),
+                finished_at: None,
+                elapsed_secs: 0,
+            }),
+            started: Instant::now(),
+            ended: Mutex::new(None),
+            cancel: Cancel::new(),
+        });
+        let mut ops = self.lock();
+        ops.retain(|_, h| {
+            h.ended
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_none_or(|t| t.elapsed() < KEEP_ENDED)
+        });
+        ops.insert(id.to_owned(), handle.clone());
+        handle
+    }
+
+    /// One operation.
+    pub fn get(&self, id: &str) -> Option<Arc<OpHandle>> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Snapshots of all, oldest first.
+    pub fn list(&self) -> Vec<Operation> {
+        let mut all: Vec<Operation> = self.lock().values().map(|h| h.snapshot()).collect();
+        all.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+        all
+    }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_and_end_states_show_in_snapshots() {
+        let ops = Operations::default();
+        let h = ops.begin("op-1", OperationKind::KernelPull, "generic-6.1");
+        h.stage(Stage {
+            index: 2,
+            total: 5,
+            name: "unpacking".into(),
+        });
+        let snap = ops.get("op-1").unwrap().snapshot();
+        assert_eq!(snap.state, OperationState::Running);
+        assert_eq!(snap.stage.unwrap().name, "unpacking");
+        h.succeed("built");
+        let snap = h.snapshot();
+        assert_eq!(snap.state, OperationState::Succeeded);
+        assert_eq!(snap.message.as_deref(), Some("built"));
+        assert!(snap.finished_at.is_some());
+    }
+
+    #[test]
+    fn failure_after_cancel_is_cancelled() {
+        let ops = Operations::default();
+        let h = ops.begin("op-2", OperationKind::ImagePull, "debian-bookworm");
+        h.cancel.cancel();
+        h.fail(ErrorCode::OperationFailed, "cancelled");
+        let snap = h.snapshot();
+        assert_eq!(snap.state, OperationState::Cancelled);
+        assert_eq!(snap.error.unwrap().op_id, "op-2");
+        assert_eq!(ops.list().len(), 1);
+    }
+}

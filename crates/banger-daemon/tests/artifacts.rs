@@ -1,0 +1,331 @@
+//! The artifact service through the API, with a fake build runner: one
+//! build for concurrent pulls, cancellation, failures, deletes that must
+//! wait, and nothing half-published.
+
+#![allow(
+    clippy::tests_outside_test_module,
+    clippy::unwrap_used,
+    reason = "integration tests: each file is a test crate of its own"
+)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use banger_api::{ErrorBody, ErrorCode, Image, Operation, OperationState};
+use banger_config::Layout;
+use banger_daemon::{Daemon, DaemonOptions};
+use banger_sys::{Cancel, Cmd, RunError, Runner};
+use banger_testutil::{RawResponse, raw_request};
+
+/// Plays mmdebstrap and mke2fs: mmdebstrap blocks until the gate opens
+/// (or the build is cancelled), then writes a small real tarball.
+#[derive(Debug, Default)]
+struct FakeBuilder {
+    open: Mutex<bool>,
+    calls: Mutex<Vec<String>>,
+    fail_mkfs: bool,
+}
+
+impl FakeBuilder {
+    fn open_gate(&self) {
+        *self.open.lock().unwrap() = true;
+    }
+
+    fn bootstraps(&self) -> usize {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.starts_with("mmdebstrap"))
+            .count()
+    }
+}
+
+impl Runner for FakeBuilder {
+    fn run(&self, cmd: &Cmd, log: &Path, cancel: &Cancel) -> Result<(), RunError> {
+        let line = cmd.display();
+        self.calls.lock().unwrap().push(line.clone());
+        std::fs::write(log, format!("ran {line}\n")).unwrap();
+        let args: Vec<PathBuf> = cmd.args.iter().map(PathBuf::from).collect();
+        if line.starts_with("mmdebstrap") {
+            while !*self.open.lock().unwrap() {
+                if cancel.is_cancelled() {
+                    return Err(RunError::Cancelled);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            write_rootfs_tar(&args[args.len() - 2]);
+        } else if line.starts_with("mke2fs") {
+            if self.fail_mkfs {
+                return Err(RunError::Failed {
+                    command: line,
+                    status: std::os::unix::process::ExitStatusExt::from_raw(1 << 8),
+                    log: log.to_owned(),
+                });
+            }
+            std::fs::write(&args[args.len() - 2], b"ext4").unwrap();
+        }
+        Ok(())
+    }
+}
+
+fn write_rootfs_tar(path: &Path) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    for (name, data) in [
+        ("./etc/hostname", &b"x\n"[..]),
+        ("./root/.bashrc", b"PS1=x\n"),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).unwrap();
+    }
+    b.into_inner().unwrap();
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    layout: Layout,
+    socket: PathBuf,
+    runner: Arc<FakeBuilder>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Harness {
+    async fn start(runner: FakeBuilder) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::under(dir.path());
+        let runner = Arc::new(runner);
+        let options = DaemonOptions {
+            debian_mirror: "http://mirror.invalid/debian".into(),
+            runner: runner.clone(),
+        };
+        let bound = Daemon::bind(&layout, options).await.unwrap();
+        let socket = bound.socket_path().to_owned();
+        let stop = bound.shutdown_handle();
+        tokio::spawn(bound.serve(std::future::pending()));
+        Self {
+            _dir: dir,
+            layout,
+            socket,
+            runner,
+            stop,
+        }
+    }
+
+    async fn call(&self, method: &str, target: &str, body: &str) -> RawResponse {
+        let json = [("content-type", "application/json")];
+        raw_request(&self.socket, method, target, &json, body.to_owned())
+            .await
+            .unwrap()
+    }
+
+    async fn pull(&self) -> Operation {
+        let resp = self
+            .call("POST", "/v1/images/pull", r#"{"name":"debian-bookworm"}"#)
+            .await;
+        assert_eq!(resp.status, 202, "{:?}", resp.body);
+        serde_json::from_slice(&resp.body).unwrap()
+    }
+
+    async fn wait(&self, id: &str) -> Operation {
+        for _ in 0..1000 {
+            let op: Operation = serde_json::from_slice(
+                &self
+                    .call("GET", &format!("/v1/operations/{id}"), "")
+                    .await
+                    .body,
+            )
+            .unwrap();
+            if op.state.is_terminal() {
+                return op;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("operation {id} did not end");
+    }
+
+    async fn images(&self) -> Vec<Image> {
+        serde_json::from_slice(&self.call("GET", "/v1/images", "").await.body).unwrap()
+    }
+
+    /// Entries of the images directory that are not published images.
+    fn debris(&self) -> Vec<String> {
+        let dir = self.layout.cache_dir.join("images");
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_share_one_build_and_both_succeed() {
+    let h = Harness::start(FakeBuilder::default()).await;
+    let first = h.pull().await;
+    let second = h.pull().await;
+    assert_eq!(first.id, second.id, "the second pull joins the first");
+    assert_eq!(first.state, OperationState::Running);
+
+    // While it runs, the name is busy: delete waits for nobody.
+    let resp = h.call("DELETE", "/v1/images/debian-bookworm", "").await;
+    let err: ErrorBody = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!(err.code, ErrorCode::Conflict, "{err:?}");
+    assert!(err.message.contains(&first.id), "{err:?}");
+
+    h.runner.open_gate();
+    let done = h.wait(&first.id).await;
+    assert_eq!(done.state, OperationState::Succeeded, "{done:?}");
+    assert_eq!(h.runner.bootstraps(), 1);
+    assert!(
+        done.log
+            .unwrap()
+            .ends_with("logs/image-debian-bookworm.log")
+    );
+
+    let images = h.images().await;
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].name, "debian-bookworm");
+    assert!(Path::new(&images[0].dir).join("rootfs.ext4").is_file());
+    assert!(Path::new(&images[0].dir).join("work-seed.ext4").is_file());
+    assert!(h.debris().is_empty(), "{:?}", h.debris());
+
+    // Present now: a new pull succeeds at once without building.
+    let again = h.pull().await;
+    assert_eq!(again.state, OperationState::Succeeded);
+    assert_eq!(
+        again.message.as_deref(),
+        Some("debian-bookworm is already present")
+    );
+    assert_eq!(h.runner.bootstraps(), 1);
+
+    let resp = h.call("DELETE", "/v1/images/debian-bookworm", "").await;
+    assert_eq!(resp.status, 204);
+    assert!(h.images().await.is_empty());
+    assert!(!h.layout.cache_dir.join("images/debian-bookworm").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_pull_publishes_nothing_and_leaves_no_staging() {
+    let h = Harness::start(FakeBuilder::default()).await;
+    let op = h.pull().await;
+    let resp = h
+        .call("DELETE", &format!("/v1/operations/{}", op.id), "")
+        .await;
+    assert_eq!(resp.status, 200);
+    let done = h.wait(&op.id).await;
+    assert_eq!(done.state, OperationState::Cancelled, "{done:?}");
+    assert!(h.images().await.is_empty());
+    assert!(h.debris().is_empty(), "{:?}", h.debris());
+    // The name is free again: a new pull builds.
+    h.runner.open_gate();
+    let op = h.pull().await;
+    assert_eq!(h.wait(&op.id).await.state, OperationState::Succeeded);
+    assert_eq!(h.runner.bootstraps(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_build_reports_the_step_and_log_and_publishes_nothing() {
+    let h = Harness::start(FakeBuilder {
+        fail_mkfs: true,
+        ..FakeBuilder::default()
+    })
+    .await;
+    h.runner.open_gate();
+    let op = h.pull().await;
+    let done = h.wait(&op.id).await;
+    assert_eq!(done.state, OperationState::Failed);
+    let err = done.error.unwrap();
+    assert_eq!(err.code, ErrorCode::OperationFailed);
+    assert!(err.message.contains("`mke2fs"), "{err:?}");
+    assert!(err.message.contains("image-debian-bookworm.log"), "{err:?}");
+    assert_eq!(err.op_id, op.id);
+    assert!(h.images().await.is_empty());
+    assert!(h.debris().is_empty(), "{:?}", h.debris());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debris_of_a_killed_daemon_is_swept_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::under(dir.path());
+    let staging = layout
+        .cache_dir
+        .join("images/.staging-debian-bookworm-0123456789abcdef");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join("rootfs.tar"), b"half").unwrap();
+    let bound = Daemon::bind(&layout, DaemonOptions::default())
+        .await
+        .unwrap();
+    assert!(!staging.exists());
+    drop(bound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_names_and_unknown_entries_are_4xx() {
+    let h = Harness::start(FakeBuilder::default()).await;
+    for (method, target, body, code) in [
+        (
+            "POST",
+            "/v1/images/pull",
+            r#"{"name":"../evil"}"#,
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            "POST",
+            "/v1/images/pull",
+            r#"{"name":"nope"}"#,
+            ErrorCode::NotFound,
+        ),
+        (
+            "POST",
+            "/v1/kernels/pull",
+            r#"{"name":"generic-9.9"}"#,
+            ErrorCode::NotFound,
+        ),
+        (
+            "GET",
+            "/v1/images/.staging-x",
+            "",
+            ErrorCode::InvalidArgument,
+        ),
+        ("GET", "/v1/images/absent", "", ErrorCode::NotFound),
+        ("DELETE", "/v1/kernels/absent", "", ErrorCode::NotFound),
+        ("GET", "/v1/operations/op-nope", "", ErrorCode::NotFound),
+        (
+            "POST",
+            "/v1/images/import",
+            r#"{"name":"x","path":"relative.tar"}"#,
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            "POST",
+            "/v1/images/import",
+            r#"{"name":"x","path":"/nonexistent.tar"}"#,
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            "POST",
+            "/v1/images/import",
+            r#"{"name":"x","path":"/etc/hostname","kernel":"nope"}"#,
+            ErrorCode::InvalidArgument,
+        ),
+    ] {
+        let resp = h.call(method, target, body).await;
+        let err: ErrorBody = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(err.code, code, "{method} {target} {body}: {err:?}");
+        assert!(resp.status.is_client_error());
+    }
+    assert_eq!(h.runner.bootstraps(), 0);
+}

@@ -1,0 +1,272 @@
+//! Running a program to completion with its output in a log file, under a
+//! cancellation flag: the build steps of kernels and images.
+
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// A shared "stop now" flag. Cheap to clone; every clone sees the same flag.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// A flag that is not set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the flag.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the flag is set.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A program and its arguments, run directly (never through a shell).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cmd {
+    /// The program, a path or a name looked up in PATH.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// Extra environment variables.
+    pub env: Vec<(OsString, OsString)>,
+    /// The working directory, when not the caller's.
+    pub cwd: Option<PathBuf>,
+}
+
+impl Cmd {
+    /// `program` with no arguments.
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+        }
+    }
+
+    /// Appends an argument.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Appends arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets an environment variable.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets the working directory.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// The command as one line for logs and messages (not for a shell).
+    pub fn display(&self) -> String {
+        std::iter::once(self.program.as_os_str())
+            .chain(self.args.iter().map(OsString::as_os_str))
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Errors running a command.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The program could not be started.
+    #[error("start `{command}`")]
+    Start {
+        /// The command line.
+        command: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The log file could not be opened.
+    #[error("open log {}", path.display())]
+    Log {
+        /// The log file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The program ran and failed.
+    #[error("`{command}` failed ({status}); its output is in {}", log.display())]
+    Failed {
+        /// The command line.
+        command: String,
+        /// How it exited.
+        status: ExitStatus,
+        /// Where its output went.
+        log: PathBuf,
+    },
+    /// The cancel flag was set; the program's process group was killed.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Runs commands to completion. Code above this trait is tested with a
+/// recording fake; [`HostRunner`] is the real thing.
+pub trait Runner: Send + Sync + std::fmt::Debug {
+    /// Runs `cmd` with stdin from /dev/null and stdout and stderr appended
+    /// to `log`; kills it when `cancel` is set.
+    fn run(&self, cmd: &Cmd, log: &Path, cancel: &Cancel) -> Result<(), RunError>;
+}
+
+/// Runs commands on this host, each in its own process group so that a
+/// cancel kills the whole tree (make and its compilers), and with a
+/// parent-death signal so a killed daemon does not leave builds running.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HostRunner;
+
+impl Runner for HostRunner {
+    fn run(&self, cmd: &Cmd, log: &Path, cancel: &Cancel) -> Result<(), RunError> {
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(log)
+                .map_err(|source| RunError::Log {
+                    path: log.to_owned(),
+                    source,
+                })
+        };
+        let mut command = Command::new(&cmd.program);
+        command
+            .args(&cmd.args)
+            .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(open()?)
+            .stderr(open()?)
+            .process_group(0);
+        if let Some(dir) = &cmd.cwd {
+            command.current_dir(dir);
+        }
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours;
+        // it runs in the child between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|source| RunError::Start {
+            command: cmd.display(),
+            source,
+        })?;
+        let pgid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+        loop {
+            if cancel.is_cancelled() {
+                // SAFETY: signalling the process group we created.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                let _ = child.wait();
+                return Err(RunError::Cancelled);
+            }
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => {
+                    // Reap anything the leader left in its group.
+                    // SAFETY: as above.
+                    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                    return Err(RunError::Failed {
+                        command: cmd.display(),
+                        status,
+                        log: log.to_owned(),
+                    });
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(source) => {
+                    return Err(RunError::Failed {
+                        command: cmd.display(),
+                        status: ExitStatus::from_raw(source.raw_os_error().unwrap_or(1) << 8),
+                        log: log.to_owned(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn output_goes_to_the_log_and_failure_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("build.log");
+        HostRunner
+            .run(&Cmd::new("/bin/echo").arg("hello"), &log, &Cancel::new())
+            .unwrap();
+        let err = HostRunner
+            .run(
+                &Cmd::new("/bin/sh").args(["-c", "echo oops >&2; exit 4"]),
+                &log,
+                &Cancel::new(),
+            )
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("exit status: 4"), "{text}");
+        assert!(text.contains("build.log"), "{text}");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "hello\noops\n");
+    }
+
+    #[test]
+    fn cancel_kills_the_whole_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("l");
+        let pidfile = dir.path().join("grandchild");
+        let cancel = Cancel::new();
+        let flag = cancel.clone();
+        let script = format!("sleep 60 & echo $! > {}; wait", pidfile.display());
+        let started = Instant::now();
+        let t = std::thread::spawn(move || {
+            HostRunner.run(&Cmd::new("/bin/sh").args(["-c", &script]), &log, &flag)
+        });
+        while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        cancel.cancel();
+        assert!(matches!(t.join().unwrap(), Err(RunError::Cancelled)));
+        assert!(started.elapsed() < Duration::from_secs(30));
+        let grandchild: u32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gone = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            !crate::pid_alive(grandchild)
+        });
+        assert!(gone, "the grandchild must die with its group");
+    }
+}

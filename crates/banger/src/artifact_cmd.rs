@@ -1,0 +1,105 @@
+//! `banger kernel ...` and `banger image ...`.
+
+use std::process::ExitCode;
+
+use banger_api::ImportRequest;
+use banger_client::render;
+
+use crate::cli::{ImageCommand, KernelCommand, Output};
+use crate::follow::{finish, follow};
+use crate::{Ctx, print};
+
+fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(value)? + "\n")
+}
+
+fn check_name(what: &str, name: &str) -> anyhow::Result<()> {
+    banger_api::names::validate_artifact_name(what, name).map_err(anyhow::Error::msg)
+}
+
+pub async fn kernel(ctx: &Ctx, command: KernelCommand) -> anyhow::Result<ExitCode> {
+    let client = ctx.daemon().await?;
+    match command {
+        KernelCommand::Catalog { output } => {
+            let entries = client.kernel_catalog().await?;
+            print(&match output.output {
+                Output::Table => render::catalog_table(&entries),
+                Output::Json => json(&entries)?,
+            })?;
+        }
+        KernelCommand::List { output } => {
+            let kernels = client.list_kernels().await?;
+            print(&match output.output {
+                Output::Table => render::kernel_table(&kernels),
+                Output::Json => json(&kernels)?,
+            })?;
+        }
+        KernelCommand::Show { name } => {
+            check_name("kernel", &name)?;
+            print(&json(&client.get_kernel(&name).await?)?)?;
+        }
+        KernelCommand::Pull { name } => {
+            check_name("kernel", &name)?;
+            let mine = banger_client::mint_op_id();
+            let op = follow(&client, client.pull_kernel(&mine, &name).await?, &mine).await?;
+            print(&(finish(&op)? + "\n"))?;
+        }
+        KernelCommand::Delete { name } => {
+            check_name("kernel", &name)?;
+            client.delete_kernel(&name).await?;
+            print(&format!("kernel {name} deleted\n"))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn image(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode> {
+    let client = ctx.daemon().await?;
+    match command {
+        ImageCommand::Catalog { output } => {
+            let entries = client.image_catalog().await?;
+            print(&match output.output {
+                Output::Table => render::catalog_table(&entries),
+                Output::Json => json(&entries)?,
+            })?;
+        }
+        ImageCommand::List { output } => {
+            let images = client.list_images().await?;
+            print(&match output.output {
+                Output::Table => render::image_table(&images),
+                Output::Json => json(&images)?,
+            })?;
+        }
+        ImageCommand::Show { name } => {
+            check_name("image", &name)?;
+            print(&json(&client.get_image(&name).await?)?)?;
+        }
+        ImageCommand::Pull { name } => {
+            check_name("image", &name)?;
+            let mine = banger_client::mint_op_id();
+            let op = follow(&client, client.pull_image(&mine, &name).await?, &mine).await?;
+            print(&(finish(&op)? + "\n"))?;
+        }
+        ImageCommand::Import { file, name, kernel } => {
+            check_name("image", &name)?;
+            if let Some(k) = &kernel {
+                check_name("kernel", k)?;
+            }
+            let path = std::path::absolute(&file)?;
+            let req = ImportRequest {
+                name,
+                path: path.display().to_string(),
+                kernel,
+            };
+            let mine = banger_client::mint_op_id();
+            let op = follow(&client, client.import_image(&mine, &req).await?, &mine).await?;
+            print(&(finish(&op)? + "\n"))?;
+        }
+        ImageCommand::Delete { name } => {
+            check_name("image", &name)?;
+            client.delete_image(&name).await?;
+            print(&format!("image {name} deleted\n"))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
