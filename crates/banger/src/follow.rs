@@ -17,6 +17,10 @@ const POLL: Duration = Duration::from_millis(250);
 /// started it (its id is `mine`); when it joined a peer's operation, Ctrl-C
 /// only stops waiting and the peer's work goes on.
 pub async fn follow(client: &Client, mut op: Operation, mine: &str) -> anyhow::Result<Operation> {
+    // One SIGINT listener for the whole wait, registered now (before
+    // anything is shown), so no Ctrl-C is lost between two polls.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("install the Ctrl-C handler")?;
     if op.id != mine && !op.state.is_terminal() {
         let _ = writeln!(
             std::io::stderr(),
@@ -64,7 +68,7 @@ pub async fn follow(client: &Client, mut op: Operation, mine: &str) -> anyhow::R
         }
         tokio::select! {
             () = tokio::time::sleep(POLL) => {}
-            _ = tokio::signal::ctrl_c(), if !cancelling => {
+            _ = sigint.recv(), if !cancelling => {
                 if op.id != mine {
                     if let Some(bar) = &bar {
                         bar.finish_and_clear();

@@ -432,7 +432,7 @@ fn daemon_killed_mid_build_leaves_no_broken_entry_and_a_new_pull_succeeds() {
     assert!(building, "no build started");
 
     // A second pull joins the running one; its Ctrl-C only stops waiting.
-    let joiner = env
+    let mut joiner = env
         .command(
             Path::new(env!("CARGO_BIN_EXE_banger")),
             &["image", "pull", "debian-bookworm"],
@@ -440,12 +440,20 @@ fn daemon_killed_mid_build_leaves_no_broken_entry_and_a_new_pull_succeeds() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let joiner_pid = joiner.id();
-    std::thread::sleep(Duration::from_secs(1));
-    kill(joiner_pid, libc::SIGINT);
-    let out = joiner.wait_with_output().unwrap();
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    let mut joiner_err = std::io::BufReader::new(joiner.stderr.take().unwrap());
+    let mut err = String::new();
+    // It says "joining" once its Ctrl-C handler is in place.
+    while !err.contains("joining") {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut joiner_err, &mut line).unwrap() == 0 {
+            break;
+        }
+        err.push_str(&line);
+    }
+    kill(joiner.id(), libc::SIGINT);
+    std::io::Read::read_to_string(&mut joiner_err, &mut err).unwrap();
+    let status = joiner.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
     assert!(
         err.contains("joining image pull already running for debian-bookworm"),
         "{err}"
