@@ -4,6 +4,8 @@
 # from rustup (Debian's rustc is too old for edition 2024).
 BANGER_PACKAGES=(
   build-essential ca-certificates curl git
+  # tests: a loopback web server for download entries
+  python3
   # kernel builds (banger kernel pull generic-6.1)
   linux-source-6.1 bc bison flex libelf-dev libssl-dev xz-utils
   # image builds (banger image pull debian-bookworm); mke2fs -d reads

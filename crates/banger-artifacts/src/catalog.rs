@@ -1,6 +1,10 @@
-//! The embedded catalogs. Each entry's recipe lives in the repository
-//! (`kernels/`, `images/`) and is compiled in; its hash names the artifact,
-//! so a changed recipe gives a new artifact.
+//! The catalogs: what `kernel pull NAME` and `image pull NAME` mean.
+//!
+//! An entry is a build (its recipe lives in the repository, under
+//! `kernels/` and `images/`, and is compiled in) or a download (a URL and
+//! the SHA-256 the file must have). The recipe hash names the artifact: a
+//! changed recipe, or a download with another checksum, gives a new one.
+//! The daemon uses [`Catalog::embedded`]; tests hand it their own.
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -11,37 +15,73 @@ const KERNEL_BUILDER_VERSION: &str = "1";
 /// output (2: host hostname and resolv.conf no longer leak in).
 const IMAGE_BUILDER_VERSION: &str = "2";
 
+/// A file to download, and the SHA-256 it must have before anything made
+/// from it is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Download {
+    /// `https://`, `http://` or `file://` URL.
+    pub url: String,
+    /// Lower-case hex SHA-256 of the file.
+    pub sha256: String,
+}
+
 /// A kernel the catalog knows how to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelEntry {
     /// Catalog name, e.g. `generic-6.1`.
-    pub name: &'static str,
+    pub name: String,
     /// One line for `kernel catalog`.
-    pub description: &'static str,
+    pub description: String,
     /// How to make it.
-    pub recipe: KernelRecipe,
+    pub source: KernelSource,
+}
+
+/// Where a kernel comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelSource {
+    /// Built from a Debian `linux-source-*` package.
+    Build(KernelRecipe),
+    /// A tarball holding `vmlinux` and `bzImage` (and optionally `config`).
+    Download(Download),
 }
 
 /// A kernel built from a Debian `linux-source-*` package.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelRecipe {
     /// The Debian package providing the source tarball.
-    pub source_package: &'static str,
+    pub source_package: String,
     /// Where that package puts the tarball.
-    pub source_tarball: &'static str,
+    pub source_tarball: String,
     /// Kconfig fragment applied on top of `allnoconfig`.
-    pub config_fragment: &'static str,
+    pub config_fragment: String,
 }
 
 /// An image the catalog knows how to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageEntry {
     /// Catalog name, e.g. `debian-bookworm`.
-    pub name: &'static str,
+    pub name: String,
     /// One line for `image catalog`.
-    pub description: &'static str,
-    /// The recipe text (TOML), as committed.
-    pub recipe_text: &'static str,
+    pub description: String,
+    /// How to make it.
+    pub source: ImageOrigin,
+}
+
+/// Where an image comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageOrigin {
+    /// An mmdebstrap build; the recipe text (TOML), as committed.
+    Build {
+        /// The recipe.
+        recipe_text: String,
+    },
+    /// A tarball holding `rootfs.ext4` (and optionally `work-seed.ext4`).
+    Bundle {
+        /// The tarball.
+        download: Download,
+        /// The catalog kernel its VMs boot.
+        kernel: String,
+    },
 }
 
 /// A parsed image recipe: an mmdebstrap build.
@@ -60,58 +100,92 @@ pub struct ImageRecipe {
     pub headroom_mib: u64,
 }
 
-/// Every kernel in the catalog.
-pub const KERNELS: &[KernelEntry] = &[KernelEntry {
-    name: "generic-6.1",
-    description: "Linux 6.1 from Debian's linux-source-6.1, all built in, for QEMU microvm and Firecracker",
-    recipe: KernelRecipe {
-        source_package: "linux-source-6.1",
-        source_tarball: "/usr/src/linux-source-6.1.tar.xz",
-        config_fragment: include_str!("../../../kernels/generic-6.1/config.fragment"),
-    },
-}];
-
-/// Every image in the catalog.
-pub const IMAGES: &[ImageEntry] = &[ImageEntry {
-    name: "debian-bookworm",
-    description: "Debian 12 with systemd, sshd, git and curl, built with mmdebstrap",
-    recipe_text: include_str!("../../../images/debian-bookworm/recipe.toml"),
-}];
-
-/// Looks up a kernel by name.
-pub fn kernel(name: &str) -> Option<&'static KernelEntry> {
-    KERNELS.iter().find(|k| k.name == name)
+/// A set of kernels and images.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Catalog {
+    /// Kernels, by name.
+    pub kernels: Vec<KernelEntry>,
+    /// Images, by name.
+    pub images: Vec<ImageEntry>,
 }
 
-/// Looks up an image by name.
-pub fn image(name: &str) -> Option<&'static ImageEntry> {
-    IMAGES.iter().find(|i| i.name == name)
+impl Catalog {
+    /// The catalog compiled into banger.
+    pub fn embedded() -> Self {
+        Self {
+            kernels: vec![KernelEntry {
+                name: "generic-6.1".into(),
+                description: "Linux 6.1 from Debian's linux-source-6.1, all built in, for QEMU microvm and Firecracker".into(),
+                source: KernelSource::Build(KernelRecipe {
+                    source_package: "linux-source-6.1".into(),
+                    source_tarball: "/usr/src/linux-source-6.1.tar.xz".into(),
+                    config_fragment: include_str!("../../../kernels/generic-6.1/config.fragment").into(),
+                }),
+            }],
+            images: vec![ImageEntry {
+                name: "debian-bookworm".into(),
+                description: "Debian 12 with systemd, sshd, git and curl, built with mmdebstrap".into(),
+                source: ImageOrigin::Build {
+                    recipe_text: include_str!("../../../images/debian-bookworm/recipe.toml").into(),
+                },
+            }],
+        }
+    }
+
+    /// Looks up a kernel by name.
+    pub fn kernel(&self, name: &str) -> Option<&KernelEntry> {
+        self.kernels.iter().find(|k| k.name == name)
+    }
+
+    /// Looks up an image by name.
+    pub fn image(&self, name: &str) -> Option<&ImageEntry> {
+        self.images.iter().find(|i| i.name == name)
+    }
 }
 
 impl KernelEntry {
     /// Hash of everything that decides the output.
     pub fn recipe_hash(&self) -> String {
-        hash(&[
-            KERNEL_BUILDER_VERSION,
-            "kernel",
-            self.name,
-            self.recipe.source_package,
-            self.recipe.config_fragment,
-        ])
+        match &self.source {
+            KernelSource::Build(r) => hash(&[
+                KERNEL_BUILDER_VERSION,
+                "kernel",
+                &self.name,
+                &r.source_package,
+                &r.config_fragment,
+            ]),
+            KernelSource::Download(d) => hash(&["kernel-download", &self.name, &d.sha256]),
+        }
     }
 }
 
 impl ImageEntry {
     /// Hash of everything that decides the output.
     pub fn recipe_hash(&self) -> String {
-        hash(&[IMAGE_BUILDER_VERSION, "image", self.name, self.recipe_text])
+        match &self.source {
+            ImageOrigin::Build { recipe_text } => {
+                hash(&[IMAGE_BUILDER_VERSION, "image", &self.name, recipe_text])
+            }
+            ImageOrigin::Bundle { download, kernel } => {
+                hash(&["image-bundle", &self.name, &download.sha256, kernel])
+            }
+        }
     }
 
-    /// The parsed recipe. The embedded recipes are checked by a test, so
-    /// this only fails for a broken build of banger.
-    pub fn recipe(&self) -> Result<ImageRecipe, toml::de::Error> {
-        toml::from_str(self.recipe_text)
+    /// The kernel the image boots with.
+    pub fn kernel(&self) -> Result<String, toml::de::Error> {
+        match &self.source {
+            ImageOrigin::Build { recipe_text } => {
+                toml::from_str::<ImageRecipe>(recipe_text).map(|r| r.kernel)
+            }
+            ImageOrigin::Bundle { kernel, .. } => Ok(kernel.clone()),
+        }
     }
+}
+
+/// Parses an image recipe.
+pub fn parse_recipe(text: &str) -> Result<ImageRecipe, toml::de::Error> {
+    toml::from_str(text)
 }
 
 fn hash(parts: &[&str]) -> String {
@@ -120,7 +194,12 @@ fn hash(parts: &[&str]) -> String {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex(&h.finalize())
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -129,31 +208,59 @@ mod tests {
 
     #[test]
     fn embedded_recipes_parse_and_name_catalog_kernels() {
-        for image in IMAGES {
-            let recipe = image.recipe().unwrap();
+        let catalog = Catalog::embedded();
+        for image in &catalog.images {
+            let ImageOrigin::Build { recipe_text } = &image.source else {
+                panic!("embedded images are builds");
+            };
+            let recipe = parse_recipe(recipe_text).unwrap();
             assert!(
-                kernel(&recipe.kernel).is_some(),
+                catalog.kernel(&recipe.kernel).is_some(),
                 "{} names {}",
                 image.name,
                 recipe.kernel
             );
             assert!(recipe.packages.iter().any(|p| p == "openssh-server"));
+            assert!(
+                recipe.packages.iter().any(|p| p == "udev"),
+                "without udev systemd waits for dev-ttyS0"
+            );
         }
     }
 
     #[test]
-    fn recipe_hash_changes_with_the_recipe() {
-        let entry = IMAGES[0].clone();
+    fn recipe_hash_changes_with_the_recipe_or_checksum() {
+        let entry = Catalog::embedded().images[0].clone();
         let mut changed = entry.clone();
-        changed.recipe_text = "suite = \"trixie\"";
+        changed.source = ImageOrigin::Build {
+            recipe_text: "suite = \"trixie\"".into(),
+        };
         assert_ne!(entry.recipe_hash(), changed.recipe_hash());
-        assert_eq!(entry.recipe_hash(), IMAGES[0].recipe_hash());
+        assert_eq!(
+            entry.recipe_hash(),
+            Catalog::embedded().images[0].recipe_hash()
+        );
         assert_eq!(entry.recipe_hash().len(), 64);
+
+        let bundle = |sha: &str| ImageEntry {
+            name: "b".into(),
+            description: String::new(),
+            source: ImageOrigin::Bundle {
+                download: Download {
+                    url: "https://example.invalid/b.tar".into(),
+                    sha256: sha.into(),
+                },
+                kernel: "generic-6.1".into(),
+            },
+        };
+        assert_ne!(bundle("aa").recipe_hash(), bundle("bb").recipe_hash());
     }
 
     #[test]
     fn kernel_fragment_has_what_the_issue_requires() {
-        let frag = KERNELS[0].recipe.config_fragment;
+        let KernelSource::Build(recipe) = &Catalog::embedded().kernels[0].source else {
+            panic!("generic-6.1 is a build");
+        };
         for sym in [
             "VIRTIO_MMIO_CMDLINE_DEVICES",
             "VIRTIO_BLK",
@@ -173,8 +280,11 @@ mod tests {
             "SECCOMP",
             "SYSCTL",
         ] {
-            assert!(frag.contains(&format!("CONFIG_{sym}=y")), "{sym}");
+            assert!(
+                recipe.config_fragment.contains(&format!("CONFIG_{sym}=y")),
+                "{sym}"
+            );
         }
-        assert!(!frag.contains("CONFIG_MODULES=y"));
+        assert!(!recipe.config_fragment.contains("CONFIG_MODULES=y"));
     }
 }

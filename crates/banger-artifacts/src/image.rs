@@ -7,7 +7,7 @@ use std::path::Path;
 use banger_sys::Cmd;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::ImageEntry;
+use crate::catalog::{Download, ImageEntry, ImageOrigin, parse_recipe};
 use crate::ext4;
 use crate::kernel::{BuildEnv, BuildError, io_err};
 use crate::progress::Stages;
@@ -64,9 +64,14 @@ pub fn build(
     out: &Path,
     env: BuildEnv<'_>,
 ) -> Result<ImageManifest, BuildError> {
-    let recipe = entry
-        .recipe()
-        .map_err(|e| BuildError::Recipe(e.to_string()))?;
+    let recipe_text = match &entry.source {
+        ImageOrigin::Build { recipe_text } => recipe_text,
+        ImageOrigin::Bundle { download, kernel } => {
+            return from_bundle(entry, download, kernel, out, env);
+        }
+    };
+    let recipe = parse_recipe(recipe_text)
+        .map_err(|e| BuildError::Recipe(format!("image recipe of {}: {e}", entry.name)))?;
     let mut stages = Stages::new(env.progress, 4);
     stages.begin(format!(
         "bootstrapping Debian {} from {mirror} (mmdebstrap)",
@@ -98,7 +103,7 @@ pub fn build(
         &mut stages,
         env,
         Meta {
-            name: entry.name,
+            name: &entry.name,
             source: ImageSource::Build,
             recipe_hash: Some(entry.recipe_hash()),
             kernel: &recipe.kernel,
@@ -154,6 +159,21 @@ pub fn import_ext4(
         env.cancel,
     )?;
     stages.begin("writing an empty work seed");
+    empty_work_seed(out, env)?;
+    finish(
+        out,
+        Meta {
+            name,
+            source: ImageSource::Import,
+            recipe_hash: None,
+            kernel,
+            headroom_mib: 0,
+        },
+    )
+}
+
+/// Writes an empty `work-seed.ext4` into `out`.
+fn empty_work_seed(out: &Path, env: BuildEnv<'_>) -> Result<(), BuildError> {
     let empty = out.join("empty.tar");
     tar::Builder::new(std::fs::File::create(&empty).map_err(io_err("create", &empty))?)
         .into_inner()
@@ -165,12 +185,35 @@ pub fn import_ext4(
         env.cancel,
     )?;
     std::fs::remove_file(&empty).map_err(io_err("remove", &empty))?;
+    Ok(())
+}
+
+/// Downloads a bundle (a tarball with `rootfs.ext4` and, optionally,
+/// `work-seed.ext4`), checks its SHA-256, and unpacks it into `out`.
+fn from_bundle(
+    entry: &ImageEntry,
+    download: &Download,
+    kernel: &str,
+    out: &Path,
+    env: BuildEnv<'_>,
+) -> Result<ImageManifest, BuildError> {
+    let mut stages = Stages::new(env.progress, 3);
+    stages.begin(format!("downloading {}", download.url));
+    let bundle = out.join("bundle.tar");
+    crate::fetch::fetch(download, &bundle, env)?;
+    stages.begin("unpacking rootfs.ext4");
+    let found = crate::fetch::unpack_bundle(&bundle, out, &[ROOTFS, WORK_SEED], &[ROOTFS])?;
+    std::fs::remove_file(&bundle).map_err(io_err("remove", &bundle))?;
+    stages.begin("checking the work seed");
+    if !found.iter().any(|f| f == WORK_SEED) {
+        empty_work_seed(out, env)?;
+    }
     finish(
         out,
         Meta {
-            name,
-            source: ImageSource::Import,
-            recipe_hash: None,
+            name: &entry.name,
+            source: ImageSource::Build,
+            recipe_hash: Some(entry.recipe_hash()),
             kernel,
             headroom_mib: 0,
         },

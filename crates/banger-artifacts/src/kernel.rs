@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use banger_sys::{Cancel, Cmd, RunError, Runner};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::KernelEntry;
+use crate::catalog::{KernelEntry, KernelRecipe, KernelSource};
 use crate::progress::{Progress, Stages};
 use crate::store::{allocated_bytes, now_rfc3339};
 
@@ -64,9 +64,24 @@ pub enum BuildError {
     /// The tarball was refused.
     #[error(transparent)]
     Tar(#[from] crate::tarscan::TarError),
-    /// The recipe could not be read.
-    #[error("image recipe: {0}")]
+    /// The recipe could not be read or used.
+    #[error("{0}")]
     Recipe(String),
+    /// A download did not have the promised checksum.
+    #[error(
+        "{url} has SHA-256 {actual}, not the {expected} the catalog promises; nothing was published"
+    )]
+    Checksum {
+        /// What was downloaded.
+        url: String,
+        /// The catalog's checksum.
+        expected: String,
+        /// The file's checksum.
+        actual: String,
+    },
+    /// A downloaded bundle held something it must not.
+    #[error("{0}")]
+    Bundle(String),
 }
 
 pub(crate) fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
@@ -95,22 +110,65 @@ impl std::fmt::Debug for BuildEnv<'_> {
     }
 }
 
-/// Builds `entry` into `out` (a staging directory) with `jobs` parallel
-/// compiler jobs, and returns its manifest (also written there).
+/// Makes `entry` in `out` (a staging directory): builds it with `jobs`
+/// parallel compiler jobs, or downloads it. Returns its manifest (also
+/// written there).
 pub fn build(
     entry: &KernelEntry,
     out: &Path,
     jobs: usize,
     env: BuildEnv<'_>,
 ) -> Result<KernelManifest, BuildError> {
+    let source_package = match &entry.source {
+        KernelSource::Build(recipe) => {
+            compile(recipe, out, jobs, env)?;
+            recipe.source_package.clone()
+        }
+        KernelSource::Download(download) => {
+            let mut stages = Stages::new(env.progress, 2);
+            stages.begin(format!("downloading {}", download.url));
+            let bundle = out.join("kernel.tar");
+            crate::fetch::fetch(download, &bundle, env)?;
+            stages.begin("unpacking vmlinux and bzImage");
+            crate::fetch::unpack_bundle(
+                &bundle,
+                out,
+                &[VMLINUX, BZIMAGE, CONFIG],
+                &[VMLINUX, BZIMAGE],
+            )?;
+            std::fs::remove_file(&bundle).map_err(io_err("remove", &bundle))?;
+            "download".to_owned()
+        }
+    };
+    let size_bytes = [BZIMAGE, VMLINUX, CONFIG]
+        .iter()
+        .map(|f| allocated_bytes(&out.join(f)))
+        .sum();
+    let manifest = KernelManifest {
+        name: entry.name.clone(),
+        recipe_hash: entry.recipe_hash(),
+        source_package,
+        built_at: now_rfc3339(),
+        size_bytes,
+    };
+    crate::store::ArtifactStore::write_manifest(out, &manifest)
+        .map_err(|e| BuildError::Recipe(e.to_string()))?;
+    Ok(manifest)
+}
+
+fn compile(
+    recipe: &KernelRecipe,
+    out: &Path,
+    jobs: usize,
+    env: BuildEnv<'_>,
+) -> Result<(), BuildError> {
     let mut stages = Stages::new(env.progress, 5);
-    let recipe = &entry.recipe;
-    let tarball = Path::new(recipe.source_tarball);
+    let tarball = Path::new(&recipe.source_tarball);
 
     stages.begin(format!("checking {}", recipe.source_package));
     if !tarball.is_file() {
         return Err(BuildError::NotInstalled {
-            package: recipe.source_package.to_owned(),
+            package: recipe.source_package.clone(),
             path: tarball.to_owned(),
         });
     }
@@ -127,7 +185,7 @@ pub fn build(
 
     stages.begin("configuring (allnoconfig + fragment)");
     let fragment = work.join("banger.fragment");
-    std::fs::write(&fragment, recipe.config_fragment).map_err(io_err("write", &fragment))?;
+    std::fs::write(&fragment, &recipe.config_fragment).map_err(io_err("write", &fragment))?;
     let mut allconfig = std::ffi::OsString::from("KCONFIG_ALLCONFIG=");
     allconfig.push(&fragment);
     env.runner.run(
@@ -141,7 +199,7 @@ pub fn build(
     )?;
     let config_path = src.join(".config");
     let config = std::fs::read_to_string(&config_path).map_err(io_err("read", &config_path))?;
-    let missing = missing_symbols(recipe.config_fragment, &config);
+    let missing = missing_symbols(&recipe.config_fragment, &config);
     if !missing.is_empty() {
         return Err(BuildError::MissingSymbols(missing));
     }
@@ -169,20 +227,7 @@ pub fn build(
         std::fs::rename(&from, &dst).map_err(io_err("move", &from))?;
     }
     std::fs::remove_dir_all(&work).map_err(io_err("remove", &work))?;
-    let size_bytes = [BZIMAGE, VMLINUX, CONFIG]
-        .iter()
-        .map(|f| allocated_bytes(&out.join(f)))
-        .sum();
-    let manifest = KernelManifest {
-        name: entry.name.to_owned(),
-        recipe_hash: entry.recipe_hash(),
-        source_package: recipe.source_package.to_owned(),
-        built_at: now_rfc3339(),
-        size_bytes,
-    };
-    crate::store::ArtifactStore::write_manifest(out, &manifest)
-        .map_err(|e| BuildError::Recipe(e.to_string()))?;
-    Ok(manifest)
+    Ok(())
 }
 
 /// The single directory the source tarball unpacked into.
@@ -260,23 +305,19 @@ mod tests {
         }
     }
 
-    fn entry_with_tarball(path: &'static str) -> KernelEntry {
-        let mut e = crate::catalog::KERNELS[0].clone();
-        e.recipe.source_tarball = path;
+    fn entry_with_tarball(path: &str) -> KernelEntry {
+        let mut e = crate::catalog::Catalog::embedded().kernels[0].clone();
+        if let KernelSource::Build(recipe) = &mut e.source {
+            recipe.source_tarball = path.to_owned();
+        }
         e
     }
 
     #[test]
     fn build_runs_unpack_config_make_in_order_and_keeps_the_images() {
         let dir = tempfile::tempdir().unwrap();
-        let tarball: &'static str = Box::leak(
-            dir.path()
-                .join("src.tar.xz")
-                .display()
-                .to_string()
-                .into_boxed_str(),
-        );
-        std::fs::write(tarball, b"").unwrap();
+        let tarball = dir.path().join("src.tar.xz").display().to_string();
+        std::fs::write(&tarball, b"").unwrap();
         let out = dir.path().join("out");
         std::fs::create_dir(&out).unwrap();
         let runner = FakeMake::default();
@@ -287,7 +328,7 @@ mod tests {
             cancel: &Cancel::new(),
             log: &dir.path().join("log"),
         };
-        let manifest = build(&entry_with_tarball(tarball), &out, 2, env).unwrap();
+        let manifest = build(&entry_with_tarball(&tarball), &out, 2, env).unwrap();
 
         let calls = runner.calls.lock().unwrap();
         assert!(
@@ -312,14 +353,8 @@ mod tests {
     #[test]
     fn dropped_fragment_symbol_fails_the_build_naming_it() {
         let dir = tempfile::tempdir().unwrap();
-        let tarball: &'static str = Box::leak(
-            dir.path()
-                .join("src.tar.xz")
-                .display()
-                .to_string()
-                .into_boxed_str(),
-        );
-        std::fs::write(tarball, b"").unwrap();
+        let tarball = dir.path().join("src.tar.xz").display().to_string();
+        std::fs::write(&tarball, b"").unwrap();
         let runner = FakeMake {
             drop: Some("CONFIG_OVERLAY_FS=y"),
             ..FakeMake::default()
@@ -330,7 +365,7 @@ mod tests {
             cancel: &Cancel::new(),
             log: &dir.path().join("log"),
         };
-        let err = build(&entry_with_tarball(tarball), dir.path(), 2, env).unwrap_err();
+        let err = build(&entry_with_tarball(&tarball), dir.path(), 2, env).unwrap_err();
         assert_eq!(
             err.to_string(),
             "the kernel config dropped 1 fragment symbol(s): CONFIG_OVERLAY_FS=y"

@@ -14,6 +14,7 @@
 
 pub mod catalog;
 pub mod ext4;
+pub mod fetch;
 pub mod image;
 pub mod kernel;
 pub mod progress;

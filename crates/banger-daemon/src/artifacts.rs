@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use banger_api::{CatalogEntry, ErrorCode, Image, Kernel, Operation, OperationKind};
-use banger_artifacts::catalog;
+use banger_artifacts::catalog::Catalog;
 use banger_artifacts::image::{self, ImageManifest, ImageSource};
 use banger_artifacts::kernel::{self, BuildEnv, BuildError, KernelManifest};
 use banger_artifacts::store::{ArtifactStore, Kind};
@@ -35,6 +35,7 @@ pub struct Artifacts {
     mirror: String,
     jobs: usize,
     logs_dir: PathBuf,
+    catalog: Catalog,
     inflight: Mutex<HashMap<(KindKey, String), Arc<OpHandle>>>,
 }
 
@@ -69,6 +70,7 @@ impl Artifacts {
         ops: Arc<Operations>,
         runner: Arc<dyn Runner>,
         mirror: String,
+        catalog: Catalog,
     ) -> Self {
         let jobs = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         Self {
@@ -79,6 +81,7 @@ impl Artifacts {
             mirror,
             jobs,
             logs_dir: cache_dir.join("logs"),
+            catalog,
             inflight: Mutex::new(HashMap::new()),
         }
     }
@@ -110,14 +113,15 @@ impl Artifacts {
 
     /// `kernel catalog`.
     pub fn kernel_catalog(&self) -> Vec<CatalogEntry> {
-        catalog::KERNELS
+        self.catalog
+            .kernels
             .iter()
             .map(|k| CatalogEntry {
-                name: k.name.to_owned(),
-                description: k.description.to_owned(),
+                name: k.name.clone(),
+                description: k.description.clone(),
                 recipe_hash: k.recipe_hash(),
                 present: self
-                    .kernel_manifest(k.name)
+                    .kernel_manifest(&k.name)
                     .is_some_and(|m| m.recipe_hash == k.recipe_hash()),
             })
             .collect()
@@ -125,16 +129,17 @@ impl Artifacts {
 
     /// `image catalog`.
     pub fn image_catalog(&self) -> Result<Vec<CatalogEntry>, ApiError> {
-        catalog::IMAGES
+        self.catalog
+            .images
             .iter()
             .map(|i| {
                 Ok(CatalogEntry {
-                    name: i.name.to_owned(),
-                    description: i.description.to_owned(),
+                    name: i.name.clone(),
+                    description: i.description.clone(),
                     recipe_hash: i.recipe_hash(),
                     present: self
                         .db
-                        .get_image(i.name)?
+                        .get_image(&i.name)?
                         .is_some_and(|r| r.recipe_hash.as_deref() == Some(&i.recipe_hash())),
                 })
             })
@@ -200,7 +205,7 @@ impl Artifacts {
 
     /// Starts (or joins) the pull of catalog kernel `name`.
     pub fn pull_kernel(self: &Arc<Self>, op_id: &str, name: &str) -> Result<Operation, ApiError> {
-        let entry = catalog::kernel(name).ok_or_else(|| {
+        let entry = self.catalog.kernel(name).cloned().ok_or_else(|| {
             ApiError::new(
                 ErrorCode::NotFound,
                 format!("no kernel {name:?} in the catalog; see `banger kernel catalog`"),
@@ -217,13 +222,15 @@ impl Artifacts {
             OperationKind::KernelPull,
             name,
             present,
-            Box::new(move |_, out, env| kernel::build(entry, out, jobs, env).map(|_| Done::Kernel)),
+            Box::new(move |_, out, env| {
+                kernel::build(&entry, out, jobs, env).map(|_| Done::Kernel)
+            }),
         )
     }
 
     /// Starts (or joins) the pull of catalog image `name`.
     pub fn pull_image(self: &Arc<Self>, op_id: &str, name: &str) -> Result<Operation, ApiError> {
-        let entry = catalog::image(name).ok_or_else(|| {
+        let entry = self.catalog.image(name).cloned().ok_or_else(|| {
             ApiError::new(
                 ErrorCode::NotFound,
                 format!("no image {name:?} in the catalog; see `banger image catalog`"),
@@ -244,7 +251,7 @@ impl Artifacts {
             name,
             present,
             Box::new(move |svc, out, env| {
-                image::build(entry, &svc.mirror, out, env).map(Done::Image)
+                image::build(&entry, &svc.mirror, out, env).map(Done::Image)
             }),
         )
     }
@@ -258,7 +265,7 @@ impl Artifacts {
         kernel: Option<&str>,
     ) -> Result<Operation, ApiError> {
         let kernel = kernel.unwrap_or(DEFAULT_KERNEL).to_owned();
-        if catalog::kernel(&kernel).is_none() {
+        if self.catalog.kernel(&kernel).is_none() {
             return Err(ApiError::invalid(format!(
                 "no kernel {kernel:?} in the catalog; see `banger kernel catalog`"
             )));

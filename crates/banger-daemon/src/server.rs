@@ -77,6 +77,8 @@ pub struct DaemonOptions {
     pub debian_mirror: String,
     /// Runs build commands (a fake in tests of the code above it).
     pub runner: Arc<dyn banger_sys::Runner>,
+    /// What `kernel pull` and `image pull` can produce.
+    pub catalog: banger_artifacts::catalog::Catalog,
 }
 
 impl DaemonOptions {
@@ -85,6 +87,7 @@ impl DaemonOptions {
         Self {
             debian_mirror: config.debian_mirror_or_apt(Path::new("/etc/apt")),
             runner: Arc::new(banger_sys::HostRunner),
+            catalog: banger_artifacts::catalog::Catalog::embedded(),
         }
     }
 }
@@ -153,6 +156,7 @@ impl Daemon {
             ops.clone(),
             options.runner,
             options.debian_mirror,
+            options.catalog,
         ));
         // Holding the instance lock, no other build can be running: what a
         // killed daemon left half-built goes now.

@@ -101,6 +101,7 @@ impl Harness {
         let options = DaemonOptions {
             debian_mirror: "http://mirror.invalid/debian".into(),
             runner: runner.clone(),
+            catalog: banger_artifacts::catalog::Catalog::embedded(),
         };
         let bound = Daemon::bind(&layout, options).await.unwrap();
         let socket = bound.socket_path().to_owned();
@@ -210,6 +211,30 @@ async fn concurrent_pulls_share_one_build_and_both_succeed() {
         Some("debian-bookworm is already present")
     );
     assert_eq!(h.runner.bootstraps(), 1);
+
+    // A VM made from the image pins it.
+    let store = banger_store::Store::open(&h.layout.db_path()).unwrap();
+    let vm = banger_store::VmRecord {
+        id: "vm1".into(),
+        name: "web".into(),
+        state: "stopped".into(),
+        image: "debian-bookworm".into(),
+        created_at: "2026-11-24T09:00:00Z".into(),
+        updated_at: "2026-11-24T09:00:00Z".into(),
+    };
+    store.insert_vm(&vm).unwrap();
+    let resp = h.call("DELETE", "/v1/images/debian-bookworm", "").await;
+    let err: ErrorBody = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!(err.code, ErrorCode::Conflict);
+    assert!(err.message.contains("used by VM(s) web"), "{err:?}");
+    // And the kernel is pinned by the image.
+    let resp = h.call("DELETE", "/v1/kernels/generic-6.1", "").await;
+    let err: ErrorBody = serde_json::from_slice(&resp.body).unwrap();
+    assert!(
+        err.message.contains("used by image(s) debian-bookworm"),
+        "{err:?}"
+    );
+    store.delete_vm("vm1").unwrap();
 
     let resp = h.call("DELETE", "/v1/images/debian-bookworm", "").await;
     assert_eq!(resp.status, 204);
@@ -328,4 +353,165 @@ async fn bad_names_and_unknown_entries_are_4xx() {
         assert!(resp.status.is_client_error());
     }
     assert_eq!(h.runner.bootstraps(), 0);
+}
+
+/// A web server on loopback serving `dir` (Python's http.server), stopped
+/// on drop.
+struct WebServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl WebServer {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a real HTTP server for download tests"
+    )]
+    fn serve(dir: &Path) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start python3 -m http.server (apt-get install python3)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "Serving HTTP on 127.0.0.1 port 43567 (http://127.0.0.1:43567/) ..."
+        let port = line
+            .split_whitespace()
+            .skip_while(|w| *w != "port")
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        Self { child, port }
+    }
+
+    fn url(&self, file: &str) -> String {
+        format!("http://127.0.0.1:{}/{file}", self.port)
+    }
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Download entries for real: curl against a web server on loopback. A
+/// good checksum publishes; a bad one publishes nothing and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_entries_are_verified_before_publishing() {
+    use banger_artifacts::catalog::{
+        Catalog, Download, ImageEntry, ImageOrigin, KernelEntry, KernelSource,
+    };
+    let served = tempfile::tempdir().unwrap();
+    let kernel_sha = banger_testutil::tar_of(
+        &served.path().join("k.tar"),
+        &[("vmlinux", b"\x7fELF"), ("bzImage", b"bz")],
+    )
+    .unwrap();
+    let image_sha =
+        banger_testutil::tar_of(&served.path().join("i.tar"), &[("rootfs.ext4", b"ext4")]).unwrap();
+    let web = WebServer::serve(served.path());
+    let kernel = |name: &str, sha256: &str| KernelEntry {
+        name: name.into(),
+        description: "downloaded".into(),
+        source: KernelSource::Download(Download {
+            url: web.url("k.tar"),
+            sha256: sha256.into(),
+        }),
+    };
+    let catalog = Catalog {
+        kernels: vec![
+            kernel("dl-good", &kernel_sha),
+            kernel("dl-bad", &"0".repeat(64)),
+        ],
+        images: vec![ImageEntry {
+            name: "bundled".into(),
+            description: "a bundle".into(),
+            source: ImageOrigin::Bundle {
+                download: Download {
+                    url: web.url("i.tar"),
+                    sha256: image_sha,
+                },
+                kernel: "dl-good".into(),
+            },
+        }],
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::under(dir.path());
+    let options = DaemonOptions {
+        debian_mirror: "http://mirror.invalid/debian".into(),
+        runner: Arc::new(banger_sys::HostRunner),
+        catalog,
+    };
+    let bound = Daemon::bind(&layout, options).await.unwrap();
+    let socket = bound.socket_path().to_owned();
+    let stop = bound.shutdown_handle();
+    tokio::spawn(bound.serve(std::future::pending()));
+    let json = [("content-type", "application/json")];
+    let pull = |route: &'static str, name: &'static str| {
+        let socket = socket.clone();
+        async move {
+            let body = format!("{{\"name\":\"{name}\"}}");
+            let resp = raw_request(&socket, "POST", route, &json, body)
+                .await
+                .unwrap();
+            let op: Operation = serde_json::from_slice(&resp.body).unwrap();
+            for _ in 0..1000 {
+                let resp = raw_request(
+                    &socket,
+                    "GET",
+                    &format!("/v1/operations/{}", op.id),
+                    &[],
+                    "",
+                )
+                .await
+                .unwrap();
+                let now: Operation = serde_json::from_slice(&resp.body).unwrap();
+                if now.state.is_terminal() {
+                    return now;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("pull of {name} did not end");
+        }
+    };
+
+    let good = pull("/v1/kernels/pull", "dl-good").await;
+    assert_eq!(good.state, OperationState::Succeeded, "{good:?}");
+    let kdir = layout.cache_dir.join("kernels/dl-good");
+    assert_eq!(std::fs::read(kdir.join("bzImage")).unwrap(), b"bz");
+
+    let bad = pull("/v1/kernels/pull", "dl-bad").await;
+    assert_eq!(bad.state, OperationState::Failed);
+    let msg = bad.error.unwrap().message;
+    assert!(
+        msg.contains(&"0".repeat(64)) && msg.contains("nothing was published"),
+        "{msg}"
+    );
+    assert!(!layout.cache_dir.join("kernels/dl-bad").exists());
+
+    let image = pull("/v1/images/pull", "bundled").await;
+    assert_eq!(image.state, OperationState::Succeeded, "{image:?}");
+    let idir = layout.cache_dir.join("images/bundled");
+    assert_eq!(std::fs::read(idir.join("rootfs.ext4")).unwrap(), b"ext4");
+    assert!(
+        idir.join("work-seed.ext4").is_file(),
+        "an empty work seed is made"
+    );
+    stop.send_replace(true);
 }

@@ -62,6 +62,16 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Removes a VM row; whether one existed.
+    pub fn delete_vm(&self, id: &str) -> Result<bool, StoreError> {
+        self.lock()
+            .execute("DELETE FROM vms WHERE id = ?1", [id])
+            .map(|n| n > 0)
+            .map_err(|e| self.sqlite(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

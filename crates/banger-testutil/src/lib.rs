@@ -118,3 +118,20 @@ pub fn raw_tar(path: &Path, entries: &[RawEntry<'_>]) -> std::io::Result<()> {
     out.extend_from_slice(&[0u8; 1024]);
     std::fs::write(path, out)
 }
+
+/// Writes a tarball of regular files `(name, content)` to `path` and
+/// returns its SHA-256 in lower-case hex.
+pub fn tar_of(path: &Path, files: &[(&str, &[u8])]) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut b = tar::Builder::new(std::fs::File::create(path)?);
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, *data)?;
+    }
+    b.into_inner()?;
+    let digest = sha2::Sha256::digest(std::fs::read(path)?);
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+}

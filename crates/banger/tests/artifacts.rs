@@ -35,8 +35,8 @@ struct Prepared {
 fn cache_root() -> PathBuf {
     let key: String = format!(
         "{}{}",
-        catalog::KERNELS[0].recipe_hash(),
-        catalog::IMAGES[0].recipe_hash()
+        catalog::Catalog::embedded().kernels[0].recipe_hash(),
+        catalog::Catalog::embedded().images[0].recipe_hash()
     )
     .chars()
     .step_by(8)
@@ -359,13 +359,23 @@ fn hostile_tarballs_are_refused_naming_the_entry_and_nothing_is_published() {
     );
 }
 
+/// `vfs_cap_data` revision 2 with CAP_NET_RAW (bit 13) permitted.
+const CAP_NET_RAW: [u8; 20] = [
+    0x00, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
 #[test]
 fn imported_tarball_keeps_setuid_bits_and_foreign_owners() {
     let env = Env::new();
     let dir = tempfile::tempdir().unwrap();
     let tar_path = dir.path().join("rootfs.tar");
     let mut b = tar::Builder::new(std::fs::File::create(&tar_path).unwrap());
-    let mut add = |path: &str, mode: u32, uid: u64, gid: u64, kind: tar::EntryType| {
+    let add = |b: &mut tar::Builder<std::fs::File>,
+               path: &str,
+               mode: u32,
+               uid: u64,
+               gid: u64,
+               kind: tar::EntryType| {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
         h.set_mode(mode);
@@ -375,12 +385,38 @@ fn imported_tarball_keeps_setuid_bits_and_foreign_owners() {
         h.set_cksum();
         b.append_data(&mut h, path, &b""[..]).unwrap();
     };
-    add("./bin/", 0o755, 0, 0, tar::EntryType::Directory);
-    add("./bin/suid", 0o4755, 0, 0, tar::EntryType::Regular);
-    add("./home/", 0o755, 0, 0, tar::EntryType::Directory);
-    add("./home/dev/", 0o750, 1000, 1000, tar::EntryType::Directory);
-    add("./root/", 0o700, 0, 0, tar::EntryType::Directory);
-    add("./root/.profile", 0o644, 0, 0, tar::EntryType::Regular);
+    add(&mut b, "./bin/", 0o755, 0, 0, tar::EntryType::Directory);
+    add(&mut b, "./bin/suid", 0o4755, 0, 0, tar::EntryType::Regular);
+    add(&mut b, "./home/", 0o755, 0, 0, tar::EntryType::Directory);
+    add(
+        &mut b,
+        "./home/dev/",
+        0o750,
+        1000,
+        1000,
+        tar::EntryType::Directory,
+    );
+    add(&mut b, "./root/", 0o700, 0, 0, tar::EntryType::Directory);
+    add(
+        &mut b,
+        "./root/.profile",
+        0o644,
+        0,
+        0,
+        tar::EntryType::Regular,
+    );
+    // A file capability (cap_net_raw+p, as ping carries), in a pax header.
+    // mke2fs keeps security.capability from tarballs and no other xattr.
+    b.append_pax_extensions([("SCHILY.xattr.security.capability", &CAP_NET_RAW[..])])
+        .unwrap();
+    add(&mut b, "./bin/xattr", 0o755, 0, 0, tar::EntryType::Regular);
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Link);
+    h.set_size(0);
+    h.set_mode(0o4755);
+    h.set_cksum();
+    b.append_link(&mut h, "./bin/suid-link", "./bin/suid")
+        .unwrap();
     b.into_inner().unwrap();
     let out = env.ok(&[
         "image",
@@ -393,6 +429,29 @@ fn imported_tarball_keeps_setuid_bits_and_foreign_owners() {
     let rootfs = env.path("cache/images/tiny/rootfs.ext4");
     assert_eq!(stat(&rootfs, "/bin/suid"), ("04755".into(), 0, 0));
     assert_eq!(stat(&rootfs, "/home/dev"), ("0750".into(), 1000, 1000));
+    let xattrs = debugfs(&rootfs, "ea_get -x /bin/xattr security.capability");
+    let hex: String = xattrs
+        .split_whitespace()
+        .filter(|w| w.len() == 2 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    let want: String = CAP_NET_RAW.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(hex.contains(&want), "security.capability lost: {xattrs}");
+    let links = debugfs(&rootfs, "stat /bin/suid-link");
+    assert!(links.contains("Links: 2"), "hard link kept: {links}");
+
+    // The ext4 it made imports as an image of its own.
+    let copy = env.ok(&[
+        "image",
+        "import",
+        rootfs.to_str().unwrap(),
+        "--name",
+        "tiny-copy",
+    ]);
+    assert_eq!(copy, "image tiny-copy is ready\n");
+    let copied = env.path("cache/images/tiny-copy/rootfs.ext4");
+    assert_eq!(stat(&copied, "/bin/suid"), ("04755".into(), 0, 0));
+    assert!(env.path("cache/images/tiny-copy/work-seed.ext4").is_file());
+    env.ok(&["image", "delete", "tiny-copy"]);
     let shown: serde_json::Value =
         serde_json::from_str(&env.ok(&["image", "show", "tiny"])).unwrap();
     assert_eq!(shown["source"], "import");
