@@ -4,6 +4,8 @@
 # from rustup (Debian's rustc is too old for edition 2024).
 BANGER_PACKAGES=(
   build-essential ca-certificates curl git
+  # banger-init links statically against glibc; tests read cpio archives
+  libc6-dev cpio
   # tests: a loopback web server for download entries
   python3
   # kernel builds (banger kernel pull generic-6.1)
@@ -95,6 +97,13 @@ ensure_packages() {
   if ! mke2fs_reads_tar; then
     log "warning: $(mke2fs -V 2>&1 | head -n1) cannot build images from tarballs (needs e2fsprogs >= 1.47.1)"
   fi
+}
+
+# banger-init runs as PID 1 in the guest's initramfs, where there is no
+# dynamic loader: build it static (glibc's static libs come with libc6-dev).
+build_init() {
+  RUSTFLAGS="-C target-feature=+crt-static -C strip=symbols" \
+    cargo build --release -p banger-init --target x86_64-unknown-linux-gnu
 }
 
 ensure_rust() {

@@ -279,6 +279,7 @@ mod tests {
             "CGROUPS",
             "SECCOMP",
             "SYSCTL",
+            "PCI",
         ] {
             assert!(
                 recipe.config_fragment.contains(&format!("CONFIG_{sym}=y")),

@@ -21,6 +21,16 @@ pub fn mkfs_from_tar(tar: &Path, out: &Path, size_bytes: u64, label: &str) -> Cm
         .arg(format!("{}k", size_bytes / 1024))
 }
 
+/// The `mke2fs` command that writes an empty ext4 of `size_bytes` at `out`
+/// (sparse: lazy inode-table and journal init write almost nothing).
+pub fn mkfs_empty(out: &Path, size_bytes: u64, label: &str) -> Cmd {
+    Cmd::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-L", label])
+        .args(["-E", "lazy_itable_init=1,lazy_journal_init=1"])
+        .arg(out)
+        .arg(format!("{}k", size_bytes / 1024))
+}
+
 /// Size for a file system holding `bytes` of file data in `entries`
 /// entries, plus `headroom_mib` free: data plus a 4 KiB block per entry
 /// plus 10% for metadata, rounded up to 64 MiB.

@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod ext4;
 pub mod fetch;
 pub mod image;
+pub mod initramfs;
 pub mod kernel;
 pub mod progress;
 pub mod store;

@@ -32,6 +32,14 @@ struct Prepared {
     image_list: String,
 }
 
+/// One TCG guest at a time: three software-emulated VMs with two vCPUs
+/// each on a two-core machine, beside a build, starved one of them into an
+/// early-boot stall for over 300 s in a CI-like run.
+fn one_vm_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    VM.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn cache_root() -> PathBuf {
     let key: String = format!(
         "{}{}",
@@ -174,18 +182,20 @@ fn second_pulls_say_already_present_and_lists_show_size_and_time() {
     }
 }
 
-/// Boots the catalog kernel with QEMU (microvm, TCG here) straight on the
-/// golden image and waits for systemd's multi-user target; no unit may
-/// fail.
+/// Boots the catalog kernel with QEMU (microvm with ACPI, TCG here)
+/// straight on the golden image and waits for systemd's multi-user target;
+/// no unit may fail. The virtio-mmio disk is found through ACPI.
 #[test]
 fn generic_kernel_boots_the_golden_image_to_multi_user() {
     let p = prepared();
+    let _vm = one_vm_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let console = dir.path().join("console.log");
     let mut qemu = qemu_boot(
         &p.kernel_dir.join("bzImage"),
         &p.image_dir.join("rootfs.ext4"),
         &console,
+        "",
     );
     let read = || strip_ansi(&std::fs::read_to_string(&console).unwrap_or_default());
     let reached = wait_until(Duration::from_secs(300), || {
@@ -221,23 +231,19 @@ fn generic_kernel_boots_the_golden_image_to_multi_user() {
     clippy::disallowed_methods,
     reason = "a plain QEMU boot, outside banger, checks the artifacts alone"
 )]
-fn qemu_boot(bzimage: &Path, rootfs: &Path, console: &Path) -> std::process::Child {
+fn qemu_boot(
+    bzimage: &Path,
+    rootfs: &Path,
+    console: &Path,
+    extra_cmdline: &str,
+) -> std::process::Child {
     let mut drive = std::ffi::OsString::from("id=root,format=raw,if=none,snapshot=on,file=");
     drive.push(rootfs);
     let mut serial = std::ffi::OsString::from("file:");
     serial.push(console);
     std::process::Command::new("qemu-system-x86_64")
         .args([
-            "-M",
-            "microvm,acpi=off",
-            "-accel",
-            "tcg",
-            "-cpu",
-            "max",
-            "-m",
-            "1024",
-            "-smp",
-            "2",
+            "-M", "microvm", "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2",
         ])
         .args([
             "-nodefaults",
@@ -250,10 +256,10 @@ fn qemu_boot(bzimage: &Path, rootfs: &Path, console: &Path) -> std::process::Chi
         .arg(serial)
         .arg("-kernel")
         .arg(bzimage)
-        .args([
-            "-append",
-            "console=ttyS0 root=/dev/vda rw panic=-1 reboot=t",
-        ])
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 root=/dev/vda rw panic=-1 {extra_cmdline}"
+        ))
         .arg("-drive")
         .arg(drive)
         .args(["-device", "virtio-blk-device,drive=root"])
@@ -262,6 +268,172 @@ fn qemu_boot(bzimage: &Path, rootfs: &Path, console: &Path) -> std::process::Chi
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start qemu-system-x86_64 (apt-get install qemu-system-x86)")
+}
+
+/// A guest that powers off makes QEMU exit: the kernel's ACPI reaches
+/// microvm's power button device (the graceful stop VMs will rely on).
+#[test]
+fn generic_kernel_powers_the_vm_off_through_acpi() {
+    let p = prepared();
+    let _vm = one_vm_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let console = dir.path().join("console.log");
+    let mut qemu = qemu_boot(
+        &p.kernel_dir.join("bzImage"),
+        &p.image_dir.join("rootfs.ext4"),
+        &console,
+        "systemd.unit=poweroff.target",
+    );
+    let exited = wait_until(Duration::from_secs(300), || {
+        matches!(qemu.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = qemu.kill();
+    }
+    let status = qemu.wait().unwrap();
+    let text = strip_ansi(&std::fs::read_to_string(&console).unwrap_or_default());
+    assert!(
+        exited && status.success(),
+        "QEMU did not exit on guest poweroff ({status}):\n{text}"
+    );
+    assert!(text.contains("reboot: Power down"), "{text}");
+}
+
+/// The static banger-init binary (scripts/test builds it).
+fn banger_init_bin() -> PathBuf {
+    let path = std::env::var_os("BANGER_INIT_BIN").map_or_else(
+        || {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/x86_64-unknown-linux-gnu/release/banger-init")
+        },
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with RUSTFLAGS='-C target-feature=+crt-static' cargo build -p banger-init --release --target x86_64-unknown-linux-gnu (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+fn sha256_of(path: &Path) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut file = std::fs::File::open(path).unwrap();
+    std::io::copy(&mut file, &mut hasher).unwrap();
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// banger's own initramfs boots the image: banger-init (a static binary,
+/// PID 1) mounts the shared rootfs read-only and the VM's overlay disk
+/// read-write, puts overlayfs on top and execs systemd. The guest's writes
+/// land in the overlay's upper directory; the shared base is never written.
+#[test]
+fn banger_init_assembles_an_overlay_root_and_never_writes_the_base() {
+    use banger_sys::Runner;
+    let p = prepared();
+    let _vm = one_vm_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let initramfs = dir.path().join("initramfs.cpio");
+    banger_artifacts::initramfs::write(&banger_init_bin(), &initramfs).unwrap();
+    let overlay = dir.path().join("overlay.ext4");
+    banger_sys::HostRunner
+        .run(
+            &banger_artifacts::ext4::mkfs_empty(&overlay, 1 << 30, "overlay"),
+            &dir.path().join("mkfs.log"),
+            &banger_sys::Cancel::new(),
+        )
+        .unwrap();
+    let rootfs = p.image_dir.join("rootfs.ext4");
+    let before = sha256_of(&rootfs);
+
+    let console = dir.path().join("console.log");
+    let mut qemu = qemu_with_initramfs(
+        &p.kernel_dir.join("bzImage"),
+        &initramfs,
+        &rootfs,
+        &overlay,
+        &console,
+    );
+    let exited = wait_until(Duration::from_secs(300), || {
+        matches!(qemu.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = qemu.kill();
+    }
+    let status = qemu.wait().unwrap();
+    let text = strip_ansi(&std::fs::read_to_string(&console).unwrap_or_default());
+    assert!(
+        exited && status.success(),
+        "no clean poweroff ({status}):\n{text}"
+    );
+    assert!(
+        text.contains("banger-init: switching to /sbin/init"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Reached target") && text.contains("reboot: Power down"),
+        "{text}"
+    );
+    let failed: Vec<&str> = text.lines().filter(|l| l.contains("FAILED")).collect();
+    assert!(failed.is_empty(), "units failed:\n{}", failed.join("\n"));
+
+    // What the guest wrote is in the overlay ...
+    let upper = debugfs(&overlay, "ls -p /upper");
+    assert!(
+        upper.contains("/etc/") || upper.contains("/var/"),
+        "upper dir is empty: {upper}"
+    );
+    // ... and the shared base is byte for byte what it was.
+    assert_eq!(sha256_of(&rootfs), before, "the shared rootfs was written");
+}
+
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a plain QEMU boot, outside banger, checks the artifacts alone"
+)]
+fn qemu_with_initramfs(
+    bzimage: &Path,
+    initramfs: &Path,
+    base: &Path,
+    overlay: &Path,
+    console: &Path,
+) -> std::process::Child {
+    let drive = |id: &str, file: &Path, extra: &str| {
+        let mut d = std::ffi::OsString::from(format!("id={id},format=raw,if=none{extra},file="));
+        d.push(file);
+        d
+    };
+    let mut serial = std::ffi::OsString::from("file:");
+    serial.push(console);
+    std::process::Command::new("qemu-system-x86_64")
+        .args(["-M", "microvm", "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2"])
+        .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
+        .arg("-serial")
+        .arg(serial)
+        .arg("-kernel")
+        .arg(bzimage)
+        .arg("-initrd")
+        .arg(initramfs)
+        .args([
+            "-append",
+            "console=ttyS0 panic=-1 banger.base=LABEL=rootfs banger.overlay=LABEL=overlay systemd.unit=poweroff.target",
+        ])
+        .arg("-drive")
+        .arg(drive("base", base, ",readonly=on"))
+        .args(["-device", "virtio-blk-device,drive=base"])
+        .arg("-drive")
+        .arg(drive("overlay", overlay, ""))
+        .args(["-device", "virtio-blk-device,drive=overlay"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start qemu-system-x86_64")
 }
 
 fn strip_ansi(text: &str) -> String {
