@@ -23,20 +23,46 @@ fn step<T>(what: impl FnOnce() -> String, r: std::io::Result<T>) -> Result<T, In
     r.map_err(|e| InitError(format!("{}: {e}", what())))
 }
 
-/// Runs every step; returns only on failure (success ends in exec).
-pub fn run(sys: &dyn Sys) -> InitError {
+/// The line a probe boot prints (`banger.probe` on the command line): the
+/// host's KVM check looks for it on the console.
+pub const PROBE_MARKER: &str = "banger-init: probe ok";
+
+/// How a run ended, when it did not exec the image's init.
+#[derive(Debug)]
+pub enum Exit {
+    /// A probe boot reached userspace; the VM should stop.
+    Probe,
+    /// A step failed.
+    Failed(InitError),
+}
+
+/// Runs every step; returns only when it cannot exec the image's init.
+pub fn run(sys: &dyn Sys) -> Exit {
     match assemble(sys) {
-        Ok(init) => {
+        Ok(Next::Probe) => {
+            sys.say(PROBE_MARKER.trim_start_matches("banger-init: "));
+            Exit::Probe
+        }
+        Ok(Next::Exec(init)) => {
             sys.say(&format!("switching to {}", init.display()));
             let err = sys.exec(&init);
-            InitError(format!("exec {}: {err}", init.display()))
+            Exit::Failed(InitError(format!("exec {}: {err}", init.display())))
         }
-        Err(e) => e,
+        Err(e) => Exit::Failed(e),
     }
 }
 
-/// Mounts everything and switches root; returns the init to exec.
-pub fn assemble(sys: &dyn Sys) -> Result<PathBuf, InitError> {
+/// What to do once the early mounts are done.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Exec the image's init, the root already switched.
+    Exec(PathBuf),
+    /// Only report that userspace was reached.
+    Probe,
+}
+
+/// Mounts everything and switches root; returns what to do next.
+pub fn assemble(sys: &dyn Sys) -> Result<Next, InitError> {
     for dir in ["/dev", "/proc", "/sys"] {
         step(|| format!("mkdir {dir}"), sys.mkdir(Path::new(dir)))?;
     }
@@ -62,6 +88,9 @@ pub fn assemble(sys: &dyn Sys) -> Result<PathBuf, InitError> {
         || "read /proc/cmdline".into(),
         sys.read_to_string(Path::new("/proc/cmdline")),
     )?;
+    if text.split_whitespace().any(|w| w == "banger.probe") {
+        return Ok(Next::Probe);
+    }
     let plan = cmdline::parse(&text).map_err(InitError)?;
 
     let base = resolve(sys, &plan.base)?;
@@ -126,7 +155,7 @@ pub fn assemble(sys: &dyn Sys) -> Result<PathBuf, InitError> {
     )?;
     step(|| "chroot .".into(), sys.chroot(Path::new(".")))?;
     step(|| "chdir /".into(), sys.chdir(Path::new("/")))?;
-    Ok(init)
+    Ok(Next::Exec(init))
 }
 
 fn resolve(sys: &dyn Sys, device: &Device) -> Result<PathBuf, InitError> {
@@ -242,8 +271,8 @@ mod tests {
             labels: vec![("/dev/vda", "overlay"), ("/dev/vdb", "rootfs")],
             ..Fake::default()
         };
-        let init = assemble(&fake).unwrap();
-        assert_eq!(init, PathBuf::from("/sbin/init"));
+        let next = assemble(&fake).unwrap();
+        assert_eq!(next, Next::Exec(PathBuf::from("/sbin/init")));
         let calls = fake.calls.borrow();
         let pos = |needle: &str| {
             calls
@@ -278,7 +307,9 @@ mod tests {
             fail: Some("mount /dev/vdb"),
             ..Fake::default()
         };
-        let err = run(&fake);
+        let Exit::Failed(err) = run(&fake) else {
+            panic!("expected a failure");
+        };
         assert_eq!(
             err.0,
             "mount /dev/vdb on /mnt/overlay: Invalid argument (os error 22)"
@@ -316,6 +347,22 @@ mod tests {
         let err = assemble(&fake).unwrap_err();
         assert_eq!(err.0, "/sbin/nope does not exist in the image");
         assert!(!fake.calls.borrow().iter().any(|c| c.starts_with("chroot")));
+    }
+
+    #[test]
+    fn probe_boot_stops_after_the_early_mounts() {
+        let fake = Fake {
+            cmdline: "console=ttyS0 banger.probe".into(),
+            ..Fake::default()
+        };
+        assert!(matches!(run(&fake), Exit::Probe));
+        let calls = fake.calls.borrow();
+        assert!(
+            calls
+                .iter()
+                .all(|c| !c.contains("/mnt") && !c.starts_with("exec")),
+            "{calls:#?}"
+        );
     }
 
     #[test]

@@ -174,6 +174,17 @@ impl Sys for LinuxSys {
 
     fn say(&self, line: &str) {
         use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "banger-init: {line}");
+        let line = format!("banger-init: {line}\n");
+        // The kernel log reaches the serial console synchronously; a tty
+        // write may still sit in a buffer when the machine stops a moment
+        // later. Before devtmpfs is mounted there is no /dev/kmsg: stderr.
+        match std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+            Ok(mut kmsg) => {
+                let _ = kmsg.write_all(line.as_bytes());
+            }
+            Err(_) => {
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            }
+        }
     }
 }

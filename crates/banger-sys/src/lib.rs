@@ -8,6 +8,7 @@
 // This crate is the one place allowed to build `Command`s (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
 
+pub mod host;
 pub mod lock;
 pub mod process;
 pub mod run;
