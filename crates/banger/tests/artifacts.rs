@@ -233,44 +233,37 @@ fn generic_kernel_boots_the_golden_image_to_multi_user() {
 #[test]
 fn generic_kernel_powers_the_vm_off_through_acpi() {
     let p = prepared();
-    let _vm = one_vm_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    let console = dir.path().join("console.log");
     let rootfs = p.image_dir.join("rootfs.ext4");
-    let mut qemu = qemu(
-        &p.kernel_dir.join("bzImage"),
-        None,
+    let (exited, text) = boot_until_exit(
+        false,
         "root=/dev/vda rw systemd.unit=poweroff.target",
         &[Disk("root", &rootfs, DiskMode::Snapshot)],
-        &console,
+        300,
     );
-    let exited = wait_until(Duration::from_secs(300), || {
-        matches!(qemu.try_wait(), Ok(Some(_)))
-    });
-    if !exited {
-        let _ = qemu.kill();
-    }
-    let status = qemu.wait().unwrap();
-    let text = strip_ansi(&std::fs::read_to_string(&console).unwrap_or_default());
-    assert!(
-        exited && status.success(),
-        "QEMU did not exit on guest poweroff ({status}):\n{text}"
-    );
+    assert!(exited, "QEMU did not exit on guest poweroff:\n{text}");
     assert!(text.contains("reboot: Power down"), "{text}");
 }
 
-/// Boots banger's initramfs with `cmdline` and no root disk but `disks`;
-/// returns whether QEMU exited by itself within `secs`, and the console.
-fn boot_initramfs_only(cmdline: &str, disks: &[Disk<'_>], secs: u64) -> (bool, String) {
+/// Boots the catalog kernel (with banger's initramfs when `initramfs`)
+/// on `disks` and waits up to `secs` for QEMU to exit by itself. Returns
+/// whether it exited cleanly, and the console.
+fn boot_until_exit(
+    initramfs: bool,
+    cmdline: &str,
+    disks: &[Disk<'_>],
+    secs: u64,
+) -> (bool, String) {
     let p = prepared();
     let _vm = one_vm_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let initramfs = dir.path().join("initramfs.cpio");
-    banger_artifacts::initramfs::write(&banger_init_bin(), &initramfs).unwrap();
+    let initrd = dir.path().join("initramfs.cpio");
+    if initramfs {
+        banger_artifacts::initramfs::write(&banger_init_bin(), &initrd).unwrap();
+    }
     let console = dir.path().join("console.log");
     let mut vm = qemu(
         &p.kernel_dir.join("bzImage"),
-        Some(&initramfs),
+        initramfs.then_some(initrd.as_path()),
         cmdline,
         disks,
         &console,
@@ -281,9 +274,9 @@ fn boot_initramfs_only(cmdline: &str, disks: &[Disk<'_>], secs: u64) -> (bool, S
     if !exited {
         let _ = vm.kill();
     }
-    let _ = vm.wait();
+    let clean = vm.wait().is_ok_and(|s| s.success());
     (
-        exited,
+        exited && clean,
         strip_ansi(&std::fs::read_to_string(&console).unwrap_or_default()),
     )
 }
@@ -292,7 +285,7 @@ fn boot_initramfs_only(cmdline: &str, disks: &[Disk<'_>], secs: u64) -> (bool, S
 /// prints its marker and stops the VM: seconds, even under TCG.
 #[test]
 fn probe_boot_prints_its_marker_and_stops_the_vm() {
-    let (exited, text) = boot_initramfs_only("banger.probe", &[], 120);
+    let (exited, text) = boot_until_exit(true, "banger.probe", &[], 120);
     assert!(exited, "the probe VM did not stop:\n{text}");
     assert!(text.contains("banger-init: probe ok"), "{text}");
 }
@@ -303,7 +296,8 @@ fn probe_boot_prints_its_marker_and_stops_the_vm() {
 fn banger_init_failure_is_named_and_the_vm_stops() {
     let p = prepared();
     let rootfs = p.image_dir.join("rootfs.ext4");
-    let (exited, text) = boot_initramfs_only(
+    let (exited, text) = boot_until_exit(
+        true,
         "banger.base=LABEL=rootfs banger.overlay=LABEL=missing",
         &[Disk("base", &rootfs, DiskMode::ReadOnly)],
         120,
@@ -352,10 +346,7 @@ fn sha256_of(path: &Path) -> String {
 fn banger_init_assembles_an_overlay_root_and_never_writes_the_base() {
     use banger_sys::Runner;
     let p = prepared();
-    let _vm = one_vm_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let initramfs = dir.path().join("initramfs.cpio");
-    banger_artifacts::initramfs::write(&banger_init_bin(), &initramfs).unwrap();
     let overlay = dir.path().join("overlay.ext4");
     banger_sys::HostRunner
         .run(
@@ -367,29 +358,16 @@ fn banger_init_assembles_an_overlay_root_and_never_writes_the_base() {
     let rootfs = p.image_dir.join("rootfs.ext4");
     let before = sha256_of(&rootfs);
 
-    let console = dir.path().join("console.log");
-    let mut qemu = qemu(
-        &p.kernel_dir.join("bzImage"),
-        Some(&initramfs),
+    let (exited, text) = boot_until_exit(
+        true,
         "banger.base=LABEL=rootfs banger.overlay=LABEL=overlay systemd.unit=poweroff.target",
         &[
             Disk("base", &rootfs, DiskMode::ReadOnly),
             Disk("overlay", &overlay, DiskMode::ReadWrite),
         ],
-        &console,
+        300,
     );
-    let exited = wait_until(Duration::from_secs(300), || {
-        matches!(qemu.try_wait(), Ok(Some(_)))
-    });
-    if !exited {
-        let _ = qemu.kill();
-    }
-    let status = qemu.wait().unwrap();
-    let text = strip_ansi(&std::fs::read_to_string(&console).unwrap_or_default());
-    assert!(
-        exited && status.success(),
-        "no clean poweroff ({status}):\n{text}"
-    );
+    assert!(exited, "no clean poweroff:\n{text}");
     assert!(
         text.contains("banger-init: switching to /sbin/init"),
         "{text}"
