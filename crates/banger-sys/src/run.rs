@@ -183,6 +183,10 @@ impl Runner for HostRunner {
             source,
         })?;
         let pgid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+        // Most commands (ip, tune2fs) finish in a few milliseconds: poll
+        // fast first and back off, so they are not charged a whole tick
+        // while a cancel is still seen within 50 ms.
+        let mut tick = Duration::from_millis(1);
         loop {
             if cancel.is_cancelled() {
                 // SAFETY: signalling the process group we created.
@@ -202,7 +206,10 @@ impl Runner for HostRunner {
                         log: log.to_owned(),
                     });
                 }
-                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Ok(None) => {
+                    std::thread::sleep(tick);
+                    tick = (tick * 2).min(Duration::from_millis(50));
+                }
                 Err(source) => {
                     return Err(RunError::Failed {
                         command: cmd.display(),
