@@ -28,6 +28,12 @@ pub fn write(init: &Path, out: &Path) -> Result<(), BuildError> {
             init.display()
         )));
     }
+    if !is_static_elf(&binary) {
+        return Err(BuildError::Recipe(format!(
+            "{} is dynamically linked; the initramfs has no loader (build it with -C target-feature=+crt-static, as scripts/lib.sh does)",
+            init.display()
+        )));
+    }
     let mut archive = Vec::with_capacity(binary.len() + 4096);
     let mut ino = 1;
     for (name, mode, rdev) in SKELETON {
@@ -41,6 +47,41 @@ pub fn write(init: &Path, out: &Path) -> Result<(), BuildError> {
     file.write_all(&archive).map_err(io_err("write", &tmp))?;
     file.sync_all().map_err(io_err("sync", &tmp))?;
     std::fs::rename(&tmp, out).map_err(io_err("rename", out))
+}
+
+/// Whether a 64-bit little-endian ELF has no program interpreter (no
+/// `PT_INTERP`), i.e. runs without a dynamic loader.
+pub fn is_static_elf(binary: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |o: usize| {
+        binary
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |o: usize| {
+        binary
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| {
+        binary
+            .get(o..o + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+    };
+    // ELFCLASS64, ELFDATA2LSB.
+    if binary.get(..6) != Some(b"\x7fELF\x02\x01") {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return false;
+    };
+    let Ok(phoff) = usize::try_from(phoff) else {
+        return false;
+    };
+    (0..usize::from(phnum))
+        .all(|i| u32_at(phoff + i * usize::from(phentsize)).is_some_and(|t| t != PT_INTERP))
 }
 
 /// One newc entry: a 110-byte ASCII header, the NUL-terminated name padded
@@ -106,8 +147,7 @@ mod tests {
     fn cpio_reads_back_the_skeleton_and_the_init_binary() {
         let dir = tempfile::tempdir().unwrap();
         let init = dir.path().join("banger-init");
-        let mut elf = b"\x7fELF".to_vec();
-        elf.extend_from_slice(b"-rest-of-a-binary");
+        let elf = fake_elf(1);
         std::fs::write(&init, &elf).unwrap();
         let out = dir.path().join("initramfs.cpio");
         write(&init, &out).unwrap();
@@ -145,6 +185,37 @@ mod tests {
             cpio(&["-i", "--to-stdout", "--quiet", "init"], &out).into_bytes(),
             elf
         );
+    }
+
+    /// A 64-bit ELF header plus one program header of type `p_type`.
+    fn fake_elf(p_type: u32) -> Vec<u8> {
+        let mut elf = vec![0u8; 64 + 56];
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        elf[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        elf[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+        elf[64..68].copy_from_slice(&p_type.to_le_bytes());
+        elf
+    }
+
+    #[test]
+    fn a_dynamically_linked_init_is_refused_before_it_can_panic_a_guest() {
+        assert!(is_static_elf(&fake_elf(1)));
+        assert!(!is_static_elf(&fake_elf(3)));
+        assert!(!is_static_elf(b"\x7fELF\x01\x01short"));
+        let dir = tempfile::tempdir().unwrap();
+        let init = dir.path().join("banger-init");
+        std::fs::write(&init, fake_elf(3)).unwrap();
+        let err = write(&init, &dir.path().join("out")).unwrap_err();
+        assert!(err.to_string().contains("dynamically linked"), "{err}");
+        // The real thing, as scripts/test builds it, when present.
+        let real = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/x86_64-unknown-linux-gnu/release/banger-init");
+        if let Ok(bytes) = std::fs::read(&real) {
+            assert!(is_static_elf(&bytes), "{} is not static", real.display());
+        }
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(!is_static_elf(&me), "a test binary is dynamically linked");
     }
 
     #[test]

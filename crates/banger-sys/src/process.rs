@@ -121,6 +121,48 @@ pub fn pid_alive(pid: u32) -> bool {
     pid_alive_in(Path::new("/proc"), pid)
 }
 
+/// Runs `program` with `args` in the foreground, sharing this process's
+/// terminal and standard streams, and returns how it exited.
+pub fn run_foreground<I, S>(program: &str, args: I) -> std::io::Result<std::process::ExitStatus>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    Command::new(program).args(args).status()
+}
+
+/// Replaces this process with `program` (returns only on failure).
+pub fn exec<I, S>(program: &str, args: I) -> std::io::Error
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    Command::new(program).args(args).exec()
+}
+
+/// Whether the command line of `pid` mentions `needle` (a VM's directory):
+/// tells a VMM from an unrelated process that reused its pid.
+pub fn cmdline_mentions(pid: u32, needle: &Path) -> bool {
+    let needle = needle.as_os_str().as_encoded_bytes();
+    std::fs::read(Path::new("/proc").join(pid.to_string()).join("cmdline"))
+        .is_ok_and(|c| !needle.is_empty() && c.windows(needle.len()).any(|w| w == needle))
+}
+
+/// SIGKILLs `pid`.
+pub fn kill(pid: u32) {
+    signal(pid, libc::SIGKILL);
+}
+
+/// Sends `sig` to `pid`; a pid that does not fit is ignored.
+pub fn signal(pid: u32, sig: i32) {
+    if let Ok(pid) = i32::try_from(pid)
+        && pid > 1
+    {
+        // SAFETY: kill(2) on a plain pid touches no memory.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
 /// The process groups (read from `proc_root`) of every process whose
 /// command line mentions `needle`, this process's own group excepted.
 pub fn groups_mentioning(proc_root: &Path, needle: &str) -> Vec<u32> {
@@ -182,6 +224,15 @@ mod tests {
         std::fs::create_dir_all(dir.path().join(pid.to_string())).unwrap();
         std::fs::write(dir.path().join(pid.to_string()).join("stat"), stat).unwrap();
         dir
+    }
+
+    #[test]
+    fn cmdline_mentions_finds_a_path_among_the_arguments() {
+        let me = std::process::id();
+        let exe = std::env::current_exe().unwrap();
+        assert!(cmdline_mentions(me, exe.parent().unwrap()));
+        assert!(!cmdline_mentions(me, Path::new("/no/such/banger/dir")));
+        assert!(!cmdline_mentions(me, Path::new("")));
     }
 
     #[test]

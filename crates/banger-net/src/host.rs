@@ -1,0 +1,263 @@
+//! [`Network`] on this host: `ip` and `iptables`, each rule tagged with
+//! the VM's id so it can be found and removed again.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use banger_sys::{Cancel, Cmd, RunError, Runner};
+
+use crate::{NetError, Network, Subnet, TAP_PREFIX, check_ifname, check_tag};
+
+/// Host networking through `ip` and `iptables`, with their output in `log`.
+#[derive(Debug)]
+pub struct HostNetwork {
+    runner: Arc<dyn Runner>,
+    log: PathBuf,
+    sys_class_net: PathBuf,
+    /// Parallel starts must not race to create the bridge.
+    bridge: std::sync::Mutex<()>,
+}
+
+impl HostNetwork {
+    /// Runs commands through `runner`, logging to `log`.
+    pub fn new(runner: Arc<dyn Runner>, log: impl Into<PathBuf>) -> Self {
+        Self {
+            runner,
+            log: log.into(),
+            sys_class_net: PathBuf::from("/sys/class/net"),
+            bridge: std::sync::Mutex::new(()),
+        }
+    }
+
+    fn run(&self, what: impl FnOnce() -> String, cmd: &Cmd) -> Result<(), NetError> {
+        self.runner
+            .run(cmd, &self.log, &Cancel::new())
+            .map_err(|source| NetError::Command {
+                what: what(),
+                source,
+            })
+    }
+
+    fn exists(&self, ifname: &str) -> bool {
+        self.sys_class_net.join(ifname).exists()
+    }
+
+    fn need_root(what: &'static str) -> Result<(), NetError> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            Ok(())
+        } else {
+            Err(NetError::NeedsRoot { what })
+        }
+    }
+}
+
+/// The iptables rules that give guest `ip` NAT, as (table, chain, match).
+fn nat_rules(
+    tag: &str,
+    ip: Ipv4Addr,
+    bridge: &str,
+) -> Vec<(&'static str, &'static str, Vec<String>)> {
+    let comment = format!("banger:{tag}");
+    let host = format!("{ip}/32");
+    let tagged = |mut args: Vec<String>| {
+        args.extend(["-m", "comment", "--comment", &comment].map(str::to_owned));
+        args
+    };
+    let v = |args: &[&str]| args.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    vec![
+        (
+            "nat",
+            "POSTROUTING",
+            tagged(v(&["-s", &host, "!", "-o", bridge]))
+                .into_iter()
+                .chain(v(&["-j", "MASQUERADE"]))
+                .collect(),
+        ),
+        (
+            "filter",
+            "FORWARD",
+            tagged(v(&["-i", bridge, "-s", &host]))
+                .into_iter()
+                .chain(v(&["-j", "ACCEPT"]))
+                .collect(),
+        ),
+        (
+            "filter",
+            "FORWARD",
+            tagged(v(&[
+                "-o",
+                bridge,
+                "-d",
+                &host,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "RELATED,ESTABLISHED",
+            ]))
+            .into_iter()
+            .chain(v(&["-j", "ACCEPT"]))
+            .collect(),
+        ),
+    ]
+}
+
+fn iptables(op: &str, table: &str, chain: &str, rule: &[String]) -> Cmd {
+    Cmd::new("iptables")
+        .args(["-w", "-t", table, op, chain])
+        .args(rule)
+}
+
+impl Network for HostNetwork {
+    fn ensure_bridge(&self, bridge: &str, subnet: &Subnet) -> Result<(), NetError> {
+        check_ifname("bridge", bridge, "")?;
+        Self::need_root("creating the bridge")?;
+        let _one = self
+            .bridge
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !self.exists(bridge) {
+            self.run(
+                || format!("create bridge {bridge}"),
+                &Cmd::new("ip").args(["link", "add", "name", bridge, "type", "bridge"]),
+            )?;
+        }
+        self.run(
+            || format!("give bridge {bridge} address {subnet}"),
+            &Cmd::new("ip").args(["addr", "replace", &subnet.to_string(), "dev", bridge]),
+        )?;
+        self.run(
+            || format!("bring bridge {bridge} up"),
+            &Cmd::new("ip").args(["link", "set", bridge, "up"]),
+        )
+    }
+
+    fn add_tap(&self, tap: &str, bridge: &str, uid: u32) -> Result<(), NetError> {
+        check_ifname("tap", tap, TAP_PREFIX)?;
+        check_ifname("bridge", bridge, "")?;
+        Self::need_root("creating a tap")?;
+        self.run(
+            || format!("create tap {tap}"),
+            &Cmd::new("ip").args([
+                "tuntap",
+                "add",
+                "dev",
+                tap,
+                "mode",
+                "tap",
+                "user",
+                &uid.to_string(),
+            ]),
+        )?;
+        self.run(
+            || format!("attach tap {tap} to {bridge}"),
+            &Cmd::new("ip").args(["link", "set", tap, "master", bridge, "up"]),
+        )
+    }
+
+    fn remove_tap(&self, tap: &str) -> Result<(), NetError> {
+        check_ifname("tap", tap, TAP_PREFIX)?;
+        if !self.exists(tap) {
+            return Ok(());
+        }
+        Self::need_root("removing a tap")?;
+        self.run(
+            || format!("remove tap {tap}"),
+            &Cmd::new("ip").args(["link", "del", "dev", tap]),
+        )
+    }
+
+    fn add_nat(&self, tag: &str, ip: Ipv4Addr, bridge: &str) -> Result<(), NetError> {
+        check_tag(tag)?;
+        check_ifname("bridge", bridge, "")?;
+        Self::need_root("NAT")?;
+        let forward = Path::new("/proc/sys/net/ipv4/ip_forward");
+        std::fs::write(forward, "1").map_err(|source| NetError::Io {
+            what: format!("enable forwarding ({})", forward.display()),
+            source,
+        })?;
+        for (table, chain, rule) in nat_rules(tag, ip, bridge) {
+            self.run(
+                || format!("add NAT rule for {ip} to {table} {chain}"),
+                &iptables("-A", table, chain, &rule),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn remove_nat(&self, tag: &str, ip: Ipv4Addr, bridge: &str) -> Result<(), NetError> {
+        check_tag(tag)?;
+        check_ifname("bridge", bridge, "")?;
+        Self::need_root("NAT")?;
+        for (table, chain, rule) in nat_rules(tag, ip, bridge) {
+            // -C fails when the rule is absent: then there is nothing to do.
+            match self.runner.run(
+                &iptables("-C", table, chain, &rule),
+                &self.log,
+                &Cancel::new(),
+            ) {
+                Ok(()) => self.run(
+                    || format!("remove NAT rule for {ip} from {table} {chain}"),
+                    &iptables("-D", table, chain, &rule),
+                )?,
+                Err(RunError::Failed { .. }) => {}
+                Err(source) => {
+                    return Err(NetError::Command {
+                        what: format!("check NAT rule for {ip}"),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Runner for Recorder {
+        fn run(&self, cmd: &Cmd, _log: &Path, _cancel: &Cancel) -> Result<(), RunError> {
+            self.0.lock().unwrap().push(cmd.display());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn nat_rules_are_tagged_and_scoped_to_one_guest() {
+        let rules = nat_rules("0a1b", Ipv4Addr::new(10, 77, 0, 5), "banger0");
+        assert_eq!(rules.len(), 3);
+        for (_, _, rule) in &rules {
+            let text = rule.join(" ");
+            assert!(text.contains("--comment banger:0a1b"), "{text}");
+            assert!(text.contains("10.77.0.5/32"), "{text}");
+        }
+        assert_eq!(
+            rules[0].2.join(" "),
+            "-s 10.77.0.5/32 ! -o banger0 -m comment --comment banger:0a1b -j MASQUERADE"
+        );
+    }
+
+    #[test]
+    fn hostile_names_never_reach_a_command() {
+        let rec = Arc::new(Recorder::default());
+        let net = HostNetwork::new(rec.clone(), "/dev/null");
+        assert!(net.add_tap("eth0", "banger0", 0).is_err());
+        assert!(net.remove_tap("bgt1;reboot").is_err());
+        assert!(
+            net.add_nat("../x", Ipv4Addr::new(10, 0, 0, 2), "banger0")
+                .is_err()
+        );
+        assert!(
+            net.ensure_bridge("br 0", &"10.77.0.1/24".parse().unwrap())
+                .is_err()
+        );
+        assert!(rec.0.lock().unwrap().is_empty());
+    }
+}

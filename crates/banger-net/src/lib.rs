@@ -1,0 +1,144 @@
+//! Host networking for VMs: a bridge with a private subnet, one tap per
+//! VM on it, optional NAT per VM, and the guest address plan.
+//!
+//! - [`Subnet`] and [`allocate`]: pure address arithmetic.
+//! - [`Network`]: the privileged operations, each checking that it only
+//!   touches banger's own names; [`HostNetwork`] runs them with `ip` and
+//!   `iptables` (argv, never a shell).
+
+mod host;
+mod subnet;
+
+pub use host::HostNetwork;
+pub use subnet::{Subnet, allocate};
+
+use std::net::Ipv4Addr;
+
+/// The prefix of every tap banger creates; nothing else is ever deleted.
+pub const TAP_PREFIX: &str = "bgt";
+
+/// Linux's limit on interface names (IFNAMSIZ minus the NUL).
+const IFNAME_MAX: usize = 15;
+
+/// Errors from host networking.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A name or address outside what banger manages.
+    #[error("invalid {what} {value:?}: {why}")]
+    Invalid {
+        /// What was checked.
+        what: &'static str,
+        /// The value.
+        value: String,
+        /// Why it is refused.
+        why: &'static str,
+    },
+    /// The operation needs privileges the daemon lacks.
+    #[error(
+        "{what} needs root: run bangerd as root (a separate root helper is not part of banger yet)"
+    )]
+    NeedsRoot {
+        /// What was attempted.
+        what: &'static str,
+    },
+    /// A command failed.
+    #[error("{what}")]
+    Command {
+        /// What was attempted.
+        what: String,
+        /// The failure.
+        #[source]
+        source: banger_sys::RunError,
+    },
+    /// A kernel setting could not be written.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was attempted.
+        what: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// The tap of the VM with id `vm_id` (lowercase hex).
+pub fn tap_name(vm_id: &str) -> String {
+    let room = IFNAME_MAX - TAP_PREFIX.len();
+    format!("{TAP_PREFIX}{}", &vm_id[..vm_id.len().min(room)])
+}
+
+/// Checks an interface name banger may create or delete: `prefix` then
+/// `[a-z0-9]`, within Linux's length limit.
+pub fn check_ifname(what: &'static str, name: &str, prefix: &str) -> Result<(), NetError> {
+    let bad = |why| {
+        Err(NetError::Invalid {
+            what,
+            value: name.to_owned(),
+            why,
+        })
+    };
+    if name.len() <= prefix.len() || name.len() > IFNAME_MAX {
+        return bad("must be 1 to 15 characters");
+    }
+    if !name.starts_with(prefix) {
+        return bad("is not one of banger's (wrong prefix)");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return bad("may hold only a-z, 0-9 and -");
+    }
+    Ok(())
+}
+
+/// Checks a NAT rule tag (a VM id): 1 to 32 of `[0-9a-f]`.
+pub fn check_tag(tag: &str) -> Result<(), NetError> {
+    if tag.is_empty() || tag.len() > 32 || !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(NetError::Invalid {
+            what: "rule tag",
+            value: tag.to_owned(),
+            why: "must be 1 to 32 hex digits (a VM id)",
+        });
+    }
+    Ok(())
+}
+
+/// The privileged network operations, each idempotent so a rollback or a
+/// cleanup after a crash can run them again.
+pub trait Network: Send + Sync + std::fmt::Debug {
+    /// Creates `bridge` with `subnet`'s gateway address, if missing, and
+    /// brings it up.
+    fn ensure_bridge(&self, bridge: &str, subnet: &Subnet) -> Result<(), NetError>;
+    /// Creates tap `tap` owned by `uid` on `bridge`, up.
+    fn add_tap(&self, tap: &str, bridge: &str, uid: u32) -> Result<(), NetError>;
+    /// Removes tap `tap`; a missing one is fine.
+    fn remove_tap(&self, tap: &str) -> Result<(), NetError>;
+    /// Lets guest `ip` reach beyond `bridge` through masquerading.
+    fn add_nat(&self, tag: &str, ip: Ipv4Addr, bridge: &str) -> Result<(), NetError>;
+    /// Removes what [`Network::add_nat`] added; missing rules are fine.
+    fn remove_nat(&self, tag: &str, ip: Ipv4Addr, bridge: &str) -> Result<(), NetError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tap_names_fit_ifnamsiz_and_pass_the_check() {
+        let tap = tap_name("0123456789abcdef0123");
+        assert_eq!(tap, "bgt0123456789ab");
+        assert_eq!(tap.len(), 15);
+        check_ifname("tap", &tap, TAP_PREFIX).unwrap();
+    }
+
+    #[test]
+    fn foreign_or_hostile_interface_names_are_refused() {
+        for bad in ["eth0", "bgt", "bgt0123456789abc", "bgt;rm", "bgt A", "BGT1"] {
+            assert!(check_ifname("tap", bad, TAP_PREFIX).is_err(), "{bad}");
+        }
+        assert!(check_tag("0a1b").is_ok());
+        for bad in ["", "xyz", "0a 1b", &"a".repeat(33)] {
+            assert!(check_tag(bad).is_err(), "{bad:?}");
+        }
+    }
+}
