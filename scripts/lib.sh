@@ -15,6 +15,8 @@ BANGER_PACKAGES=(
   mmdebstrap libarchive13 e2fsprogs
   # booting
   qemu-system-x86
+  # VMs: bridge and taps, per-VM NAT, SSH keys and sessions
+  iproute2 iptables openssh-client
 )
 # Packages taken from bookworm-backports on Debian 12: mke2fs reads tarballs
 # from e2fsprogs 1.47.1 on, and qemu-system-x86 must match the backported

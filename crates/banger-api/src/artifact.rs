@@ -89,6 +89,8 @@ pub enum OperationKind {
     ImagePull,
     /// Importing a tarball or ext4 file as an image.
     ImageImport,
+    /// Creating (and starting) a VM.
+    VmCreate,
 }
 
 /// Where an operation is.

@@ -6,6 +6,7 @@
 //! the daemon cannot drift apart. Request bodies reject unknown fields.
 
 pub mod artifact;
+pub mod doctor;
 pub mod error;
 pub mod names;
 pub mod ping;
@@ -17,10 +18,14 @@ pub use artifact::{
     CatalogEntry, Image, ImportRequest, Kernel, Operation, OperationKind, OperationStage,
     OperationState, PullRequest,
 };
+pub use doctor::{Check, DoctorReport};
 pub use error::{ErrorBody, ErrorCode};
 pub use ping::Ping;
 pub use shutdown::{ShutdownAccepted, ShutdownRequest};
-pub use vm::{ListVmsQuery, VmState, VmSummary};
+pub use vm::{
+    ConsoleChunk, ConsoleQuery, CreateVmRequest, DeleteVmQuery, ListVmsQuery, SetVmRequest,
+    SshTarget, Vm, VmState, VmSummary,
+};
 
 /// Response header carrying the operation id of every request, also written
 /// into every log line the request causes.

@@ -3,8 +3,24 @@
 
 /// `GET`: daemon identity and liveness.
 pub const PING: &str = "/v1/ping";
-/// `GET`: the VMs in the store.
+/// `GET`: the VMs in the store; `POST`: create one (an operation).
 pub const VMS: &str = "/v1/vms";
+/// `GET`, `PATCH` (resize), `DELETE`: one VM by id, name or unique prefix.
+pub const VM: &str = "/v1/vms/{vm}";
+/// `POST`: start a VM.
+pub const VM_START: &str = "/v1/vms/{vm}/start";
+/// `POST`: stop a VM gracefully.
+pub const VM_STOP: &str = "/v1/vms/{vm}/stop";
+/// `POST`: kill a VM's VMM at once.
+pub const VM_KILL: &str = "/v1/vms/{vm}/kill";
+/// `POST`: stop then start a VM.
+pub const VM_RESTART: &str = "/v1/vms/{vm}/restart";
+/// `GET`: how to SSH into a VM.
+pub const VM_SSH: &str = "/v1/vms/{vm}/ssh";
+/// `GET`: a VM's serial console log from an offset.
+pub const VM_CONSOLE: &str = "/v1/vms/{vm}/console";
+/// `GET`: what banger found about this host (KVM, tools).
+pub const DOCTOR: &str = "/v1/doctor";
 /// `POST`: stop the daemon cleanly.
 pub const SHUTDOWN: &str = "/v1/shutdown";
 /// `GET`: the OpenAPI 3 document describing these routes.

@@ -52,8 +52,167 @@ pub struct VmSummary {
     pub state: VmState,
     /// The image the VM was created from.
     pub image: String,
+    /// The guest's address on the bridge.
+    pub ip: String,
     /// Creation time (RFC 3339).
     pub created_at: String,
+}
+
+/// One VM in full: `GET /v1/vms/{vm}` and the lifecycle calls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Vm {
+    /// Stable identifier.
+    pub id: String,
+    /// Unique DNS-label name.
+    pub name: String,
+    /// Recorded lifecycle state.
+    pub state: VmState,
+    /// The image it was created from.
+    pub image: String,
+    /// The kernel it boots.
+    pub kernel: String,
+    /// Virtual CPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// Size of the work disk (/root) in bytes.
+    pub disk_bytes: u64,
+    /// Whether the guest has NAT beyond the bridge.
+    pub nat: bool,
+    /// The guest's address on the bridge.
+    pub ip: String,
+    /// The host tap.
+    pub tap: String,
+    /// The VMM's pid while running.
+    pub pid: Option<u32>,
+    /// `kvm` or `tcg` while running.
+    pub accel: Option<String>,
+    /// Why the last lifecycle step failed.
+    pub last_error: Option<String>,
+    /// The guest's serial console log.
+    pub console_log: String,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Time of the last change (RFC 3339).
+    pub updated_at: String,
+}
+
+/// `POST /v1/vms`: create (and by default start) a VM, as an operation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVmRequest {
+    /// 1-63 of `a-z 0-9 -`, no leading or trailing `-`; generated when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Image name; default `debian-bookworm`, pulled when missing.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Kernel name; default: the image's.
+    #[serde(default)]
+    pub kernel: Option<String>,
+    /// Virtual CPUs, 1-64; default 2.
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// Memory in MiB, 128-1048576; default 1024.
+    #[serde(default)]
+    pub memory_mib: Option<u32>,
+    /// Work disk size in bytes, 64 MiB to 16 TiB; default 8 GiB.
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
+    /// Masquerade the guest's traffic beyond the bridge.
+    #[serde(default)]
+    pub nat: bool,
+    /// Leave the VM created but not started.
+    #[serde(default)]
+    pub no_start: bool,
+}
+
+/// `PATCH /v1/vms/{vm}`: resize a stopped VM. Absent fields stay.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetVmRequest {
+    /// Virtual CPUs, 1-64.
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// Memory in MiB, 128-1048576.
+    #[serde(default)]
+    pub memory_mib: Option<u32>,
+    /// Work disk size in bytes; it can only grow.
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
+}
+
+/// Query parameters of `DELETE /v1/vms/{vm}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteVmQuery {
+    /// Kill and delete a running VM.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Query parameters of `GET /v1/vms/{vm}/console`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ConsoleQuery {
+    /// Byte offset to read from; default 0.
+    #[serde(default)]
+    pub offset: u64,
+}
+
+/// A slice of a VM's serial console log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleChunk {
+    /// The text (invalid UTF-8 replaced).
+    pub data: String,
+    /// Where the next read starts.
+    pub next_offset: u64,
+}
+
+/// `GET /v1/vms/{vm}/ssh`: how to reach the guest's SSH server with
+/// banger's key and known_hosts, trusting nothing on first use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SshTarget {
+    /// The VM's name.
+    pub name: String,
+    /// Login user.
+    pub user: String,
+    /// The guest's address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// banger's private key.
+    pub identity_file: String,
+    /// banger's known_hosts, holding the VM's host key.
+    pub known_hosts_file: String,
+}
+
+impl SshTarget {
+    /// The `ssh` arguments that reach the guest with banger's key and
+    /// known_hosts only, refusing any host key but the pinned one; the
+    /// destination comes last, so options go before and a command after.
+    pub fn ssh_args(&self) -> Vec<String> {
+        vec![
+            "-i".to_owned(),
+            self.identity_file.clone(),
+            "-o".to_owned(),
+            format!("UserKnownHostsFile={}", self.known_hosts_file),
+            "-o".to_owned(),
+            "StrictHostKeyChecking=yes".to_owned(),
+            "-o".to_owned(),
+            "IdentitiesOnly=yes".to_owned(),
+            "-o".to_owned(),
+            "LogLevel=ERROR".to_owned(),
+            "-p".to_owned(),
+            self.port.to_string(),
+            format!("{}@{}", self.user, self.host),
+        ]
+    }
 }
 
 /// Query parameters of `GET /v1/vms`. None are defined yet; unknown ones

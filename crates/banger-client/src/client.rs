@@ -4,8 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use banger_api::{
-    CatalogEntry, ErrorBody, Image, ImportRequest, Kernel, Operation, Ping, PullRequest,
-    ShutdownAccepted, ShutdownRequest, VmSummary, routes,
+    CatalogEntry, ConsoleChunk, CreateVmRequest, DoctorReport, ErrorBody, Image, ImportRequest,
+    Kernel, Operation, Ping, PullRequest, SetVmRequest, ShutdownAccepted, ShutdownRequest,
+    SshTarget, Vm, VmSummary, routes,
 };
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
@@ -67,6 +68,11 @@ impl ClientError {
         }
     }
 
+    /// Whether the daemon said the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Api { body, .. } if body.code == banger_api::ErrorCode::NotFound)
+    }
+
     /// Whether the failure means no daemon is listening.
     pub fn is_not_running(&self) -> bool {
         matches!(self, Self::NotRunning { .. })
@@ -116,6 +122,60 @@ impl Client {
     /// `GET /v1/vms`.
     pub async fn list_vms(&self) -> Result<Vec<VmSummary>, ClientError> {
         self.call(Method::GET, routes::VMS, None::<&()>).await
+    }
+
+    /// `POST /v1/vms` under the op id `op_id`: the create operation.
+    pub async fn create_vm(
+        &self,
+        op_id: &str,
+        req: &CreateVmRequest,
+    ) -> Result<Operation, ClientError> {
+        self.call_as(op_id, Method::POST, routes::VMS, Some(req))
+            .await
+    }
+
+    /// `GET /v1/vms/{vm}`.
+    pub async fn get_vm(&self, vm: &str) -> Result<Vm, ClientError> {
+        self.call(Method::GET, &with_param(routes::VM, vm), None::<&()>)
+            .await
+    }
+
+    /// `POST /v1/vms/{vm}/start|stop|kill|restart`, as named by `route`.
+    pub async fn vm_action(&self, route: &str, vm: &str) -> Result<Vm, ClientError> {
+        self.call(Method::POST, &with_param(route, vm), None::<&()>)
+            .await
+    }
+
+    /// `PATCH /v1/vms/{vm}`.
+    pub async fn set_vm(&self, vm: &str, req: &SetVmRequest) -> Result<Vm, ClientError> {
+        self.call(Method::PATCH, &with_param(routes::VM, vm), Some(req))
+            .await
+    }
+
+    /// `DELETE /v1/vms/{vm}`.
+    pub async fn delete_vm(&self, vm: &str, force: bool) -> Result<(), ClientError> {
+        let mut path = with_param(routes::VM, vm);
+        if force {
+            path.push_str("?force=true");
+        }
+        self.call_empty(Method::DELETE, &path).await
+    }
+
+    /// `GET /v1/vms/{vm}/ssh`.
+    pub async fn vm_ssh_target(&self, vm: &str) -> Result<SshTarget, ClientError> {
+        self.call(Method::GET, &with_param(routes::VM_SSH, vm), None::<&()>)
+            .await
+    }
+
+    /// `GET /v1/vms/{vm}/console?offset=N`.
+    pub async fn vm_console(&self, vm: &str, offset: u64) -> Result<ConsoleChunk, ClientError> {
+        let path = format!("{}?offset={offset}", with_param(routes::VM_CONSOLE, vm));
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `GET /v1/doctor`.
+    pub async fn doctor(&self) -> Result<DoctorReport, ClientError> {
+        self.call(Method::GET, routes::DOCTOR, None::<&()>).await
     }
 
     /// `POST /v1/shutdown`.

@@ -59,11 +59,12 @@ impl Table {
 
 /// `banger vm list` as a table.
 pub fn vm_table(vms: &[VmSummary]) -> String {
-    let mut table = Table::new(vec!["NAME", "STATE", "IMAGE", "CREATED", "ID"]);
+    let mut table = Table::new(vec!["NAME", "STATE", "IP", "IMAGE", "CREATED", "ID"]);
     for vm in vms {
         table.row(vec![
             vm.name.clone(),
             vm.state.as_str().to_owned(),
+            vm.ip.clone(),
             vm.image.clone(),
             vm.created_at.clone(),
             vm.id.clone(),
@@ -148,7 +149,7 @@ mod tests {
 
     #[test]
     fn empty_vm_table_is_the_header_alone() {
-        assert_eq!(vm_table(&[]), "NAME  STATE  IMAGE  CREATED  ID\n");
+        assert_eq!(vm_table(&[]), "NAME  STATE  IP  IMAGE  CREATED  ID\n");
     }
 
     #[test]
@@ -158,6 +159,7 @@ mod tests {
             name: name.into(),
             state,
             image: "debian-bookworm".into(),
+            ip: "10.77.0.2".into(),
             created_at: "2026-11-24T08:00:00Z".into(),
         };
         let text = vm_table(&[

@@ -76,6 +76,29 @@ pub struct Config {
     pub daemon_start_timeout_secs: u64,
     /// Debian mirror for image builds; empty means the one apt uses.
     pub debian_mirror: String,
+    /// The bridge every VM's tap joins.
+    pub bridge: String,
+    /// The host's address on the bridge and the guests' subnet.
+    pub bridge_subnet: String,
+    /// How guests' CPUs run: `auto` (KVM when the probe says it works),
+    /// `kvm` or `tcg`.
+    pub accel: Accel,
+    /// How long a start waits for the guest's SSH server.
+    pub boot_timeout_secs: u64,
+    /// How long a stop waits for the guest to power off before killing it.
+    pub stop_timeout_secs: u64,
+}
+
+/// How guests' CPUs are run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// KVM when a probe boot under KVM works, else TCG.
+    Auto,
+    /// Always KVM.
+    Kvm,
+    /// Always TCG (software).
+    Tcg,
 }
 
 impl Default for Config {
@@ -84,6 +107,11 @@ impl Default for Config {
             log_level: LogLevel::Info,
             daemon_start_timeout_secs: 15,
             debian_mirror: String::new(),
+            bridge: "banger0".to_owned(),
+            bridge_subnet: "10.77.0.1/24".to_owned(),
+            accel: Accel::Auto,
+            boot_timeout_secs: 180,
+            stop_timeout_secs: 60,
         }
     }
 }
@@ -103,6 +131,11 @@ impl Config {
         ("log_level", "\"info\""),
         ("daemon_start_timeout_secs", "15"),
         ("debian_mirror", "\"\""),
+        ("bridge", "\"banger0\""),
+        ("bridge_subnet", "\"10.77.0.1/24\""),
+        ("accel", "\"auto\""),
+        ("boot_timeout_secs", "180"),
+        ("stop_timeout_secs", "60"),
     ];
 
     /// Loads `path`; a missing file gives the defaults.
@@ -152,6 +185,26 @@ impl Config {
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let value = |key: &str, message: String| ConfigError::Value {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        banger_net::check_ifname("bridge", &self.bridge, "")
+            .map_err(|e| value("bridge", e.to_string()))?;
+        self.subnet()
+            .map_err(|e| value("bridge_subnet", e.to_string()))?;
+        for (key, secs) in [
+            ("boot_timeout_secs", self.boot_timeout_secs),
+            ("stop_timeout_secs", self.stop_timeout_secs),
+        ] {
+            if !(1..=3600).contains(&secs) {
+                return Err(value(
+                    key,
+                    format!("must be between 1 and 3600 seconds, got {secs}"),
+                ));
+            }
+        }
         if !(1..=600).contains(&self.daemon_start_timeout_secs) {
             return Err(ConfigError::Value {
                 path: path.to_owned(),
@@ -181,6 +234,11 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// The parsed `bridge_subnet`.
+    pub fn subnet(&self) -> Result<banger_net::Subnet, banger_net::NetError> {
+        self.bridge_subnet.parse()
     }
 
     /// The Debian mirror to build from: the configured one, else the first

@@ -107,6 +107,27 @@ impl Artifacts {
         }
     }
 
+    /// Records images whose files are in the cache but not in the store
+    /// (a new state directory over an existing cache): the cache is the
+    /// truth for what is built. Called at daemon start.
+    pub fn register_cached_images(&self) {
+        let manifests = match self.store.list::<ImageManifest>(Kind::Image) {
+            Ok(m) => m,
+            Err(err) => {
+                tracing::warn!(error = error_chain(&err), "cannot list cached images");
+                return;
+            }
+        };
+        for m in manifests {
+            if matches!(self.db.get_image(&m.name), Ok(None)) {
+                tracing::info!(image = %m.name, "registering an image found in the cache");
+                if let Err(err) = self.db.upsert_image(&image_record(m)) {
+                    tracing::warn!(error = error_chain(&err), "cannot register a cached image");
+                }
+            }
+        }
+    }
+
     fn kernel_manifest(&self, name: &str) -> Option<KernelManifest> {
         self.store.manifest(Kind::Kernel, name).ok().flatten()
     }
@@ -391,24 +412,11 @@ impl Artifacts {
             .publish(kind, name, staging)
             .map_err(|e| BuildError::Recipe(error_chain(&e)))?;
         if let Done::Image(m) = done {
-            let source = match m.source {
-                ImageSource::Build => "build",
-                ImageSource::Import => "import",
-            };
-            self.db
-                .upsert_image(&ImageRecord {
-                    name: m.name,
-                    source: source.to_owned(),
-                    kernel: m.kernel,
-                    recipe_hash: m.recipe_hash,
-                    size_bytes: m.size_bytes,
-                    created_at: m.built_at,
-                })
-                .map_err(|e| {
-                    // The files are published but unrecorded: take them back.
-                    let _ = self.store.delete(kind, name);
-                    BuildError::Recipe(error_chain(&e))
-                })?;
+            self.db.upsert_image(&image_record(m)).map_err(|e| {
+                // The files are published but unrecorded: take them back.
+                let _ = self.store.delete(kind, name);
+                BuildError::Recipe(error_chain(&e))
+            })?;
         }
         Ok(format!("{prefix} {name} is ready"))
     }
@@ -467,6 +475,21 @@ impl Artifacts {
                 vms.join(", ")
             ),
         ))
+    }
+}
+
+fn image_record(m: ImageManifest) -> ImageRecord {
+    let source = match m.source {
+        ImageSource::Build => "build",
+        ImageSource::Import => "import",
+    };
+    ImageRecord {
+        name: m.name,
+        source: source.to_owned(),
+        kernel: m.kernel,
+        recipe_hash: m.recipe_hash,
+        size_bytes: m.size_bytes,
+        created_at: m.built_at,
     }
 }
 

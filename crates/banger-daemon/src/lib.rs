@@ -19,6 +19,7 @@ pub mod operations;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod vms;
 
 pub use error::ApiError;
 pub use server::{BoundDaemon, Daemon, DaemonError, DaemonOptions};

@@ -33,6 +33,16 @@ impl OpHandle {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// When the operation began (its request arrived).
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The operation's id.
+    pub fn id(&self) -> String {
+        self.lock().id.clone()
+    }
+
     /// A copy of the operation as it is now.
     pub fn snapshot(&self) -> Operation {
         let mut op = self.lock().clone();

@@ -79,6 +79,12 @@ pub struct DaemonOptions {
     pub runner: Arc<dyn banger_sys::Runner>,
     /// What `kernel pull` and `image pull` can produce.
     pub catalog: banger_artifacts::catalog::Catalog,
+    /// Bridge, accel, timeouts, binaries.
+    pub vm: crate::vms::VmSettings,
+    /// The VMM driver; QEMU when `None`.
+    pub vmm: Option<Arc<dyn banger_vmm::Vmm>>,
+    /// Host networking; `ip` and `iptables` when `None`.
+    pub net: Option<Arc<dyn banger_net::Network>>,
 }
 
 impl DaemonOptions {
@@ -88,6 +94,17 @@ impl DaemonOptions {
             debian_mirror: config.debian_mirror_or_apt(Path::new("/etc/apt")),
             runner: Arc::new(banger_sys::HostRunner),
             catalog: banger_artifacts::catalog::Catalog::embedded(),
+            vm: crate::vms::VmSettings {
+                bridge: config.bridge.clone(),
+                subnet: config.subnet().unwrap_or_default(),
+                accel: config.accel,
+                boot_timeout: Duration::from_secs(config.boot_timeout_secs),
+                stop_timeout: Duration::from_secs(config.stop_timeout_secs),
+                qemu: PathBuf::from("qemu-system-x86_64"),
+                init_bin: crate::vms::find_init_bin(),
+            },
+            vmm: None,
+            net: None,
         }
     }
 }
@@ -154,13 +171,47 @@ impl Daemon {
             &layout.cache_dir,
             store.clone(),
             ops.clone(),
-            options.runner,
+            options.runner.clone(),
             options.debian_mirror,
             options.catalog,
         ));
         // Holding the instance lock, no other build can be running: what a
         // killed daemon left half-built goes now.
         artifacts.sweep();
+        artifacts.register_cached_images();
+        let runner = options.runner;
+        let vmm = options.vmm.unwrap_or_else(|| {
+            Arc::new(banger_vmm::qemu::Qemu::new(
+                options.vm.qemu.clone(),
+                runner.clone(),
+            ))
+        });
+        let net = options.net.unwrap_or_else(|| {
+            Arc::new(banger_net::HostNetwork::new(
+                runner.clone(),
+                layout.state_dir.join("net.log"),
+            ))
+        });
+        let vms = Arc::new(crate::vms::Vms::new(
+            crate::vms::Parts {
+                db: &store,
+                ops: &ops,
+                artifacts: &artifacts,
+                cache_dir: &layout.cache_dir,
+                state_dir: &layout.state_dir,
+            },
+            runner,
+            vmm,
+            net,
+            options.vm,
+        ));
+        // VMMs outlive daemons: find the ones still running before serving.
+        {
+            let vms = vms.clone();
+            tokio::task::spawn_blocking(move || vms.adopt())
+                .await
+                .map_err(|e| DaemonError::Serve(std::io::Error::other(e)))?;
+        }
         let state = AppState {
             store,
             started: Instant::now(),
@@ -168,6 +219,7 @@ impl Daemon {
             schema_version,
             ops,
             artifacts,
+            vms,
         };
         Ok(BoundDaemon {
             listener,
@@ -222,6 +274,7 @@ impl BoundDaemon {
             tracing::info!("shutting down");
             let _ = began_tx.send(());
         };
+        let reaper = tokio::spawn(reap_forever(state.vms.clone()));
         let app = crate::routes::router(state);
         let server = axum::serve(PeerCredListener::new(listener, owner_uid), app)
             .with_graceful_shutdown(signal)
@@ -240,10 +293,21 @@ impl BoundDaemon {
                 Ok(())
             }
         };
+        reaper.abort();
         let _ = std::fs::remove_file(&socket_path);
         tracing::info!("bangerd stopped");
         drop(lock);
         result
+    }
+}
+
+/// Every second, cleans up after VMs that powered off by themselves.
+async fn reap_forever(vms: Arc<crate::vms::Vms>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let vms = vms.clone();
+        let _ = tokio::task::spawn_blocking(move || vms.reap()).await;
     }
 }
 

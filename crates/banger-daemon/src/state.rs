@@ -21,4 +21,6 @@ pub struct AppState {
     pub ops: Arc<crate::operations::Operations>,
     /// Kernels and images.
     pub artifacts: Arc<crate::artifacts::Artifacts>,
+    /// Virtual machines.
+    pub vms: Arc<crate::vms::Vms>,
 }

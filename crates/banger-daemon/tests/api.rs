@@ -30,11 +30,25 @@ struct TestDaemon {
 
 impl TestDaemon {
     async fn start() -> Self {
+        Self::start_with(DaemonOptions::default()).await
+    }
+
+    /// A daemon with nothing in its catalog: no request can start a build.
+    async fn start_inert() -> Self {
+        Self::start_with(DaemonOptions {
+            catalog: banger_artifacts::catalog::Catalog {
+                kernels: Vec::new(),
+                images: Vec::new(),
+            },
+            ..DaemonOptions::default()
+        })
+        .await
+    }
+
+    async fn start_with(options: DaemonOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::under(dir.path());
-        let bound = Daemon::bind(&layout, DaemonOptions::default())
-            .await
-            .unwrap();
+        let bound = Daemon::bind(&layout, options).await.unwrap();
         let socket = bound.socket_path().to_owned();
         let stop = bound.shutdown_handle();
         let task = tokio::spawn(bound.serve(std::future::pending()));
@@ -100,14 +114,11 @@ async fn vms_list_is_empty_on_a_new_store_and_shows_rows() {
     // A second store handle on the same file, as a later daemon would have.
     let store = banger_store::Store::open(&d.layout.db_path()).unwrap();
     store
-        .insert_vm(&banger_store::VmRecord {
-            id: "7f3a".into(),
-            name: "web".into(),
-            state: "stopped".into(),
-            image: "debian-bookworm".into(),
-            created_at: "2026-11-24T08:00:00Z".into(),
-            updated_at: "2026-11-24T08:00:00Z".into(),
-        })
+        .insert_vm(&banger_testutil::stopped_vm(
+            "7f3a",
+            "web",
+            "debian-bookworm",
+        ))
         .unwrap();
     let vms: Vec<VmSummary> = serde_json::from_slice(&d.get("/v1/vms").await.body).unwrap();
     assert_eq!(vms.len(), 1);
@@ -518,7 +529,8 @@ fn no_input_to_any_documented_route_gets_a_5xx() {
             .build()
             .unwrap(),
     );
-    let d = rt.block_on(TestDaemon::start());
+    // A POST /v1/vms of `{}` is valid and would pull the default image.
+    let d = rt.block_on(TestDaemon::start_inert());
     let cases: u32 = std::env::var("BANGER_FUZZ_CASES")
         .ok()
         .and_then(|s| s.parse().ok())

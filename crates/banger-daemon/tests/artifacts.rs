@@ -102,6 +102,7 @@ impl Harness {
             debian_mirror: "http://mirror.invalid/debian".into(),
             runner: runner.clone(),
             catalog: banger_artifacts::catalog::Catalog::embedded(),
+            ..DaemonOptions::default()
         };
         let bound = Daemon::bind(&layout, options).await.unwrap();
         let socket = bound.socket_path().to_owned();
@@ -146,6 +147,11 @@ impl Harness {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("operation {id} did not end");
+    }
+
+    async fn open_gate_and_wait_for(&self, id: &str) {
+        self.runner.open_gate();
+        self.wait(id).await;
     }
 
     async fn images(&self) -> Vec<Image> {
@@ -214,14 +220,7 @@ async fn concurrent_pulls_share_one_build_and_both_succeed() {
 
     // A VM made from the image pins it.
     let store = banger_store::Store::open(&h.layout.db_path()).unwrap();
-    let vm = banger_store::VmRecord {
-        id: "vm1".into(),
-        name: "web".into(),
-        state: "stopped".into(),
-        image: "debian-bookworm".into(),
-        created_at: "2026-11-24T09:00:00Z".into(),
-        updated_at: "2026-11-24T09:00:00Z".into(),
-    };
+    let vm = banger_testutil::stopped_vm("vm1", "web", "debian-bookworm");
     store.insert_vm(&vm).unwrap();
     let resp = h.call("DELETE", "/v1/images/debian-bookworm", "").await;
     let err: ErrorBody = serde_json::from_slice(&resp.body).unwrap();
@@ -240,6 +239,45 @@ async fn concurrent_pulls_share_one_build_and_both_succeed() {
     assert_eq!(resp.status, 204);
     assert!(h.images().await.is_empty());
     assert!(!h.layout.cache_dir.join("images/debian-bookworm").exists());
+}
+
+/// `vm create` pulls a missing catalog image itself, shows the pull in its
+/// own stages, and when a later step fails (here the kernel, which the fake
+/// cannot build) leaves no VM behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_create_pulls_the_missing_image_and_stores_nothing_when_it_fails() {
+    let h = Harness::start(FakeBuilder::default()).await;
+    let resp = h
+        .call("POST", "/v1/vms", r#"{"name":"auto","no_start":true}"#)
+        .await;
+    assert_eq!(resp.status, 202, "{:?}", resp.body);
+    let op: Operation = serde_json::from_slice(&resp.body).unwrap();
+    // The create's stage names the pull while it waits on mmdebstrap.
+    let mut seen = String::new();
+    for _ in 0..500 {
+        let now: Operation = serde_json::from_slice(
+            &h.call("GET", &format!("/v1/operations/{}", op.id), "")
+                .await
+                .body,
+        )
+        .unwrap();
+        if let Some(stage) = now.stage {
+            seen = stage.name;
+            if seen.contains("pulling debian-bookworm") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(seen.contains("pulling debian-bookworm"), "{seen}");
+    h.open_gate_and_wait_for(&op.id).await;
+    let done = h.wait(&op.id).await;
+    assert_eq!(done.state, OperationState::Failed);
+    let why = done.error.unwrap().message;
+    assert!(why.contains("pull generic-6.1 failed"), "{why}");
+    assert_eq!(h.runner.bootstraps(), 1);
+    assert_eq!(h.images().await.len(), 1, "the image was pulled and kept");
+    assert_eq!(&h.call("GET", "/v1/vms", "").await.body[..], b"[]");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,6 +495,7 @@ async fn download_entries_are_verified_before_publishing() {
         debian_mirror: "http://mirror.invalid/debian".into(),
         runner: Arc::new(banger_sys::HostRunner),
         catalog,
+        ..DaemonOptions::default()
     };
     let bound = Daemon::bind(&layout, options).await.unwrap();
     let socket = bound.socket_path().to_owned();

@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "images",
         sql: include_str!("migrations/0002_images.sql"),
     },
+    Migration {
+        version: 3,
+        name: "vm_spec",
+        sql: include_str!("migrations/0003_vm_spec.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

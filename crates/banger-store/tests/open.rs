@@ -38,14 +38,7 @@ fn reopening_keeps_rows_and_applies_nothing_twice() {
     let path = dir.path().join("state.db");
     let store = Store::open(&path).unwrap();
     store
-        .insert_vm(&banger_store::VmRecord {
-            id: "id1".into(),
-            name: "keep".into(),
-            state: "stopped".into(),
-            image: "img".into(),
-            created_at: "2026-01-01T00:00:00Z".into(),
-            updated_at: "2026-01-01T00:00:00Z".into(),
-        })
+        .insert_vm(&banger_testutil::stopped_vm("id1", "keep", "img"))
         .unwrap();
     drop(store);
     let store = Store::open(&path).unwrap();

@@ -24,6 +24,27 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
     }
 }
 
+/// A stopped VM row with the default shape (1 vCPU, 512 MiB, 1 GiB disk, no
+/// NAT) at 10.77.0.2 on tap `bgt0`, for tests that need one in the store.
+pub fn stopped_vm(id: &str, name: &str, image: &str) -> banger_store::VmRecord {
+    banger_store::VmRecord {
+        id: id.into(),
+        name: name.into(),
+        state: "stopped".into(),
+        image: image.into(),
+        kernel: "generic-6.1".into(),
+        vcpus: 1,
+        memory_mib: 512,
+        disk_bytes: 1 << 30,
+        nat: false,
+        ip: "10.77.0.2".into(),
+        tap: "bgt0".into(),
+        last_error: None,
+        created_at: "2026-11-24T08:00:00Z".into(),
+        updated_at: "2026-11-24T08:00:00Z".into(),
+    }
+}
+
 /// Whether the test may do what only root can. Where it cannot, the test
 /// is skipped with a message locally but fails when `CI` is set, so a CI run
 /// never counts a skipped test as passing.

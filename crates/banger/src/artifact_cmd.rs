@@ -7,11 +7,7 @@ use banger_client::render;
 
 use crate::cli::{ImageCommand, KernelCommand, Output};
 use crate::follow::{finish, follow};
-use crate::{Ctx, print};
-
-fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
-    Ok(serde_json::to_string_pretty(value)? + "\n")
-}
+use crate::{Ctx, json, print};
 
 fn check_name(what: &str, name: &str) -> anyhow::Result<()> {
     banger_api::names::validate_artifact_name(what, name).map_err(anyhow::Error::msg)

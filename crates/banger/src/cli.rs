@@ -1,5 +1,7 @@
 //! The command line, as clap types.
 
+#[cfg(test)]
+use clap::CommandFactory;
 use clap::{Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 
@@ -38,6 +40,11 @@ pub enum Command {
         #[command(subcommand)]
         command: DaemonCommand,
     },
+    /// Check this host: KVM (probed by a real boot), tools, privileges.
+    Doctor {
+        #[command(flatten)]
+        output: OutputArg,
+    },
     /// Print version, commit and build time of banger and, when it runs, the daemon.
     Version,
     /// Print a shell completion script.
@@ -52,14 +59,187 @@ pub enum Command {
     },
 }
 
+/// How a VM is shaped, for `vm create` and `vm run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VmShape {
+    /// Name: 1-63 of a-z, 0-9 and -, not starting or ending with -
+    /// [default: generated].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Image to boot; pulled (with progress) when missing [default: debian-bookworm].
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Kernel to boot [default: the image's].
+    #[arg(long)]
+    pub kernel: Option<String>,
+    /// Virtual CPUs, 1-64 [default: 2].
+    #[arg(long)]
+    pub vcpu: Option<u32>,
+    /// Memory, e.g. 1024 (MiB), 512M or 2G [default: 1G].
+    #[arg(long, value_parser = parse_mib)]
+    pub memory: Option<u32>,
+    /// Size of the work disk mounted at /root, e.g. 8G; sparse [default: 8G].
+    #[arg(long, value_parser = parse_bytes)]
+    pub disk_size: Option<u64>,
+    /// Let the guest reach beyond the host (masquerading, for this VM only).
+    #[arg(long)]
+    pub nat: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
+    /// Create a VM and start it, waiting until its SSH server answers.
+    ///
+    /// The VM gets its own overlay disk over the image's shared root file
+    /// system (nothing is copied), a work disk at /root, a tap on the
+    /// bridge with the lowest free address, and a host key banger pins
+    /// before the first boot. The stages are shown as they go.
+    Create {
+        #[command(flatten)]
+        shape: VmShape,
+        /// Create only; start later with `vm start`.
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// Create a VM, run a command in it over SSH, and pass its exit code back.
+    ///
+    /// Without a command, an interactive shell. With --rm the VM is deleted
+    /// afterwards, whatever happened: no disk, tap or process is left.
+    ///
+    ///   banger vm run --rm -- make test
+    Run {
+        #[command(flatten)]
+        shape: VmShape,
+        /// Delete the VM when the command ends.
+        #[arg(long)]
+        rm: bool,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Start a stopped VM and wait until its SSH server answers.
+    Start {
+        /// VM id, name, or an unambiguous prefix of either.
+        vm: String,
+    },
+    /// Stop a VM: sync its disks, power it off (ACPI, then ctrl-alt-del),
+    /// and kill it only if it does not stop in time. Disks are kept.
+    Stop {
+        /// VM id, name, or an unambiguous prefix of either.
+        vm: String,
+    },
+    /// Kill a VM's VMM at once (unsynced writes in the guest are lost).
+    Kill {
+        /// VM id, name, or an unambiguous prefix of either.
+        vm: String,
+    },
+    /// Stop a VM (if running), then start it.
+    Restart {
+        /// VM id, name, or an unambiguous prefix of either.
+        vm: String,
+    },
+    /// Delete a VM with its disks; a running one only with --force.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// VM id, name, or an unambiguous prefix of either.
+        vm: String,
+        /// Kill it first if it runs.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Delete every VM that is not running (asks first unless --force).
+    Prune {
+        /// Do not ask.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Change a stopped VM's vCPUs, memory or work disk size (grow only).
+    Set {
+        /// VM id, name, or an unambiguous prefix of either.
+        vm: String,
+        /// Virtual CPUs, 1-64.
+        #[arg(long)]
+        vcpu: Option<u32>,
+        /// Memory, e.g. 2048 (MiB) or 2G.
+        #[arg(long, value_parser = parse_mib)]
+        memory: Option<u32>,
+        /// Work disk size, e.g. 16G (it can only grow).
+        #[arg(long, value_parser = parse_bytes)]
+        disk_size: Option<u64>,
+    },
     /// List VMs.
-    #[command(visible_alias = "ls")]
+    #[command(visible_aliases = ["ls", "ps"])]
     List {
         #[command(flatten)]
         output: OutputArg,
     },
+    /// Show one VM (JSON).
+    Show {
+        /// VM id, name, or an unambiguous prefix of either.
+        vm: String,
+    },
+    /// Print a VM's serial console log.
+    Logs {
+        /// VM id, name, or an unambiguous prefix of either.
+        vm: String,
+        /// Keep printing as the guest writes, until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Open a shell in a running VM over SSH, or run a command there.
+    ///
+    /// Uses banger's key and known_hosts with StrictHostKeyChecking=yes:
+    /// the VM's host key was pinned at create time.
+    Ssh {
+        /// VM id, name, or an unambiguous prefix of either.
+        vm: String,
+        /// A command to run instead of a shell, after `--`.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+}
+
+/// Bytes from `4096`, `512K`, `64M`, `8G` or `1T` (binary units).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 4096, 512M or 8G"))?;
+    let shift = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use K, M, G or T)"
+            ));
+        }
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// MiB from a plain number (MiB) or a size with a unit.
+pub fn parse_mib(text: &str) -> Result<u32, String> {
+    let bytes = if text.trim().bytes().all(|b| b.is_ascii_digit()) {
+        parse_bytes(text)?.checked_mul(1 << 20).ok_or("too large")?
+    } else {
+        parse_bytes(text)?
+    };
+    if bytes % (1 << 20) != 0 {
+        return Err(format!("{text:?} is not a whole number of MiB"));
+    }
+    u32::try_from(bytes >> 20).map_err(|_| format!("{text:?} is too large"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,4 +364,28 @@ pub enum Output {
     Table,
     /// JSON for programs.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units_and_refuse_nonsense() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("8G"), Ok(8 << 30));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1t"), Ok(1 << 40));
+        assert!(parse_bytes("8X").is_err());
+        assert!(parse_bytes("-1").is_err());
+        assert!(parse_bytes("99999999999T").is_err());
+        assert_eq!(parse_mib("1024"), Ok(1024));
+        assert_eq!(parse_mib("2G"), Ok(2048));
+        assert!(parse_mib("1500K").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

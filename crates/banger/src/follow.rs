@@ -101,6 +101,7 @@ fn kind_name(kind: banger_api::OperationKind) -> &'static str {
         banger_api::OperationKind::KernelPull => "kernel pull",
         banger_api::OperationKind::ImagePull => "image pull",
         banger_api::OperationKind::ImageImport => "image import",
+        banger_api::OperationKind::VmCreate => "vm create",
     }
 }
 

@@ -93,6 +93,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Daemon { command } => daemon_cmd::run(&Ctx::load()?, command).await,
         Command::Vm { command } => vm_cmd::run(&Ctx::load()?, command).await,
+        Command::Doctor { output } => vm_cmd::doctor(&Ctx::load()?, output).await,
         Command::Kernel { command } => artifact_cmd::kernel(&Ctx::load()?, command).await,
         Command::Image { command } => artifact_cmd::image(&Ctx::load()?, command).await,
     }
@@ -117,6 +118,11 @@ async fn version() -> anyhow::Result<ExitCode> {
     out.push('\n');
     print(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Pretty JSON with a final newline.
+fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(value)? + "\n")
 }
 
 /// Writes to stdout; a closed pipe (`banger ... | head`) is not an error.

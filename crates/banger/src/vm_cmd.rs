@@ -1,22 +1,304 @@
-//! `banger vm ...`.
+//! `banger vm ...` and `banger doctor`.
 
+use std::io::{BufRead, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use banger_client::render;
+use banger_api::{CreateVmRequest, SetVmRequest, SshTarget, VmState, routes};
+use banger_client::{Client, render};
 
-use crate::cli::{Output, VmCommand};
-use crate::{Ctx, print};
+use crate::cli::{Output, OutputArg, VmCommand, VmShape};
+use crate::follow::{finish, follow};
+use crate::{Ctx, json, print};
+
+/// Checks a name or reference before any request is made.
+fn check_vm(what: &str, name: &str) -> anyhow::Result<()> {
+    banger_api::names::validate_name(what, name).map_err(anyhow::Error::msg)
+}
+
+fn request(shape: VmShape, no_start: bool) -> anyhow::Result<CreateVmRequest> {
+    if let Some(name) = &shape.name {
+        check_vm("vm name", name)?;
+    }
+    for (what, value) in [("image", &shape.image), ("kernel", &shape.kernel)] {
+        if let Some(v) = value {
+            banger_api::names::validate_artifact_name(what, v).map_err(anyhow::Error::msg)?;
+        }
+    }
+    Ok(CreateVmRequest {
+        name: shape.name,
+        image: shape.image,
+        kernel: shape.kernel,
+        vcpus: shape.vcpu,
+        memory_mib: shape.memory,
+        disk_bytes: shape.disk_size,
+        nat: shape.nat,
+        no_start,
+    })
+}
 
 pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
+    // Names are refused before the daemon is even started.
+    match &command {
+        VmCommand::Start { vm }
+        | VmCommand::Stop { vm }
+        | VmCommand::Kill { vm }
+        | VmCommand::Restart { vm }
+        | VmCommand::Delete { vm, .. }
+        | VmCommand::Set { vm, .. }
+        | VmCommand::Show { vm }
+        | VmCommand::Logs { vm, .. }
+        | VmCommand::Ssh { vm, .. } => check_vm("vm reference", vm)?,
+        VmCommand::Create { shape, .. } | VmCommand::Run { shape, .. } => {
+            request(shape.clone(), false)?;
+        }
+        VmCommand::Prune { .. } | VmCommand::List { .. } => {}
+    }
+    let client = ctx.daemon().await?;
     match command {
         VmCommand::List { output } => {
-            let vms = ctx.daemon().await?.list_vms().await?;
-            let text = match output.output {
+            let vms = client.list_vms().await?;
+            print(&match output.output {
                 Output::Table => render::vm_table(&vms),
-                Output::Json => serde_json::to_string_pretty(&vms)? + "\n",
+                Output::Json => json(&vms)?,
+            })?;
+        }
+        VmCommand::Show { vm } => print(&json(&client.get_vm(&vm).await?)?)?,
+        VmCommand::Create { shape, no_start } => {
+            let name = create(&client, request(shape, no_start)?).await?;
+            let vm = client.get_vm(&name).await?;
+            print(&format!(
+                "{} {} ({}) at {}\n",
+                vm.name,
+                vm.state.as_str(),
+                vm.id,
+                vm.ip
+            ))?;
+        }
+        VmCommand::Start { vm } => action(&client, routes::VM_START, &vm).await?,
+        VmCommand::Stop { vm } => action(&client, routes::VM_STOP, &vm).await?,
+        VmCommand::Kill { vm } => action(&client, routes::VM_KILL, &vm).await?,
+        VmCommand::Restart { vm } => action(&client, routes::VM_RESTART, &vm).await?,
+        VmCommand::Delete { vm, force } => {
+            client.delete_vm(&vm, force).await?;
+            print(&format!("vm {vm} deleted\n"))?;
+        }
+        VmCommand::Prune { force } => return prune(&client, force).await,
+        VmCommand::Set {
+            vm,
+            vcpu,
+            memory,
+            disk_size,
+        } => {
+            let req = SetVmRequest {
+                vcpus: vcpu,
+                memory_mib: memory,
+                disk_bytes: disk_size,
             };
+            let vm = client.set_vm(&vm, &req).await?;
+            print(&format!(
+                "{}: {} vCPU, {} MiB, work disk {}\n",
+                vm.name,
+                vm.vcpus,
+                vm.memory_mib,
+                render::human_bytes(vm.disk_bytes)
+            ))?;
+        }
+        VmCommand::Logs { vm, follow } => logs(&client, &vm, follow).await?,
+        VmCommand::Ssh { vm, command } => {
+            let target = client.vm_ssh_target(&vm).await?;
+            let err = banger_sys::process::exec("ssh", ssh_argv(&target, &command));
+            anyhow::bail!("run ssh: {err}");
+        }
+        VmCommand::Run { shape, rm, command } => return vm_run(&client, shape, rm, command).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Follows a create operation; returns the VM's name.
+async fn create(client: &Client, req: CreateVmRequest) -> anyhow::Result<String> {
+    let mine = banger_client::mint_op_id();
+    let op = follow(client, client.create_vm(&mine, &req).await?, &mine).await?;
+    finish(&op)?;
+    Ok(op.target)
+}
+
+async fn action(client: &Client, route: &str, vm: &str) -> anyhow::Result<()> {
+    let vm = client.vm_action(route, vm).await?;
+    print(&format!("{} {}\n", vm.name, vm.state.as_str()))
+}
+
+/// The ssh argv for `command` (none: an interactive shell). ssh sends the
+/// command as one string for the remote shell, so each argument is quoted
+/// for it, keeping `sh -c 'exit 7'` three arguments.
+fn ssh_argv(target: &SshTarget, command: &[String]) -> Vec<String> {
+    let mut args = target.ssh_args();
+    if command.is_empty() {
+        args.insert(0, "-t".to_owned());
+    } else {
+        args.push("--".to_owned());
+        args.push(
+            command
+                .iter()
+                .map(|a| shell_quote(a))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+    }
+    args
+}
+
+fn shell_quote(arg: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
+    if !arg.is_empty() && arg.chars().all(safe) {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// `vm run`: create and start, run over SSH, pass the exit code back, and
+/// with `rm` delete the VM whatever happened.
+async fn vm_run(
+    client: &Client,
+    shape: VmShape,
+    rm: bool,
+    command: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    let req = request(shape, false)?;
+    let mine = banger_client::mint_op_id();
+    let op = follow(client, client.create_vm(&mine, &req).await?, &mine).await?;
+    let name = op.target.clone();
+    let result = match finish(&op) {
+        Ok(_) => run_in(client, &name, &command).await,
+        Err(e) => Err(e),
+    };
+    // A start that failed still recorded the VM (state error): --rm
+    // removes it too.
+    if rm
+        && let Err(e) = client.delete_vm(&name, true).await
+        && !e.is_not_found()
+    {
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: could not delete vm {name}: {e}"
+        );
+    }
+    result
+}
+
+async fn run_in(client: &Client, name: &str, command: &[String]) -> anyhow::Result<ExitCode> {
+    let target = client.vm_ssh_target(name).await?;
+    let argv = ssh_argv(&target, command);
+    // Ctrl-C goes to ssh (same terminal); this process waits for it so the
+    // VM can still be removed.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let child =
+        tokio::task::spawn_blocking(move || banger_sys::process::run_foreground("ssh", argv));
+    tokio::pin!(child);
+    let status = loop {
+        tokio::select! {
+            s = &mut child => break s??,
+            _ = sigint.recv() => {}
+        }
+    };
+    let code = status
+        .code()
+        .map_or(255, |c| u8::try_from(c).unwrap_or(255));
+    Ok(ExitCode::from(code))
+}
+
+async fn prune(client: &Client, force: bool) -> anyhow::Result<ExitCode> {
+    let doomed: Vec<_> = client
+        .list_vms()
+        .await?
+        .into_iter()
+        .filter(|v| v.state != VmState::Running)
+        .collect();
+    if doomed.is_empty() {
+        print("no stopped vms\n")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !force {
+        let names: Vec<&str> = doomed.iter().map(|v| v.name.as_str()).collect();
+        let mut err = std::io::stderr();
+        write!(err, "delete {} ({})? [y/N] ", names.len(), names.join(", "))?;
+        err.flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            print("nothing deleted\n")?;
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    for vm in doomed {
+        client.delete_vm(&vm.id, false).await?;
+        print(&format!("vm {} deleted\n", vm.name))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn logs(client: &Client, vm: &str, follow: bool) -> anyhow::Result<()> {
+    let mut offset = 0;
+    loop {
+        let chunk = client.vm_console(vm, offset).await?;
+        if !chunk.data.is_empty() {
+            print(&chunk.data)?;
+        }
+        let more = chunk.next_offset > offset;
+        offset = chunk.next_offset;
+        if !follow {
+            if more {
+                continue;
+            }
+            return Ok(());
+        }
+        if !more {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// `banger doctor`: exits 0 when guests can run, 1 otherwise.
+pub async fn doctor(ctx: &Ctx, output: OutputArg) -> anyhow::Result<ExitCode> {
+    let report = ctx.daemon().await?.doctor().await?;
+    match output.output {
+        Output::Json => print(&json(&report)?)?,
+        Output::Table => {
+            let mut text = format!("guests run under: {}\n", report.accel);
+            for c in &report.checks {
+                text.push_str(&format!(
+                    "{} {:<20} {}\n",
+                    if c.ok { "ok  " } else { "FAIL" },
+                    c.name,
+                    c.detail
+                ));
+            }
             print(&text)?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    let essential_ok = report
+        .checks
+        .iter()
+        .filter(|c| c.name != "kvm")
+        .all(|c| c.ok);
+    Ok(if essential_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_survive_the_remote_shell() {
+        assert_eq!(shell_quote("make"), "make");
+        assert_eq!(shell_quote("exit 7"), "'exit 7'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("$HOME;rm"), "'$HOME;rm'");
+    }
 }

@@ -18,9 +18,8 @@ use std::process::Output;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use banger_artifacts::catalog;
 use banger_testutil::{RawEntry, raw_tar, wait_until};
-use common::{Env, kill, stderr};
+use common::{Env, cache_root, kill, stderr};
 
 /// What the shared cache holds once prepared.
 struct Prepared {
@@ -37,19 +36,6 @@ struct Prepared {
 fn one_vm_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
     VM.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn cache_root() -> PathBuf {
-    let key: String = format!(
-        "{}{}",
-        catalog::Catalog::embedded().kernels[0].recipe_hash(),
-        catalog::Catalog::embedded().images[0].recipe_hash()
-    )
-    .chars()
-    .step_by(8)
-    .collect();
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
-    home.join(".cache/banger-test").join(key)
 }
 
 /// Pulls the catalog kernel and image into the shared cache (building them

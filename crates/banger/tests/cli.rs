@@ -21,7 +21,10 @@ fn vm_list_on_empty_state_starts_the_daemon_and_prints_an_empty_table() {
     use std::os::unix::fs::PermissionsExt;
     let env = Env::new();
     assert_eq!(env.daemon_pid(), None);
-    assert_eq!(env.ok(&["vm", "list"]), "NAME  STATE  IMAGE  CREATED  ID\n");
+    assert_eq!(
+        env.ok(&["vm", "list"]),
+        "NAME  STATE  IP  IMAGE  CREATED  ID\n"
+    );
     let pid = env
         .daemon_pid()
         .expect("vm list must have started the daemon");

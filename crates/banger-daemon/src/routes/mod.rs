@@ -27,7 +27,18 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route(routes::PING, get(ping::ping))
-        .route(routes::VMS, get(vms::list))
+        .route(routes::VMS, get(vms::list).post(vms::create))
+        .route(
+            routes::VM,
+            get(vms::get).patch(vms::set).delete(vms::delete),
+        )
+        .route(routes::VM_START, post(vms::start))
+        .route(routes::VM_STOP, post(vms::stop))
+        .route(routes::VM_KILL, post(vms::kill))
+        .route(routes::VM_RESTART, post(vms::restart))
+        .route(routes::VM_SSH, get(vms::ssh))
+        .route(routes::VM_CONSOLE, get(vms::console))
+        .route(routes::DOCTOR, get(vms::doctor))
         .route(routes::SHUTDOWN, post(shutdown::shutdown))
         .route(routes::OPENAPI, get(openapi::document))
         .route(routes::KERNELS, get(kernels::list))

@@ -1,54 +1,176 @@
-//! `/v1/vms`.
+//! `/v1/vms`: the VM lifecycle. Every handler runs the service on a
+//! blocking thread; slow steps hold only their own VM's lock.
 
 use axum::Json;
-use axum::extract::State;
-use banger_api::{ListVmsQuery, VmState, VmSummary};
-use banger_store::VmRecord;
+use axum::extract::{Extension, FromRequestParts, Path, State};
+use banger_api::{
+    ConsoleChunk, ConsoleQuery, CreateVmRequest, DeleteVmQuery, DoctorReport, ListVmsQuery,
+    Operation, SetVmRequest, SshTarget, Vm, VmSummary,
+};
+use http::StatusCode;
+use http::request::Parts;
 
 use crate::error::ApiError;
-use crate::extract::ApiQuery;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::op_id::OpId;
 use crate::state::AppState;
+use crate::vms::Vms;
+
+/// A `{vm}` path parameter: an id, a name or a prefix of either, checked
+/// against the VM name rules before anything looks it up.
+#[derive(Debug)]
+pub struct VmRef(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for VmRef {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(reference) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid(e.body_text()))?;
+        banger_api::names::validate_name("vm reference", &reference).map_err(ApiError::invalid)?;
+        Ok(Self(reference))
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&Vms) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let vms = state.vms.clone();
+    tokio::task::spawn_blocking(move || work(&vms))
+        .await
+        .map_err(|e| ApiError::internal(format!("vm task failed: {e}")))?
+}
 
 /// Every VM in the store, oldest first.
-#[utoipa::path(
-    get,
-    path = "/v1/vms",
-    operation_id = "list_vms",
-    tag = "vms",
+#[utoipa::path(get, path = "/v1/vms", operation_id = "list_vms", tag = "vms",
     params(ListVmsQuery),
     responses(
         (status = 200, description = "The VMs", body = [VmSummary]),
         (status = "4XX", description = "Bad request", body = banger_api::ErrorBody),
         (status = "5XX", description = "The store failed", body = banger_api::ErrorBody),
-    )
-)]
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(_query): ApiQuery<ListVmsQuery>,
 ) -> Result<Json<Vec<VmSummary>>, ApiError> {
-    let store = state.store.clone();
-    let records = tokio::task::spawn_blocking(move || store.list_vms())
+    blocking(&state, Vms::list).await.map(Json)
+}
+
+/// Creates a VM and, unless `no_start`, starts it: an operation to poll.
+/// Names and sizes are checked before anything is stored.
+#[utoipa::path(post, path = "/v1/vms", operation_id = "create_vm", tag = "vms",
+    request_body = CreateVmRequest,
+    responses((status = 202, body = Operation), (status = "4XX", body = banger_api::ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(op_id): Extension<OpId>,
+    ApiJson(req): ApiJson<CreateVmRequest>,
+) -> Result<(StatusCode, Json<Operation>), ApiError> {
+    let vms = state.vms.clone();
+    let op_id = op_id.as_str().to_owned();
+    let op = tokio::task::spawn_blocking(move || vms.create(&op_id, req))
         .await
-        .map_err(|e| ApiError::internal(format!("store query task failed: {e}")))??;
-    records
-        .into_iter()
-        .map(summary)
-        .collect::<Result<_, _>>()
+        .map_err(|e| ApiError::internal(format!("vm task failed: {e}")))??;
+    Ok((StatusCode::ACCEPTED, Json(op)))
+}
+
+/// One VM by id, name, or unambiguous prefix.
+#[utoipa::path(get, path = "/v1/vms/{vm}", operation_id = "get_vm", tag = "vms",
+    params(("vm" = String, Path, description = "VM id, name, or unambiguous prefix")),
+    responses((status = 200, body = Vm), (status = "4XX", body = banger_api::ErrorBody)))]
+pub async fn get(State(state): State<AppState>, VmRef(r): VmRef) -> Result<Json<Vm>, ApiError> {
+    blocking(&state, move |v| v.get(&r)).await.map(Json)
+}
+
+/// Starts a stopped VM and waits for its SSH server.
+#[utoipa::path(post, path = "/v1/vms/{vm}/start", operation_id = "start_vm", tag = "vms",
+    params(("vm" = String, Path, description = "VM id, name, or unambiguous prefix")),
+    responses((status = 200, body = Vm), (status = "4XX", body = banger_api::ErrorBody), (status = "5XX", body = banger_api::ErrorBody)))]
+pub async fn start(State(state): State<AppState>, VmRef(r): VmRef) -> Result<Json<Vm>, ApiError> {
+    blocking(&state, move |v| v.start(&r)).await.map(Json)
+}
+
+/// Stops a VM gracefully: guest sync, ACPI power-off, ctrl-alt-del, kill.
+#[utoipa::path(post, path = "/v1/vms/{vm}/stop", operation_id = "stop_vm", tag = "vms",
+    params(("vm" = String, Path, description = "VM id, name, or unambiguous prefix")),
+    responses((status = 200, body = Vm), (status = "4XX", body = banger_api::ErrorBody)))]
+pub async fn stop(State(state): State<AppState>, VmRef(r): VmRef) -> Result<Json<Vm>, ApiError> {
+    blocking(&state, move |v| v.stop(&r)).await.map(Json)
+}
+
+/// Kills a VM's VMM at once.
+#[utoipa::path(post, path = "/v1/vms/{vm}/kill", operation_id = "kill_vm", tag = "vms",
+    params(("vm" = String, Path, description = "VM id, name, or unambiguous prefix")),
+    responses((status = 200, body = Vm), (status = "4XX", body = banger_api::ErrorBody)))]
+pub async fn kill(State(state): State<AppState>, VmRef(r): VmRef) -> Result<Json<Vm>, ApiError> {
+    blocking(&state, move |v| v.kill(&r)).await.map(Json)
+}
+
+/// Stops (if running) then starts a VM.
+#[utoipa::path(post, path = "/v1/vms/{vm}/restart", operation_id = "restart_vm", tag = "vms",
+    params(("vm" = String, Path, description = "VM id, name, or unambiguous prefix")),
+    responses((status = 200, body = Vm), (status = "4XX", body = banger_api::ErrorBody), (status = "5XX", body = banger_api::ErrorBody)))]
+pub async fn restart(State(state): State<AppState>, VmRef(r): VmRef) -> Result<Json<Vm>, ApiError> {
+    blocking(&state, move |v| v.restart(&r)).await.map(Json)
+}
+
+/// Resizes a stopped VM (vcpus, memory, work disk growth).
+#[utoipa::path(patch, path = "/v1/vms/{vm}", operation_id = "set_vm", tag = "vms",
+    params(("vm" = String, Path, description = "VM id, name, or unambiguous prefix")),
+    request_body = SetVmRequest,
+    responses((status = 200, body = Vm), (status = "4XX", body = banger_api::ErrorBody)))]
+pub async fn set(
+    State(state): State<AppState>,
+    VmRef(r): VmRef,
+    ApiJson(req): ApiJson<SetVmRequest>,
+) -> Result<Json<Vm>, ApiError> {
+    blocking(&state, move |v| v.set(&r, &req)).await.map(Json)
+}
+
+/// Deletes a VM and everything it has on the host; a running one only
+/// with `force=true`.
+#[utoipa::path(delete, path = "/v1/vms/{vm}", operation_id = "delete_vm", tag = "vms",
+    params(("vm" = String, Path, description = "VM id, name, or unambiguous prefix"), DeleteVmQuery),
+    responses((status = 204), (status = "4XX", body = banger_api::ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    VmRef(r): VmRef,
+    ApiQuery(q): ApiQuery<DeleteVmQuery>,
+) -> Result<StatusCode, ApiError> {
+    blocking(&state, move |v| v.delete(&r, q.force)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// How to SSH into a running VM with banger's key and known_hosts.
+#[utoipa::path(get, path = "/v1/vms/{vm}/ssh", operation_id = "vm_ssh_target", tag = "vms",
+    params(("vm" = String, Path, description = "VM id, name, or unambiguous prefix")),
+    responses((status = 200, body = SshTarget), (status = "4XX", body = banger_api::ErrorBody)))]
+pub async fn ssh(
+    State(state): State<AppState>,
+    VmRef(r): VmRef,
+) -> Result<Json<SshTarget>, ApiError> {
+    blocking(&state, move |v| v.ssh_target(&r)).await.map(Json)
+}
+
+/// The VM's serial console log from a byte offset.
+#[utoipa::path(get, path = "/v1/vms/{vm}/console", operation_id = "vm_console", tag = "vms",
+    params(("vm" = String, Path, description = "VM id, name, or unambiguous prefix"), ConsoleQuery),
+    responses((status = 200, body = ConsoleChunk), (status = "4XX", body = banger_api::ErrorBody)))]
+pub async fn console(
+    State(state): State<AppState>,
+    VmRef(r): VmRef,
+    ApiQuery(q): ApiQuery<ConsoleQuery>,
+) -> Result<Json<ConsoleChunk>, ApiError> {
+    blocking(&state, move |v| v.console(&r, q.offset))
+        .await
         .map(Json)
 }
 
-fn summary(record: VmRecord) -> Result<VmSummary, ApiError> {
-    let state = VmState::parse(&record.state).ok_or_else(|| {
-        ApiError::internal(format!(
-            "vm {:?} has unknown state {:?} in the store",
-            record.name, record.state
-        ))
-    })?;
-    Ok(VmSummary {
-        id: record.id,
-        name: record.name,
-        state,
-        image: record.image,
-        created_at: record.created_at,
-    })
+/// What banger finds about this host: KVM (probed for real), tools, root.
+#[utoipa::path(get, path = "/v1/doctor", operation_id = "doctor", tag = "daemon",
+    responses((status = 200, body = DoctorReport), (status = "5XX", body = banger_api::ErrorBody)))]
+pub async fn doctor(State(state): State<AppState>) -> Result<Json<DoctorReport>, ApiError> {
+    blocking(&state, |v| Ok(v.doctor())).await.map(Json)
 }

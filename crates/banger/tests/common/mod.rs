@@ -14,6 +14,10 @@ pub struct Env {
     dir: tempfile::TempDir,
     /// Directories that outlive the test (a shared artifact cache), if any.
     fixed: Option<(PathBuf, PathBuf, PathBuf)>,
+    /// A shared artifact cache under an otherwise fresh installation.
+    cache: Option<PathBuf>,
+    /// The network namespace every command runs in, if any.
+    netns: Option<Netns>,
 }
 
 impl Env {
@@ -27,7 +31,27 @@ impl Env {
         Self {
             dir: tempfile::tempdir().unwrap(),
             fixed: None,
+            cache: None,
+            netns: None,
         }
+    }
+
+    /// A fresh installation over the shared artifact `cache`, whose every
+    /// command (and so its daemon and VMs) runs in a private network
+    /// namespace removed when the Env is dropped.
+    pub fn isolated_with_cache(cache: &Path) -> Self {
+        let mut env = Self::new();
+        env.cache = Some(cache.to_owned());
+        env.netns = Some(Netns::new());
+        env
+    }
+
+    /// Runs `program args` in the Env's network namespace.
+    pub fn in_netns(&self, program: &str, args: &[&str]) -> Output {
+        self.netns
+            .as_ref()
+            .expect("an Env made by isolated_with_cache")
+            .run(program, args)
     }
 
     /// An installation whose config, state and cache live under `root`
@@ -39,6 +63,14 @@ impl Env {
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
+        if let Some(cache) = &self.cache {
+            if rel == "cache" {
+                return cache.clone();
+            }
+            if let Some(rest) = rel.strip_prefix("cache/") {
+                return cache.join(rest);
+            }
+        }
         if let Some((config, state, cache)) = &self.fixed {
             for (prefix, dir) in [("config", config), ("state", state), ("cache", cache)] {
                 if rel == prefix {
@@ -65,7 +97,14 @@ impl Env {
         reason = "the test drives the binaries under test"
     )]
     pub fn command(&self, program: &Path, args: &[&str]) -> std::process::Command {
-        let mut cmd = std::process::Command::new(program);
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = std::process::Command::new("ip");
+                c.args(["netns", "exec", &ns.0]).arg(program);
+                c
+            }
+            None => std::process::Command::new(program),
+        };
         cmd.args(args)
             .env("BANGER_CONFIG_DIR", self.path("config"))
             .env("BANGER_STATE_DIR", self.path("state"))
@@ -111,7 +150,86 @@ impl Drop for Env {
             kill(pid, libc::SIGKILL);
             wait_until(Duration::from_secs(5), || !banger_sys::pid_alive(pid));
         }
+        // VMMs outlive daemons by design; a test's must not outlive it.
+        let state = self.path("state");
+        for pgid in
+            banger_sys::process::groups_mentioning(Path::new("/proc"), &state.to_string_lossy())
+        {
+            kill_group(pgid);
+        }
     }
+}
+
+/// A network namespace of the test's own, deleted (with everything
+/// still running in it) on drop.
+pub struct Netns(pub String);
+
+impl Netns {
+    #[allow(clippy::disallowed_methods, reason = "test setup runs ip")]
+    pub fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("bgtest-{}-{n}", std::process::id());
+        let out = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .expect("run ip (iproute2)");
+        assert!(
+            out.status.success(),
+            "ip netns add {name}: {}",
+            stderr(&out)
+        );
+        Self(name)
+    }
+
+    /// Runs `program args` inside the namespace; returns its output.
+    #[allow(clippy::disallowed_methods, reason = "tests inspect the namespace")]
+    pub fn run(&self, program: &str, args: &[&str]) -> Output {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &self.0, program])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    #[allow(clippy::disallowed_methods, reason = "test cleanup runs ip")]
+    fn drop(&mut self) {
+        if let Ok(out) = std::process::Command::new("ip")
+            .args(["netns", "pids", &self.0])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse() {
+                    kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .output();
+    }
+}
+
+pub fn kill_group(pgid: u32) {
+    // SAFETY: signalling a process group this test's installation started.
+    unsafe { libc::kill(-i32::try_from(pgid).unwrap(), libc::SIGKILL) };
+}
+
+/// The shared artifact cache (kernel and image), keyed by their recipes.
+pub fn cache_root() -> PathBuf {
+    use banger_artifacts::catalog::Catalog;
+    let key: String = format!(
+        "{}{}",
+        Catalog::embedded().kernels[0].recipe_hash(),
+        Catalog::embedded().images[0].recipe_hash()
+    )
+    .chars()
+    .step_by(8)
+    .collect();
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    home.join(".cache/banger-test").join(key)
 }
 
 pub fn bangerd_bin() -> PathBuf {

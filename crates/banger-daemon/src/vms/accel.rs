@@ -1,0 +1,137 @@
+//! What a boot needs besides the VM's own files: banger's initramfs and
+//! the choice of KVM or TCG (a real probe boot, cached per host boot).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use banger_config::Accel as AccelChoice;
+use banger_vmm::Accel;
+use banger_vmm::probe::KvmVerdict;
+use serde::{Deserialize, Serialize};
+
+use super::{Vms, failed, lock};
+use crate::error::{ApiError, error_chain};
+
+impl Vms {
+    /// banger's initramfs, written once per banger-init binary.
+    pub(super) fn initramfs(&self) -> Result<PathBuf, ApiError> {
+        let mut cached = lock(&self.initramfs);
+        if let Some(path) = cached.as_ref().filter(|p| p.is_file()) {
+            return Ok(path.clone());
+        }
+        let init = self.settings.init_bin.clone().ok_or_else(|| {
+            failed("no static banger-init binary found: set BANGER_INIT_BIN or build it (scripts/setup does)")
+        })?;
+        let bytes =
+            std::fs::read(&init).map_err(|e| failed(format!("read {}: {e}", init.display())))?;
+        let digest = {
+            use sha2::Digest;
+            let d = sha2::Sha256::digest(&bytes);
+            d.iter()
+                .take(8)
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        let dir = self.cache_dir.join("initramfs");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| failed(format!("create {}: {e}", dir.display())))?;
+        let path = dir.join(format!("banger-{digest}.cpio"));
+        if !path.is_file() {
+            banger_artifacts::initramfs::write(&init, &path)
+                .map_err(|e| failed(error_chain(&e)))?;
+        }
+        *cached = Some(path.clone());
+        Ok(path)
+    }
+
+    pub(super) fn accel(&self, kernel: &Path, initramfs: &Path) -> Accel {
+        let tcg = Accel::Tcg {
+            tsc_khz: banger_sys::host::host_tsc_khz(),
+        };
+        match self.settings.accel {
+            AccelChoice::Tcg => tcg,
+            AccelChoice::Kvm => Accel::Kvm,
+            AccelChoice::Auto => {
+                if self.kvm_verdict(kernel, initramfs).usable {
+                    Accel::Kvm
+                } else {
+                    tcg
+                }
+            }
+        }
+    }
+
+    /// The KVM probe's verdict: from memory, else from the cache file when
+    /// written during this host boot, else a fresh probe boot.
+    pub(super) fn kvm_verdict(&self, kernel: &Path, initramfs: &Path) -> KvmVerdict {
+        let mut cached = lock(&self.kvm);
+        if let Some(v) = cached.as_ref() {
+            return v.clone();
+        }
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let file = self.cache_dir.join("kvm-probe.json");
+        let from_file = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ProbeCache>(&b).ok())
+            .filter(|c| !boot_id.is_empty() && c.boot_id == boot_id);
+        let verdict = match from_file {
+            Some(c) => KvmVerdict {
+                usable: c.usable,
+                reason: c.reason,
+            },
+            None => {
+                let dir = self.cache_dir.join("kvm-probe");
+                let _ = std::fs::create_dir_all(&dir);
+                let v = banger_vmm::probe::probe_kvm(
+                    &self.runner,
+                    &self.settings.qemu,
+                    kernel,
+                    initramfs,
+                    &dir,
+                    Duration::from_secs(30),
+                );
+                tracing::info!(usable = v.usable, reason = %v.reason, "KVM probe");
+                let record = ProbeCache {
+                    boot_id,
+                    usable: v.usable,
+                    reason: v.reason.clone(),
+                };
+                if let Ok(text) = serde_json::to_vec(&record) {
+                    let tmp = file.with_extension("json.tmp");
+                    let _ = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &file));
+                }
+                v
+            }
+        };
+        *cached = Some(verdict.clone());
+        verdict
+    }
+}
+
+/// The KVM verdict, cached per host boot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ProbeCache {
+    boot_id: String,
+    usable: bool,
+    reason: String,
+}
+
+/// Finds the static banger-init: `$BANGER_INIT_BIN`, else the release
+/// build of a source tree bangerd runs from, else `/usr/lib/banger`.
+pub fn find_init_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("BANGER_INIT_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [
+        dir.join("../x86_64-unknown-linux-gnu/release/banger-init"),
+        dir.join("banger-init.static"),
+        PathBuf::from("/usr/lib/banger/banger-init"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}

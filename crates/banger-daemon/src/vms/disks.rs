@@ -1,0 +1,271 @@
+//! A VM's own disks: the overlay (its writable root layer, carrying the
+//! per-VM settings from the start) and the work disk mounted at /root.
+//! Neither copies the shared rootfs: both are sparse files.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use banger_artifacts::ext4;
+use banger_sys::{Cancel, Cmd, Runner};
+
+/// ext4 label of the overlay disk, found by banger-init.
+pub const OVERLAY_LABEL: &str = "banger-overlay";
+/// ext4 label of the work disk, found by the guest's fstab.
+pub const WORK_LABEL: &str = "banger-work";
+/// The overlay's size: room for everything the guest writes outside /root.
+/// Sparse, so it costs what is written.
+pub const OVERLAY_BYTES: u64 = 8 << 30;
+
+/// What goes into a VM's overlay at create time.
+#[derive(Debug)]
+pub struct GuestSettings<'a> {
+    /// Hostname (a validated DNS label).
+    pub name: &'a str,
+    /// The guest's address.
+    pub ip: Ipv4Addr,
+    /// The sshd host key pair (private, public).
+    pub host_key: (&'a [u8], &'a [u8]),
+}
+
+/// The overlay's initial tree as a tarball (owned by root, whatever user
+/// the daemon runs as): `upper/` holds the per-VM files, `work/` is
+/// overlayfs's scratch directory.
+pub fn overlay_tar(settings: &GuestSettings<'_>) -> std::io::Result<Vec<u8>> {
+    let name = settings.name;
+    let ip = settings.ip;
+    let hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{name}.vm {name}\n"
+    );
+    let fstab = format!(
+        "# Written by banger at create time.\nLABEL={WORK_LABEL}\t/root\text4\tdefaults\t0\t0\n"
+    );
+    // Only the per-VM key is served: the image may carry keys shared by
+    // every VM made from it.
+    let sshd = "# Written by banger: serve only this VM's own host key.\nHostKey /etc/ssh/ssh_host_ed25519_key\n";
+    let mut b = tar::Builder::new(Vec::new());
+    for dir in [
+        "upper",
+        "upper/etc",
+        "upper/etc/ssh",
+        "upper/etc/ssh/sshd_config.d",
+        "work",
+    ] {
+        append(&mut b, dir, 0o755, None)?;
+    }
+    let hostname = format!("{name}\n");
+    let files: [(&str, u32, &[u8]); 6] = [
+        ("upper/etc/hostname", 0o644, hostname.as_bytes()),
+        ("upper/etc/hosts", 0o644, hosts.as_bytes()),
+        ("upper/etc/fstab", 0o644, fstab.as_bytes()),
+        (
+            "upper/etc/ssh/sshd_config.d/banger.conf",
+            0o644,
+            sshd.as_bytes(),
+        ),
+        (
+            "upper/etc/ssh/ssh_host_ed25519_key",
+            0o600,
+            settings.host_key.0,
+        ),
+        (
+            "upper/etc/ssh/ssh_host_ed25519_key.pub",
+            0o644,
+            settings.host_key.1,
+        ),
+    ];
+    for (path, mode, data) in files {
+        append(&mut b, path, mode, Some(data))?;
+    }
+    b.into_inner()
+}
+
+fn append(
+    b: &mut tar::Builder<Vec<u8>>,
+    path: &str,
+    mode: u32,
+    data: Option<&[u8]>,
+) -> std::io::Result<()> {
+    let mut h = tar::Header::new_ustar();
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mode(mode);
+    h.set_mtime(0);
+    match data {
+        Some(data) => {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, path, data)
+        }
+        None => {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            b.append_data(&mut h, path, std::io::empty())
+        }
+    }
+}
+
+/// The VM's disk files.
+#[derive(Debug, Clone)]
+pub struct DiskFiles {
+    /// The overlay disk.
+    pub overlay: PathBuf,
+    /// The work disk.
+    pub work: PathBuf,
+}
+
+impl DiskFiles {
+    /// The disks in the VM directory `dir`.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            overlay: dir.join("overlay.ext4"),
+            work: dir.join("work.ext4"),
+        }
+    }
+}
+
+fn run(runner: &Arc<dyn Runner>, cmd: &Cmd, log: &Path, what: &str) -> Result<(), String> {
+    runner
+        .run(cmd, log, &Cancel::new())
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+/// Writes the overlay disk from `settings`.
+pub fn make_overlay(
+    runner: &Arc<dyn Runner>,
+    disks: &DiskFiles,
+    settings: &GuestSettings<'_>,
+    log: &Path,
+) -> Result<(), String> {
+    let tar = overlay_tar(settings).map_err(|e| format!("build the overlay tree: {e}"))?;
+    let tar_path = disks.overlay.with_extension("tar");
+    std::fs::write(&tar_path, tar).map_err(|e| format!("write {}: {e}", tar_path.display()))?;
+    let result = run(
+        runner,
+        &ext4::mkfs_from_tar(&tar_path, &disks.overlay, OVERLAY_BYTES, OVERLAY_LABEL),
+        log,
+        "make the overlay disk",
+    );
+    let _ = std::fs::remove_file(&tar_path);
+    result
+}
+
+/// Writes the work disk: the image's work seed, grown to `size_bytes`
+/// (sparse), relabelled, with banger's key in `/root/.ssh/authorized_keys`.
+pub fn make_work(
+    runner: &Arc<dyn Runner>,
+    seed: &Path,
+    disks: &DiskFiles,
+    size_bytes: u64,
+    authorized_key: &str,
+    log: &Path,
+) -> Result<(), String> {
+    let work = &disks.work;
+    run(
+        runner,
+        &Cmd::new("cp").arg("--sparse=always").arg(seed).arg(work),
+        log,
+        "copy the work seed",
+    )?;
+    grow_work(runner, work, size_bytes, log)?;
+    run(
+        runner,
+        &Cmd::new("tune2fs").args(["-L", WORK_LABEL]).arg(work),
+        log,
+        "label the work disk",
+    )?;
+    let dir = work.parent().unwrap_or_else(|| Path::new("."));
+    let key_file = dir.join("authorized_keys");
+    let script = dir.join("work.debugfs");
+    // debugfs reads commands, not a shell; the only file it is given is
+    // named relative to its working directory, so no path is interpolated.
+    let commands = "mkdir .ssh\n\
+        sif .ssh mode 040700\n\
+        sif .ssh uid 0\n\
+        sif .ssh gid 0\n\
+        cd .ssh\n\
+        rm authorized_keys\n\
+        write authorized_keys authorized_keys\n\
+        sif authorized_keys mode 0100600\n\
+        sif authorized_keys uid 0\n\
+        sif authorized_keys gid 0\n";
+    std::fs::write(&key_file, authorized_key)
+        .and_then(|()| std::fs::write(&script, commands))
+        .map_err(|e| format!("write {}: {e}", dir.display()))?;
+    let result = run(
+        runner,
+        &Cmd::new("debugfs")
+            .args(["-w", "-f", "work.debugfs"])
+            .arg(work)
+            .cwd(dir),
+        log,
+        "install authorized_keys on the work disk",
+    );
+    let _ = std::fs::remove_file(&key_file);
+    let _ = std::fs::remove_file(&script);
+    result
+}
+
+/// Grows the work disk's file system to `size_bytes` (never shrinks).
+pub fn grow_work(
+    runner: &Arc<dyn Runner>,
+    work: &Path,
+    size_bytes: u64,
+    log: &Path,
+) -> Result<(), String> {
+    let current = std::fs::metadata(work)
+        .map_err(|e| format!("stat {}: {e}", work.display()))?
+        .len();
+    if size_bytes <= current {
+        return Ok(());
+    }
+    run(
+        runner,
+        &Cmd::new("resize2fs")
+            .arg("-f")
+            .arg(work)
+            .arg(format!("{}K", size_bytes / 1024)),
+        log,
+        "grow the work disk",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_tree_holds_the_vms_settings_owned_by_root() {
+        let tar = overlay_tar(&GuestSettings {
+            name: "web",
+            ip: Ipv4Addr::new(10, 77, 0, 9),
+            host_key: (b"PRIVATE", b"ssh-ed25519 PUB web"),
+        })
+        .unwrap();
+        let mut archive = tar::Archive::new(&tar[..]);
+        let mut seen = std::collections::BTreeMap::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let h = entry.header().clone();
+            assert_eq!((h.uid().unwrap(), h.gid().unwrap()), (0, 0));
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+            seen.insert(
+                entry.path().unwrap().display().to_string(),
+                (h.mode().unwrap(), text),
+            );
+        }
+        assert_eq!(seen["upper/etc/hostname"].1, "web\n");
+        assert!(seen["upper/etc/hosts"].1.contains("10.77.0.9\tweb.vm web"));
+        assert!(
+            seen["upper/etc/fstab"]
+                .1
+                .contains("LABEL=banger-work\t/root\text4")
+        );
+        assert_eq!(
+            seen["upper/etc/ssh/ssh_host_ed25519_key"],
+            (0o600, "PRIVATE".into())
+        );
+        assert!(seen.contains_key("work"));
+    }
+}

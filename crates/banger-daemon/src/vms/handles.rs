@@ -1,0 +1,69 @@
+//! A running VM's transient handles: in memory, and in the VM's
+//! `handles.json` so a restarted daemon can find its VMM again.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// What identifies a running VM's host-side pieces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handles {
+    /// The VMM's pid.
+    pub pid: u32,
+    /// The host tap.
+    pub tap: String,
+    /// `kvm` or `tcg`.
+    pub accel: String,
+    /// The driver that started it.
+    pub vmm: String,
+}
+
+/// `handles.json` in the VM directory `dir`.
+pub fn path(dir: &Path) -> PathBuf {
+    dir.join("handles.json")
+}
+
+/// Writes `handles` atomically (temp file and rename).
+pub fn write(dir: &Path, handles: &Handles) -> std::io::Result<()> {
+    let path = path(dir);
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(handles).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// Reads `handles.json`; `None` when missing or unreadable.
+pub fn read(dir: &Path) -> Option<Handles> {
+    serde_json::from_slice(&std::fs::read(path(dir)).ok()?).ok()
+}
+
+/// Removes `handles.json`; a missing one is fine.
+pub fn remove(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path(dir)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_tolerates_absence() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read(dir.path()).is_none());
+        let h = Handles {
+            pid: 42,
+            tap: "bgt0a".into(),
+            accel: "tcg".into(),
+            vmm: "qemu".into(),
+        };
+        write(dir.path(), &h).unwrap();
+        assert_eq!(read(dir.path()), Some(h));
+        remove(dir.path()).unwrap();
+        remove(dir.path()).unwrap();
+        std::fs::write(path(dir.path()), b"{torn").unwrap();
+        assert!(read(dir.path()).is_none());
+    }
+}

@@ -1,0 +1,329 @@
+//! The VM service: create, start, stop, kill, delete, resize, and the
+//! reconciliation of recorded state with the host.
+//!
+//! Locking: a short global reservation (`reserve`) covers only the name
+//! check, the address allocation and the row insert; every lifecycle step
+//! of one VM runs under that VM's own lock, so slow work (disks, boots,
+//! graceful stops) on different VMs overlaps. Each start is a list of
+//! steps with undo actions ([`Undo`]); a failure rolls back what was done
+//! and records the error on the VM.
+//!
+//! Everything here blocks; routes call it on blocking threads.
+
+mod accel;
+mod create;
+pub mod disks;
+mod doctor;
+mod halt;
+pub mod handles;
+mod reconcile;
+pub mod ssh;
+mod start;
+mod undo;
+
+pub use accel::find_init_bin;
+pub use create::DEFAULT_IMAGE;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use banger_api::{ConsoleChunk, ErrorCode, SshTarget, Vm, VmState, VmSummary};
+use banger_artifacts::store::ArtifactStore;
+use banger_config::Accel as AccelChoice;
+use banger_net::{Network, Subnet};
+use banger_store::{Store, VmRecord};
+use banger_sys::Runner;
+use banger_vmm::probe::KvmVerdict;
+use banger_vmm::{VmFiles, Vmm};
+
+use crate::artifacts::Artifacts;
+use crate::error::ApiError;
+use crate::operations::Operations;
+use handles::Handles;
+use ssh::SshFiles;
+
+/// What the VM service is configured with.
+#[derive(Debug, Clone)]
+pub struct VmSettings {
+    /// The bridge taps join.
+    pub bridge: String,
+    /// Its subnet.
+    pub subnet: Subnet,
+    /// KVM, TCG or probe.
+    pub accel: AccelChoice,
+    /// How long a start waits for sshd.
+    pub boot_timeout: Duration,
+    /// How long each stop phase waits.
+    pub stop_timeout: Duration,
+    /// The QEMU binary.
+    pub qemu: PathBuf,
+    /// The static banger-init binary, if one was found.
+    pub init_bin: Option<PathBuf>,
+}
+
+/// The VM service.
+#[derive(Debug)]
+pub struct Vms {
+    db: Arc<Store>,
+    ops: Arc<Operations>,
+    artifacts: Arc<Artifacts>,
+    art_store: ArtifactStore,
+    cache_dir: PathBuf,
+    vms_dir: PathBuf,
+    runner: Arc<dyn Runner>,
+    vmm: Arc<dyn Vmm>,
+    net: Arc<dyn Network>,
+    settings: VmSettings,
+    ssh: SshFiles,
+    reserve: Mutex<()>,
+    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    running: Mutex<HashMap<String, Handles>>,
+    kvm: Mutex<Option<KvmVerdict>>,
+    initramfs: Mutex<Option<PathBuf>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn failed(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::OperationFailed, message)
+}
+
+/// Everything a VM is given by the service.
+#[derive(Debug, Clone, Copy)]
+pub struct Parts<'a> {
+    /// The durable store.
+    pub db: &'a Arc<Store>,
+    /// Operations.
+    pub ops: &'a Arc<Operations>,
+    /// Kernels and images.
+    pub artifacts: &'a Arc<Artifacts>,
+    /// The cache directory.
+    pub cache_dir: &'a Path,
+    /// The state directory.
+    pub state_dir: &'a Path,
+}
+
+impl Vms {
+    /// The service over `parts`, driving `vmm` and `net`.
+    pub fn new(
+        parts: Parts<'_>,
+        runner: Arc<dyn Runner>,
+        vmm: Arc<dyn Vmm>,
+        net: Arc<dyn Network>,
+        settings: VmSettings,
+    ) -> Self {
+        Self {
+            db: parts.db.clone(),
+            ops: parts.ops.clone(),
+            artifacts: parts.artifacts.clone(),
+            art_store: ArtifactStore::new(parts.cache_dir),
+            cache_dir: parts.cache_dir.to_owned(),
+            vms_dir: parts.state_dir.join("vms"),
+            runner,
+            vmm,
+            net,
+            settings,
+            ssh: SshFiles::new(parts.state_dir.join("ssh")),
+            reserve: Mutex::new(()),
+            locks: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
+            kvm: Mutex::new(None),
+            initramfs: Mutex::new(None),
+        }
+    }
+
+    fn vm_dir(&self, id: &str) -> PathBuf {
+        self.vms_dir.join(id)
+    }
+
+    fn files(&self, id: &str) -> VmFiles {
+        VmFiles::new(self.vm_dir(id))
+    }
+
+    fn vm_lock(&self, id: &str) -> Arc<Mutex<()>> {
+        lock(&self.locks)
+            .entry(id.to_owned())
+            .or_insert_with(|| Arc::new(Mutex::new(())))
+            .clone()
+    }
+
+    /// Runs `step` on the VM `reference` under that VM's lock, with its
+    /// row re-read once the lock is held (a step that ran meanwhile may
+    /// have changed it).
+    fn locked<T>(
+        &self,
+        reference: &str,
+        step: impl FnOnce(VmRecord) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let id = self.resolve(reference)?.id;
+        let vm_lock = self.vm_lock(&id);
+        let _guard = lock(&vm_lock);
+        step(self.reload(&id)?)
+    }
+
+    fn reload(&self, id: &str) -> Result<VmRecord, ApiError> {
+        self.db
+            .get_vm(id)?
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("vm {id} was deleted")))
+    }
+
+    fn handles(&self, id: &str) -> Option<Handles> {
+        lock(&self.running).get(id).cloned()
+    }
+
+    // ---- views ------------------------------------------------------------
+
+    fn view(&self, r: VmRecord) -> Result<Vm, ApiError> {
+        let state = parse_state(&r)?;
+        let h = self.handles(&r.id);
+        Ok(Vm {
+            console_log: self.files(&r.id).console().display().to_string(),
+            pid: h.as_ref().map(|h| h.pid),
+            accel: h.map(|h| h.accel),
+            id: r.id,
+            name: r.name,
+            state,
+            image: r.image,
+            kernel: r.kernel,
+            vcpus: r.vcpus,
+            memory_mib: r.memory_mib,
+            disk_bytes: r.disk_bytes,
+            nat: r.nat,
+            ip: r.ip,
+            tap: r.tap,
+            last_error: r.last_error,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+
+    /// Every VM, oldest first.
+    pub fn list(&self) -> Result<Vec<VmSummary>, ApiError> {
+        self.db
+            .list_vms()?
+            .into_iter()
+            .map(|r| {
+                Ok(VmSummary {
+                    state: parse_state(&r)?,
+                    id: r.id,
+                    name: r.name,
+                    image: r.image,
+                    ip: r.ip,
+                    created_at: r.created_at,
+                })
+            })
+            .collect()
+    }
+
+    /// Finds a VM by id, name, or an unambiguous prefix of either.
+    pub fn resolve(&self, reference: &str) -> Result<VmRecord, ApiError> {
+        let all = self.db.list_vms()?;
+        if let Some(vm) = all
+            .iter()
+            .find(|v| v.id == reference)
+            .or_else(|| all.iter().find(|v| v.name == reference))
+        {
+            return Ok(vm.clone());
+        }
+        let matches: Vec<&VmRecord> = all
+            .iter()
+            .filter(|v| v.id.starts_with(reference) || v.name.starts_with(reference))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no vm has the id or name {reference:?} (or starts with it)"),
+            )),
+            many => Err(ApiError::invalid(format!(
+                "{reference:?} is ambiguous: it starts {}; give more of the name or id",
+                many.iter()
+                    .map(|v| format!("{} ({})", v.name, v.id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// One VM.
+    pub fn get(&self, reference: &str) -> Result<Vm, ApiError> {
+        self.view(self.resolve(reference)?)
+    }
+
+    /// How to reach a running VM over SSH.
+    pub fn ssh_target(&self, reference: &str) -> Result<SshTarget, ApiError> {
+        let vm = self.resolve(reference)?;
+        if self.handles(&vm.id).is_none() {
+            return Err(not_running(&vm));
+        }
+        Ok(self.target(&vm))
+    }
+
+    fn target(&self, vm: &VmRecord) -> SshTarget {
+        SshTarget {
+            name: vm.name.clone(),
+            user: "root".to_owned(),
+            host: vm.ip.clone(),
+            port: 22,
+            identity_file: self.ssh.identity().display().to_string(),
+            known_hosts_file: self.ssh.known_hosts().display().to_string(),
+        }
+    }
+
+    /// The console log from `offset`, at most 1 MiB at a time.
+    pub fn console(&self, reference: &str, offset: u64) -> Result<ConsoleChunk, ApiError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let vm = self.resolve(reference)?;
+        let path = self.files(&vm.id).console();
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(ConsoleChunk {
+                    data: String::new(),
+                    next_offset: 0,
+                });
+            }
+            Err(e) => return Err(ApiError::internal(format!("open {}: {e}", path.display()))),
+        };
+        let mut buf = Vec::new();
+        file.seek(SeekFrom::Start(offset))
+            .and_then(|_| file.take(1 << 20).read_to_end(&mut buf))
+            .map_err(|e| ApiError::internal(format!("read {}: {e}", path.display())))?;
+        Ok(ConsoleChunk {
+            data: String::from_utf8_lossy(&buf).into_owned(),
+            next_offset: offset + buf.len() as u64,
+        })
+    }
+}
+
+fn parse_state(r: &VmRecord) -> Result<VmState, ApiError> {
+    VmState::parse(&r.state).ok_or_else(|| {
+        ApiError::internal(format!(
+            "vm {:?} has unknown state {:?} in the store",
+            r.name, r.state
+        ))
+    })
+}
+
+fn not_running(vm: &VmRecord) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotRunning,
+        format!("vm {} is not running (it is {})", vm.name, vm.state),
+    )
+}
+
+/// Kills `pid` if it is still this VM's VMM and waits (bounded) for it to go.
+fn stop_pid(vmm: &dyn Vmm, files: &VmFiles, pid: u32) {
+    if !vmm.is_running(files, pid) {
+        return;
+    }
+    vmm.kill(pid);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while vmm.is_running(files, pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

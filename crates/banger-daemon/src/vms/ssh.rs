@@ -1,0 +1,256 @@
+//! banger's SSH identity and its known_hosts: the client key VMs trust, the
+//! host key each VM is given at create time, and the file that pins it so
+//! no connection ever trusts on first use.
+
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use banger_sys::{Cancel, Cmd, RunError, Runner};
+
+/// The files under `<state>/ssh/`.
+#[derive(Debug)]
+pub struct SshFiles {
+    dir: PathBuf,
+    /// Serialises known_hosts rewrites.
+    known_hosts_lock: Mutex<()>,
+}
+
+impl SshFiles {
+    /// The SSH files under `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            known_hosts_lock: Mutex::new(()),
+        }
+    }
+
+    /// banger's private key.
+    pub fn identity(&self) -> PathBuf {
+        self.dir.join("id_ed25519")
+    }
+
+    /// banger's known_hosts.
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.join("known_hosts")
+    }
+
+    /// Creates the client key pair when missing.
+    pub fn ensure_identity(&self, runner: &Arc<dyn Runner>) -> Result<(), String> {
+        let key = self.identity();
+        if key.exists() && pub_of(&key).exists() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("create {}: {e}", self.dir.display()))?;
+        let tmp = self
+            .dir
+            .join(format!("id_tmp_{:08x}", rand::random::<u32>()));
+        let tmp_pub = pub_of(&tmp);
+        let generated = keygen(runner, &tmp, "banger", &self.dir.join("keygen.log"));
+        let result = generated.and_then(|()| {
+            std::fs::rename(&tmp_pub, pub_of(&key))
+                .and_then(|()| std::fs::rename(&tmp, &key))
+                .map_err(|e| format!("install {}: {e}", key.display()))
+        });
+        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(&tmp_pub);
+        result
+    }
+
+    /// banger's public key line (for authorized_keys).
+    pub fn public_key(&self) -> Result<String, String> {
+        let path = pub_of(&self.identity());
+        std::fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))
+    }
+
+    /// Pins `public_key` (an `ssh-ed25519 AAAA...` line) for the VM `id`,
+    /// reachable as `ip` and `<name>.vm`, replacing any older entry for the
+    /// VM or the address.
+    pub fn pin(&self, id: &str, name: &str, ip: Ipv4Addr, public_key: &str) -> Result<(), String> {
+        let mut fields = public_key.split_whitespace();
+        let (Some(kind), Some(key)) = (fields.next(), fields.next()) else {
+            return Err(format!("malformed host public key {public_key:?}"));
+        };
+        let ip_text = ip.to_string();
+        self.rewrite(|lines| {
+            lines.retain(|l| !is_for(l, id) && !names_host(l, &ip_text));
+            lines.push(format!("{ip},{name}.vm {kind} {key} banger:{id}"));
+        })
+    }
+
+    /// Removes the VM `id`'s entries.
+    pub fn unpin(&self, id: &str) -> Result<(), String> {
+        self.rewrite(|lines| lines.retain(|l| !is_for(l, id)))
+    }
+
+    fn rewrite(&self, edit: impl FnOnce(&mut Vec<String>)) -> Result<(), String> {
+        let _guard = self
+            .known_hosts_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let path = self.known_hosts();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(format!("read {}: {e}", path.display())),
+        };
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        edit(&mut lines);
+        let mut out = lines.join("\n");
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("create {}: {e}", self.dir.display()))?;
+        // Readers (ssh) may open it at any time: never show a torn file.
+        let tmp = path.with_extension(format!("tmp-{:08x}", rand::random::<u32>()));
+        std::fs::write(&tmp, out)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                format!("write {}: {e}", path.display())
+            })
+    }
+}
+
+/// `key.pub` beside `key` (ssh-keygen's naming).
+pub fn pub_of(key: &Path) -> PathBuf {
+    let mut name = key.as_os_str().to_owned();
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
+fn is_for(line: &str, id: &str) -> bool {
+    line.split_whitespace().last() == Some(&format!("banger:{id}"))
+}
+
+fn names_host(line: &str, host: &str) -> bool {
+    line.split_whitespace()
+        .next()
+        .is_some_and(|hosts| hosts.split(',').any(|h| h == host))
+}
+
+/// Generates an ed25519 key pair at `path` and `path.pub`.
+pub fn keygen(
+    runner: &Arc<dyn Runner>,
+    path: &Path,
+    comment: &str,
+    log: &Path,
+) -> Result<(), String> {
+    runner
+        .run(
+            &Cmd::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+                .arg(path),
+            log,
+            &Cancel::new(),
+        )
+        .map_err(|e| format!("generate an SSH key: {e}"))
+}
+
+/// Waits until `ip:22` greets with an SSH banner, `alive` stays true and
+/// `timeout` has not passed.
+pub fn wait_for_sshd(
+    ip: Ipv4Addr,
+    timeout: Duration,
+    alive: impl Fn() -> bool,
+) -> Result<(), String> {
+    let addr = SocketAddr::from((ip, 22));
+    let deadline = Instant::now() + timeout;
+    loop {
+        if banner(addr).is_some_and(|b| b.starts_with(b"SSH-")) {
+            return Ok(());
+        }
+        if !alive() {
+            return Err("the VM stopped before its SSH server answered".to_owned());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the guest's SSH server did not answer on {addr} within {} s",
+                timeout.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn banner(addr: SocketAddr) -> Option<Vec<u8>> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf).ok()?;
+    Some(buf[..n].to_vec())
+}
+
+/// Asks the guest over SSH to flush its disks and power off, giving up
+/// after `timeout`. The connection may drop as the guest goes down; the
+/// caller judges by whether the VMM exits.
+pub fn poweroff_guest(
+    runner: &Arc<dyn Runner>,
+    target: &banger_api::SshTarget,
+    log: &Path,
+    timeout: Duration,
+) -> Result<(), RunError> {
+    let cmd = Cmd::new("ssh")
+        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])
+        .args(target.ssh_args())
+        // A fixed string for the guest's shell: nothing is interpolated.
+        .arg("sync; systemctl --no-block poweroff || poweroff");
+    let cancel = Cancel::new();
+    let (done, timer) = {
+        let cancel = cancel.clone();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            if rx.recv_timeout(timeout).is_err() {
+                cancel.cancel();
+            }
+        });
+        (tx, t)
+    };
+    let result = runner.run(&cmd, log, &cancel);
+    let _ = done.send(());
+    let _ = timer.join();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_replaces_the_vms_and_the_addresss_old_entries_and_unpin_removes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = SshFiles::new(dir.path());
+        let ip = Ipv4Addr::new(10, 77, 0, 2);
+        files
+            .pin("aa", "web", ip, "ssh-ed25519 KEY1 root@x\n")
+            .unwrap();
+        files
+            .pin("bb", "db", Ipv4Addr::new(10, 77, 0, 3), "ssh-ed25519 KEY2")
+            .unwrap();
+        // A new VM on a reused address replaces the stale entry.
+        files.pin("cc", "api", ip, "ssh-ed25519 KEY3").unwrap();
+        let text = std::fs::read_to_string(files.known_hosts()).unwrap();
+        assert_eq!(
+            text,
+            "10.77.0.3,db.vm ssh-ed25519 KEY2 banger:bb\n10.77.0.2,api.vm ssh-ed25519 KEY3 banger:cc\n"
+        );
+        files.unpin("bb").unwrap();
+        files.unpin("cc").unwrap();
+        assert_eq!(std::fs::read_to_string(files.known_hosts()).unwrap(), "");
+        assert!(files.pin("dd", "x", ip, "garbage").is_err());
+    }
+
+    #[test]
+    fn wait_for_sshd_gives_up_when_the_vm_dies_or_time_runs_out() {
+        // TEST-NET-1: nothing answers there.
+        let ip = Ipv4Addr::new(192, 0, 2, 1);
+        let err = wait_for_sshd(ip, Duration::from_secs(30), || false).unwrap_err();
+        assert!(err.contains("stopped before"), "{err}");
+        let err = wait_for_sshd(ip, Duration::from_millis(1), || true).unwrap_err();
+        assert!(err.contains("did not answer"), "{err}");
+    }
+}
