@@ -168,6 +168,26 @@ impl Network for HostNetwork {
         )
     }
 
+    fn check_tap(&self, tap: &str, bridge: &str) -> Result<(), NetError> {
+        let detached = |state: String| NetError::TapDetached {
+            tap: tap.to_owned(),
+            bridge: bridge.to_owned(),
+            state,
+        };
+        if !self.exists(tap) {
+            return Err(detached("missing".to_owned()));
+        }
+        // /sys/class/net/<tap>/master links to the bridge it is a port of.
+        match std::fs::read_link(self.sys_class_net.join(tap).join("master")) {
+            Ok(master) if master.file_name() == Some(bridge.as_ref()) => Ok(()),
+            Ok(master) => Err(detached(format!(
+                "on {}",
+                master.file_name().unwrap_or_default().to_string_lossy()
+            ))),
+            Err(_) => Err(detached("on no bridge".to_owned())),
+        }
+    }
+
     fn add_nat(&self, tag: &str, ip: Ipv4Addr, bridge: &str) -> Result<(), NetError> {
         check_tag(tag)?;
         check_ifname("bridge", bridge, "")?;
@@ -242,6 +262,35 @@ mod tests {
             rules[0].2.join(" "),
             "-s 10.77.0.5/32 ! -o banger0 -m comment --comment banger:0a1b -j MASQUERADE"
         );
+    }
+
+    #[test]
+    fn a_tap_counts_only_as_a_port_of_its_bridge() {
+        let sys = tempfile::tempdir().unwrap();
+        let mut net = HostNetwork::new(Arc::new(Recorder::default()), "/dev/null");
+        net.sys_class_net = sys.path().to_owned();
+        let tap = |name: &str, master: Option<&str>| {
+            let dir = sys.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            if let Some(m) = master {
+                std::os::unix::fs::symlink(format!("../{m}"), dir.join("master")).unwrap();
+            }
+        };
+        tap("bgt1", Some("banger0"));
+        tap("bgt2", None);
+        tap("bgt3", Some("docker0"));
+        net.check_tap("bgt1", "banger0").unwrap();
+        for (name, state) in [
+            ("bgt2", "on no bridge"),
+            ("bgt3", "on docker0"),
+            ("bgt4", "missing"),
+        ] {
+            let err = net.check_tap(name, "banger0").unwrap_err().to_string();
+            assert!(
+                err.contains(state) && err.contains("no network"),
+                "{name}: {err}"
+            );
+        }
     }
 
     #[test]

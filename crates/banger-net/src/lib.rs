@@ -50,6 +50,17 @@ pub enum NetError {
         #[source]
         source: banger_sys::RunError,
     },
+    /// A VM's tap is missing or not a port of the bridge: its guest is cut
+    /// off, whatever the boot does.
+    #[error("the tap {tap} is {state}, not a port of bridge {bridge}: the guest has no network")]
+    TapDetached {
+        /// The tap.
+        tap: String,
+        /// The bridge it should be on.
+        bridge: String,
+        /// What was found instead.
+        state: String,
+    },
     /// A kernel setting could not be written.
     #[error("{what}: {source}")]
     Io {
@@ -113,6 +124,8 @@ pub trait Network: Send + Sync + std::fmt::Debug {
     fn add_tap(&self, tap: &str, bridge: &str, uid: u32) -> Result<(), NetError>;
     /// Removes tap `tap`; a missing one is fine.
     fn remove_tap(&self, tap: &str) -> Result<(), NetError>;
+    /// Checks that tap `tap` exists and is a port of `bridge`.
+    fn check_tap(&self, tap: &str, bridge: &str) -> Result<(), NetError>;
     /// Lets guest `ip` reach beyond `bridge` through masquerading.
     fn add_nat(&self, tag: &str, ip: Ipv4Addr, bridge: &str) -> Result<(), NetError>;
     /// Removes what [`Network::add_nat`] added; missing rules are fine.

@@ -120,6 +120,18 @@ impl VmFiles {
     pub fn pidfile(&self) -> PathBuf {
         self.dir.join("vmm.pid")
     }
+
+    /// Removes what only a running VMM needs (its control socket and
+    /// pidfile), which a killed VMM leaves behind. The logs stay.
+    pub fn remove_transient(&self) -> std::io::Result<()> {
+        for path in [self.control_socket(), self.pidfile()] {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Errors from a VMM driver.
@@ -176,5 +188,28 @@ pub trait Vmm: Send + Sync + std::fmt::Debug {
     /// Kills the VMM at once.
     fn kill(&self, pid: u32) {
         banger_sys::process::kill(pid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remove_transient_keeps_the_logs_and_tolerates_missing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = VmFiles::new(dir.path());
+        for path in [
+            files.control_socket(),
+            files.pidfile(),
+            files.console(),
+            files.vmm_log(),
+        ] {
+            std::fs::write(path, "x").unwrap();
+        }
+        files.remove_transient().unwrap();
+        assert!(!files.control_socket().exists() && !files.pidfile().exists());
+        assert!(files.console().exists() && files.vmm_log().exists());
+        files.remove_transient().unwrap();
     }
 }

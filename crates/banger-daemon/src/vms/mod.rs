@@ -318,12 +318,19 @@ fn not_running(vm: &VmRecord) -> ApiError {
 
 /// Kills `pid` if it is still this VM's VMM and waits (bounded) for it to go.
 fn stop_pid(vmm: &dyn Vmm, files: &VmFiles, pid: u32) {
-    if !vmm.is_running(files, pid) {
-        return;
+    if vmm.is_running(files, pid) {
+        vmm.kill(pid);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while vmm.is_running(files, pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if vmm.is_running(files, pid) {
+            tracing::warn!(pid, "the VMM survived SIGKILL for 10 s");
+            return;
+        }
     }
-    vmm.kill(pid);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while vmm.is_running(files, pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
+    // A killed VMM leaves its socket and pidfile.
+    if let Err(e) = files.remove_transient() {
+        tracing::warn!(dir = %files.dir().display(), error = %e, "cannot remove the VMM's socket and pidfile");
     }
 }

@@ -178,6 +178,8 @@ impl Vms {
             }
             Err(e) => {
                 undo.rollback();
+                // QEMU may have made its socket before it gave up.
+                let _ = files.remove_transient();
                 let log = std::fs::read_to_string(files.vmm_log()).unwrap_or_default();
                 let last = log
                     .lines()
@@ -211,6 +213,13 @@ impl Vms {
             });
         }
         lock(&self.running).insert(vm.id.clone(), h.clone());
+        // With the VMM holding the tap, a tap off the bridge would only show
+        // as an SSH timeout minutes later: say so now.
+        if let Err(e) = self.net.check_tap(&vm.tap, bridge) {
+            lock(&self.running).remove(&vm.id);
+            undo.rollback();
+            return Err(failed(error_chain(&e)));
+        }
         progress(2, "waiting for the guest's SSH server");
         let alive = || self.vmm.is_running(&files, pid);
         if let Err(e) = ssh::wait_for_sshd(ip, self.settings.boot_timeout, alive) {
@@ -301,6 +310,9 @@ mod tests {
         }
         fn remove_tap(&self, tap: &str) -> Result<(), NetError> {
             self.step(format!("remove_tap {tap}"))
+        }
+        fn check_tap(&self, tap: &str, _: &str) -> Result<(), NetError> {
+            self.step(format!("check_tap {tap}"))
         }
         fn add_nat(&self, tag: &str, _: Ipv4Addr, _: &str) -> Result<(), NetError> {
             self.step(format!("add_nat {tag}"))
@@ -430,6 +442,28 @@ mod tests {
         assert!(stored.last_error.unwrap().contains("made to fail"));
     }
 
+    /// A tap off the bridge fails the start before the SSH wait, with the
+    /// VMM's handles and the network undone.
+    #[test]
+    fn a_detached_tap_fails_the_start_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::default();
+        let (vms, vm) = service(dir.path(), "check_tap", &log);
+        let err = vms.start("web").unwrap_err();
+        assert!(err.message.contains("made to fail"), "{}", err.message);
+        assert_eq!(
+            log.lock().unwrap()[3..],
+            [
+                "vmm start",
+                "check_tap bgt0a1b2c3d4e5f",
+                "remove_nat 0a1b2c3d4e5f6071",
+                "remove_tap bgt0a1b2c3d4e5f",
+            ]
+        );
+        assert!(handles::read(&vms.vm_dir(&vm.id)).is_none());
+        assert!(vms.handles(&vm.id).is_none());
+    }
+
     #[test]
     fn a_vmm_that_dies_while_booting_is_rolled_back_with_its_handles() {
         let dir = tempfile::tempdir().unwrap();
@@ -449,6 +483,7 @@ mod tests {
                 "add_tap bgt0a1b2c3d4e5f",
                 "add_nat 0a1b2c3d4e5f6071",
                 "vmm start",
+                "check_tap bgt0a1b2c3d4e5f",
                 "remove_nat 0a1b2c3d4e5f6071",
                 "remove_tap bgt0a1b2c3d4e5f",
             ]

@@ -31,6 +31,7 @@ impl Undo {
     /// rest still run.
     pub fn rollback(self) {
         for (what, action) in self.actions.into_iter().rev() {
+            tracing::info!(step = what, "undoing");
             if let Err(e) = action() {
                 tracing::warn!(step = what, error = %e, "undo failed");
             }
