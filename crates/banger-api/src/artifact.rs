@@ -126,6 +126,21 @@ pub struct OperationStage {
     pub name: String,
 }
 
+/// Query of `GET /v1/operations/{id}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OperationQuery {
+    /// Long poll: answer as soon as the operation changes stage or ends,
+    /// or after this many milliseconds (at most 30000); default 0, answer
+    /// at once.
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+/// Longest `wait_ms` the daemon honours.
+pub const MAX_WAIT_MS: u64 = 30_000;
+
 /// A long-running piece of work, polled with `GET /v1/operations/{id}`
 /// and cancelled with `DELETE /v1/operations/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

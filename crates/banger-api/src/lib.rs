@@ -15,8 +15,8 @@ pub mod shutdown;
 pub mod vm;
 
 pub use artifact::{
-    CatalogEntry, Image, ImportRequest, Kernel, Operation, OperationKind, OperationStage,
-    OperationState, PullRequest,
+    CatalogEntry, Image, ImportRequest, Kernel, MAX_WAIT_MS, Operation, OperationKind,
+    OperationQuery, OperationStage, OperationState, PullRequest,
 };
 pub use doctor::{Check, DoctorReport};
 pub use error::{ErrorBody, ErrorCode};

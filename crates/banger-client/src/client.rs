@@ -271,6 +271,20 @@ impl Client {
             .await
     }
 
+    /// `GET /v1/operations/{id}?wait_ms=`: the operation once it changes
+    /// stage or ends, or after `wait` (capped at the daemon's maximum).
+    pub async fn wait_operation(
+        &self,
+        id: &str,
+        wait: std::time::Duration,
+    ) -> Result<Operation, ClientError> {
+        let ms = u64::try_from(wait.as_millis())
+            .unwrap_or(u64::MAX)
+            .min(banger_api::MAX_WAIT_MS);
+        let path = format!("{}?wait_ms={ms}", with_param(routes::OPERATION, id));
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
     /// `DELETE /v1/operations/{id}`.
     pub async fn cancel_operation(&self, id: &str) -> Result<Operation, ClientError> {
         self.call(

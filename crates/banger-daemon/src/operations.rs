@@ -24,6 +24,8 @@ pub struct OpHandle {
     ended: Mutex<Option<Instant>>,
     /// Set by `DELETE /v1/operations/{id}`.
     pub cancel: Cancel,
+    /// Woken on every stage change and at the end, for long polls.
+    changed: tokio::sync::Notify,
 }
 
 impl OpHandle {
@@ -93,6 +95,19 @@ impl OpHandle {
             .ended
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+        self.changed.notify_waiters();
+    }
+
+    /// The operation once it changes stage or ends, or after `wait`.
+    pub async fn changed_within(&self, wait: Duration) -> Operation {
+        let changed = self.changed.notified();
+        tokio::pin!(changed);
+        // Registered before the look, so no change in between is missed.
+        changed.as_mut().enable();
+        if !self.is_ended() && !wait.is_zero() {
+            let _ = tokio::time::timeout(wait, changed).await;
+        }
+        self.snapshot()
     }
 
     /// Whether the operation has ended.
@@ -109,6 +124,7 @@ impl Progress for OpHandle {
             total: stage.total,
             name: stage.name,
         });
+        self.changed.notify_waiters();
     }
 }
 
@@ -142,6 +158,7 @@ impl Operations {
                 elapsed_secs: 0,
             }),
             started: Instant::now(),
+            changed: tokio::sync::Notify::new(),
             ended: Mutex::new(None),
             cancel: Cancel::new(),
         });

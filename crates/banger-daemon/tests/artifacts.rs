@@ -280,6 +280,47 @@ async fn vm_create_pulls_the_missing_image_and_stores_nothing_when_it_fails() {
     assert_eq!(&h.call("GET", "/v1/vms", "").await.body[..], b"[]");
 }
 
+/// A long poll (`wait_ms`) answers when the operation changes stage or
+/// ends, not when its wait runs out: following a whole pull with 30 s
+/// polls ends within the liveness bound, in about one poll per stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polls_answer_on_each_change() {
+    let h = Harness::start(FakeBuilder::default()).await;
+    let op = h.pull().await;
+    let too_long = h
+        .call(
+            "GET",
+            &format!("/v1/operations/{}?wait_ms=30001", op.id),
+            "",
+        )
+        .await;
+    assert_eq!(too_long.status, 400, "{:?}", too_long.body);
+    let unknown = h
+        .call("GET", &format!("/v1/operations/{}?wait=1", op.id), "")
+        .await;
+    assert_eq!(unknown.status, 400, "{:?}", unknown.body);
+
+    h.runner.open_gate();
+    let target = format!("/v1/operations/{}?wait_ms=30000", op.id);
+    let follow = async {
+        let mut polls = 0;
+        loop {
+            polls += 1;
+            let now: Operation =
+                serde_json::from_slice(&h.call("GET", &target, "").await.body).unwrap();
+            if now.state.is_terminal() {
+                return (now, polls);
+            }
+        }
+    };
+    let (done, polls) = tokio::time::timeout(Duration::from_secs(20), follow)
+        .await
+        .expect("a long poll waited out its 30 s instead of answering the change");
+    assert_eq!(done.state, OperationState::Succeeded, "{done:?}");
+    let stages = done.stage.map_or(0, |s| s.total);
+    assert!(polls <= stages + 1, "{polls} polls for {stages} stages");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_pull_publishes_nothing_and_leaves_no_staging() {
     let h = Harness::start(FakeBuilder::default()).await;

@@ -9,8 +9,10 @@ use banger_api::{Operation, OperationState};
 use banger_client::Client;
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// How often the operation is polled.
-const POLL: Duration = Duration::from_millis(250);
+/// How long one long poll may wait for a change. The daemon answers as
+/// soon as the stage changes or the operation ends, so a short operation
+/// (a `vm create --no-start`, ~80 ms) is seen the moment it ends.
+const LONG_POLL: Duration = Duration::from_secs(5);
 
 /// Polls `op` until it ends and returns its final state. Stage changes are
 /// shown as they happen. Ctrl-C cancels the operation when this command
@@ -66,8 +68,13 @@ pub async fn follow(client: &Client, mut op: Operation, mine: &str) -> anyhow::R
         if op.state.is_terminal() {
             break;
         }
+        let (id, kind, target) = (op.id.clone(), op.kind, op.target.clone());
         tokio::select! {
-            () = tokio::time::sleep(POLL) => {}
+            next = client.wait_operation(&id, LONG_POLL) => {
+                op = next.with_context(|| {
+                    format!("lost operation {id} ({} {target})", kind_name(kind))
+                })?;
+            }
             _ = sigint.recv(), if !cancelling => {
                 if op.id != mine {
                     if let Some(bar) = &bar {
@@ -82,13 +89,8 @@ pub async fn follow(client: &Client, mut op: Operation, mine: &str) -> anyhow::R
                     let _ = writeln!(std::io::stderr(), "cancelling {}", op.id);
                 }
                 op = client.cancel_operation(&op.id).await?;
-                continue;
             }
         }
-        let id = op.id.clone();
-        op = client.get_operation(&id).await.with_context(|| {
-            format!("lost operation {id} ({} {})", kind_name(op.kind), op.target)
-        })?;
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();

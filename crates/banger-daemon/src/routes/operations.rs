@@ -2,9 +2,10 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use banger_api::{ErrorCode, Operation};
+use banger_api::{ErrorCode, MAX_WAIT_MS, Operation, OperationQuery};
 
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::op_id::OpId;
 use crate::state::AppState;
 
@@ -30,15 +31,27 @@ pub async fn list(State(state): State<AppState>) -> Json<Vec<Operation>> {
     Json(state.ops.list())
 }
 
-/// Polls one operation.
+/// Polls one operation; with `wait_ms`, a long poll that answers as soon
+/// as the operation changes stage or ends.
 #[utoipa::path(get, path = "/v1/operations/{id}", operation_id = "get_operation", tag = "operations",
-    params(("id" = String, Path, description = "Operation id")),
+    params(("id" = String, Path, description = "Operation id"), OperationQuery),
     responses((status = 200, body = Operation), (status = "4XX", body = banger_api::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<OperationQuery>,
 ) -> Result<Json<Operation>, ApiError> {
-    Ok(Json(find(&state, &id)?.snapshot()))
+    if q.wait_ms > MAX_WAIT_MS {
+        return Err(ApiError::invalid(format!(
+            "wait_ms {} is over the maximum of {MAX_WAIT_MS}",
+            q.wait_ms
+        )));
+    }
+    let op = find(&state, &id)?;
+    Ok(Json(
+        op.changed_within(std::time::Duration::from_millis(q.wait_ms))
+            .await,
+    ))
 }
 
 /// Cancels a running operation; it ends as `cancelled` with nothing
