@@ -18,29 +18,47 @@ pub struct Env {
     cache: Option<PathBuf>,
     /// The network namespace every command runs in, if any.
     netns: Option<Netns>,
+    /// Where `banger` and `bangerd` are: the debug build unless `using`.
+    bin_dir: PathBuf,
 }
 
 impl Env {
     pub fn new() -> Self {
-        let bangerd = bangerd_bin();
-        assert!(
-            bangerd.is_file(),
-            "{} is missing: build the workspace first (`cargo build --workspace`)",
-            bangerd.display()
-        );
+        let env = Self::in_dir(tempfile::tempdir().unwrap());
+        let debug = env.bin_dir.clone();
+        env.using(&debug)
+    }
+
+    /// Binaries default to the debug build, unchecked until `using`.
+    fn in_dir(dir: tempfile::TempDir) -> Self {
         Self {
-            dir: tempfile::tempdir().unwrap(),
+            dir,
             fixed: None,
             cache: None,
             netns: None,
+            bin_dir: bangerd_bin().parent().unwrap().to_owned(),
         }
     }
 
-    /// A fresh installation over the shared artifact `cache`, whose every
-    /// command (and so its daemon and VMs) runs in a private network
-    /// namespace removed when the Env is dropped.
-    pub fn isolated_with_cache(cache: &Path) -> Self {
-        let mut env = Self::new();
+    /// Drives the `banger` and `bangerd` found in `bin_dir` instead.
+    pub fn using(mut self, bin_dir: &Path) -> Self {
+        for bin in ["banger", "bangerd"] {
+            let path = bin_dir.join(bin);
+            assert!(
+                path.is_file(),
+                "{} is missing: build the workspace first (`cargo build --workspace --bins`, with --release for the scenarios)",
+                path.display()
+            );
+        }
+        self.bin_dir = bin_dir.to_owned();
+        self
+    }
+
+    /// A fresh installation under `parent` over the shared artifact
+    /// `cache`, whose every command (and so its daemon and VMs) runs in a
+    /// private network namespace removed when the Env is dropped.
+    pub fn isolated_in(parent: &Path, cache: &Path) -> Self {
+        let mut env = Self::in_dir(tempfile::tempdir_in(parent).unwrap());
         env.cache = Some(cache.to_owned());
         env.netns = Some(Netns::new());
         env
@@ -57,7 +75,7 @@ impl Env {
     /// An installation whose config, state and cache live under `root`
     /// and survive the test; only the runtime directory is fresh.
     pub fn persistent(root: &Path) -> Self {
-        let mut env = Self::new();
+        let mut env = Self::in_dir(tempfile::tempdir().unwrap());
         env.fixed = Some((root.join("config"), root.join("state"), root.join("cache")));
         env
     }
@@ -82,6 +100,11 @@ impl Env {
             }
         }
         self.dir.path().join(rel)
+    }
+
+    /// A binary beside the `banger` this Env drives.
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -110,13 +133,13 @@ impl Env {
             .env("BANGER_STATE_DIR", self.path("state"))
             .env("BANGER_CACHE_DIR", self.path("cache"))
             .env("BANGER_RUNTIME_DIR", self.path("run"))
-            .env("BANGER_DAEMON_BIN", bangerd_bin())
+            .env("BANGER_DAEMON_BIN", self.bin_dir.join("bangerd"))
             .env_remove("BANGER_LOG");
         cmd
     }
 
     pub fn banger(&self, args: &[&str]) -> Output {
-        self.command(Path::new(env!("CARGO_BIN_EXE_banger")), args)
+        self.command(&self.bin_dir.join("banger"), args)
             .output()
             .unwrap()
     }

@@ -1,0 +1,352 @@
+//! banger's benchmark harness. Drives the release binaries beside it, in
+//! a private network namespace and a fresh state directory over the
+//! artifact cache (`BANGER_CACHE_DIR`), and reports each figure as the
+//! median of several runs with min and max: a table on stdout and JSON
+//! under `--out` (default `target/bench/`). Needs root (namespace, bridge,
+//! taps). Run through `scripts/bench`; `--quick` does one run of each with
+//! fewer VMs, only to prove the harness works.
+
+#![allow(
+    clippy::disallowed_methods,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark: it drives banger, ip and qemu as a user would and reports on the terminal"
+)]
+
+mod figures;
+mod plain;
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use figures::{Figure, Unit};
+
+const NETNS_ENV: &str = "BANGER_BENCH_NETNS";
+
+struct Opts {
+    runs: usize,
+    quick: bool,
+    /// VMs in the store for the list benchmark.
+    list_vms: usize,
+    out: PathBuf,
+    bins: PathBuf,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: banger-bench [--runs N] [--quick] [--out DIR] [--bin-dir DIR]\n\
+         needs root; BANGER_CACHE_DIR must be (or will become) a cache with the default kernel and image"
+    );
+    std::process::exit(2)
+}
+
+fn opts() -> Opts {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut o = Opts {
+        runs: 5,
+        quick: false,
+        list_vms: 100,
+        out: PathBuf::from("target/bench"),
+        bins: exe.parent().map(Path::to_owned).unwrap_or_default(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--runs" => {
+                o.runs = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n > 0)
+                    .unwrap_or_else(|| usage());
+            }
+            "--quick" => o.quick = true,
+            "--out" => o.out = it.next().map_or_else(|| usage(), PathBuf::from),
+            "--bin-dir" => o.bins = it.next().map_or_else(|| usage(), PathBuf::from),
+            _ => usage(),
+        }
+    }
+    if o.quick {
+        o.runs = 1;
+        o.list_vms = 10;
+    }
+    o
+}
+
+fn main() -> ExitCode {
+    let opts = opts();
+    if std::env::var_os(NETNS_ENV).is_none() {
+        return in_private_netns();
+    }
+    match bench(&opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("banger-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs this same command again inside a network namespace of its own,
+/// removed afterwards with everything still running in it.
+fn in_private_netns() -> ExitCode {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("banger-bench needs root (a network namespace, a bridge, taps)");
+        return ExitCode::FAILURE;
+    }
+    let ns = format!("banger-bench-{}", std::process::id());
+    if !run_quiet("ip", &["netns", "add", &ns]) {
+        eprintln!("ip netns add {ns} failed");
+        return ExitCode::FAILURE;
+    }
+    let status = Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(std::env::current_exe().unwrap_or_default())
+        .args(std::env::args_os().skip(1))
+        .env(NETNS_ENV, &ns)
+        .status();
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<i32>() {
+                // SAFETY: killing what was left in our own namespace.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    run_quiet("ip", &["netns", "del", &ns]);
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn run_quiet(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A fresh banger installation over the shared artifact cache.
+struct Install {
+    dir: tempfile::TempDir,
+    bins: PathBuf,
+}
+
+impl Install {
+    fn new(bins: &Path) -> Result<Self, String> {
+        for bin in ["banger", "bangerd"] {
+            if !bins.join(bin).is_file() {
+                return Err(format!(
+                    "{} is missing: cargo build --release --workspace --bins",
+                    bins.join(bin).display()
+                ));
+            }
+        }
+        Ok(Self {
+            dir: tempfile::Builder::new()
+                .prefix("banger-bench-")
+                .tempdir()
+                .map_err(|e| format!("temp dir: {e}"))?,
+            bins: bins.to_owned(),
+        })
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let d = self.dir.path();
+        let mut c = Command::new(self.bins.join("banger"));
+        c.args(args)
+            .env("BANGER_CONFIG_DIR", d.join("config"))
+            .env("BANGER_STATE_DIR", d.join("state"))
+            .env("BANGER_RUNTIME_DIR", d.join("run"))
+            .env("BANGER_DAEMON_BIN", self.bins.join("bangerd"))
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Result<Output, String> {
+        self.command(args)
+            .output()
+            .map_err(|e| format!("run banger: {e}"))
+    }
+
+    /// Runs banger, insisting on success; returns stdout.
+    fn ok(&self, args: &[&str]) -> Result<String, String> {
+        let out = self.run(args)?;
+        if !out.status.success() {
+            return Err(format!(
+                "banger {} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Wall time of a successful banger command.
+    fn timed(&self, args: &[&str]) -> Result<Duration, String> {
+        let t = Instant::now();
+        self.ok(args)?;
+        Ok(t.elapsed())
+    }
+
+    fn show(&self, vm: &str) -> Result<serde_json::Value, String> {
+        serde_json::from_str(&self.ok(&["vm", "show", vm])?).map_err(|e| e.to_string())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("state/bangerd.log")).unwrap_or_default()
+    }
+
+    /// The daemon's resident set, from /proc.
+    fn daemon_rss_kib(&self) -> Result<f64, String> {
+        let status: serde_json::Value =
+            serde_json::from_str(&self.ok(&["daemon", "status", "-o", "json"])?)
+                .map_err(|e| e.to_string())?;
+        let pid = status["daemon"]["pid"]
+            .as_u64()
+            .ok_or_else(|| format!("no pid in {status}"))?;
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+        figures::vm_rss_kib(&text).ok_or_else(|| format!("no VmRSS for pid {pid}"))
+    }
+
+    /// Creates `n` VMs named `prefix-i` without starting them, `at_once`
+    /// of them concurrently; returns the wall time.
+    fn create_stopped(&self, prefix: &str, n: usize) -> Result<Duration, String> {
+        let t = Instant::now();
+        let children: Vec<_> = (0..n)
+            .map(|i| {
+                self.command(&[
+                    "vm",
+                    "create",
+                    "--no-start",
+                    &format!("--name={prefix}-{i}"),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| e.to_string())
+            })
+            .collect::<Result<_, _>>()?;
+        for mut child in children {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            let status = child.wait().map_err(|e| e.to_string())?;
+            if !status.success() {
+                return Err(format!("vm create failed: {}", err.trim()));
+            }
+        }
+        Ok(t.elapsed())
+    }
+
+    fn delete(&self, prefix: &str, n: usize) -> Result<(), String> {
+        for i in 0..n {
+            self.ok(&["vm", "delete", "-f", &format!("{prefix}-{i}")])?;
+        }
+        Ok(())
+    }
+}
+
+fn bench(opts: &Opts) -> Result<(), String> {
+    let install = Install::new(&opts.bins)?;
+    let runs = opts.runs;
+    eprintln!("preparing: the default kernel and image, one warm-up VM");
+    install.ok(&["kernel", "pull", "generic-6.1"])?;
+    install.ok(&["image", "pull", "debian-bookworm"])?;
+    // The warm-up makes the initramfs and probes KVM once; its guest
+    // reports the kernel command line banger used, for the plain boot.
+    let cmdline = install.ok(&["vm", "run", "--rm", "--", "cat", "/proc/cmdline"])?;
+    install.ok(&["vm", "create", "--no-start", "--name", "shape"])?;
+    let shape = install.show("shape")?;
+    install.ok(&["vm", "delete", "shape"])?;
+    let accel = figures::last_field(&install.log(), "\"accel\":\"").unwrap_or_default();
+
+    let mut figs = Vec::new();
+
+    eprintln!("vm run --rm -- true, {runs} runs");
+    let mut e2e = Vec::new();
+    for _ in 0..runs {
+        e2e.push(install.timed(&["vm", "run", "--rm", "--", "true"])?);
+    }
+    let overhead = figures::logged_millis(&install.log(), "before_vmm_ms", runs);
+    figs.push(Figure::new(
+        "create request -> VMM spawned (banger's overhead)",
+        Unit::Ms,
+        overhead,
+    ));
+    let e2e = Figure::durations("vm run --rm -- true, end to end", &e2e);
+
+    eprintln!("plain qemu, same kernel and image, to sshd answering, {runs} runs");
+    let plain = plain::boot_times(&install, &shape, &cmdline, runs)?;
+    let plain = Figure::durations("plain qemu boot to sshd answering", &plain);
+    let ratio = Figure::ratio("vm run --rm -- true / plain qemu boot", &e2e, &plain);
+    figs.extend([e2e, plain, ratio]);
+
+    eprintln!("vm create --no-start: 1 alone, 4 at once, {runs} runs");
+    let (mut one, mut four) = (Vec::new(), Vec::new());
+    for r in 0..runs {
+        one.push(install.create_stopped(&format!("one{r}"), 1)?);
+        install.delete(&format!("one{r}"), 1)?;
+        four.push(install.create_stopped(&format!("four{r}"), 4)?);
+        install.delete(&format!("four{r}"), 4)?;
+    }
+    let one = Figure::durations("vm create --no-start, 1 alone", &one);
+    let four = Figure::durations("vm create --no-start, 4 at once (wall)", &four);
+    let ratio = Figure::ratio("4 at once / 1 alone (1.0 = no serialisation)", &four, &one);
+    figs.extend([one, four, ratio]);
+
+    eprintln!("daemon memory, idle and with 10 VMs defined");
+    install.ok(&["daemon", "restart"])?;
+    install.ok(&["vm", "list"])?;
+    let idle = sample_rss(&install)?;
+    install.create_stopped("mem", 10)?;
+    let ten = sample_rss(&install)?;
+    install.delete("mem", 10)?;
+    figs.push(Figure::new("daemon RSS, idle", Unit::Mib, idle));
+    figs.push(Figure::new("daemon RSS, 10 VMs defined", Unit::Mib, ten));
+
+    let n = opts.list_vms;
+    eprintln!("vm list --output json with {n} VMs");
+    for batch in 0..n.div_ceil(10) {
+        install.create_stopped(&format!("l{batch}"), 10.min(n - batch * 10))?;
+    }
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&install.ok(&["vm", "list", "--output", "json"])?)
+            .map_err(|e| e.to_string())?;
+    if listed.len() != n {
+        return Err(format!("vm list shows {} VMs, not {n}", listed.len()));
+    }
+    let mut list = Vec::new();
+    for _ in 0..runs.max(5) {
+        list.push(install.timed(&["vm", "list", "--output", "json"])?);
+    }
+    figs.push(Figure::durations(
+        &format!("vm list --output json, {n} VMs (CLI round trip)"),
+        &list,
+    ));
+    install.ok(&["daemon", "stop"])?;
+
+    let report = figures::report(&figs, runs, opts.quick, &accel);
+    print!("{}", figures::table(&figs, runs, &accel));
+    let path = figures::write_json(&opts.out, &report)?;
+    println!("written: {}", path.display());
+    Ok(())
+}
+
+/// Five samples of the daemon's RSS 100 ms apart, in MiB.
+fn sample_rss(install: &Install) -> Result<Vec<f64>, String> {
+    (0..5)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            install.daemon_rss_kib().map(|k| k / 1024.0)
+        })
+        .collect()
+}

@@ -1,0 +1,148 @@
+//! The control plane: parallel creates, a killed daemon's VMs adopted by
+//! the next one, prune, doctor.
+
+use std::process::Output;
+
+use crate::common::{Env, kill, stderr};
+use crate::support::{Leftovers, Scenario, assert_log_lacks, code, leftovers, show, text};
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario::new("three-creates-at-once-get-distinct-addresses", parallel),
+        Scenario::new("doctor-reports-a-real-kvm-probe", doctor),
+        Scenario::new("sigkilled-daemons-vms-are-adopted", adoption).global(),
+        Scenario::new("prune-deletes-only-what-is-not-running", prune).global(),
+    ]
+}
+
+/// Three creates started together all boot, with distinct addresses.
+fn parallel(env: &Env) {
+    env.ok(&["daemon", "start"]);
+    let outs: Vec<Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..=3)
+            .map(|n| s.spawn(move || env.banger(&["vm", "create", &format!("--name=par-{n}")])))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for out in &outs {
+        assert!(out.status.success(), "{}", stderr(out));
+    }
+    let mut ips: Vec<String> = (1..=3)
+        .map(|n| {
+            show(env, &format!("par-{n}"))["ip"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 3, "{ips:?}");
+    for n in 1..=3 {
+        let name = format!("par-{n}");
+        assert_eq!(
+            env.ok(&["vm", "ssh", &name, "--", "hostname"]),
+            format!("{name}\n")
+        );
+        env.ok(&["vm", "delete", "-f", &name]);
+    }
+    assert_eq!(leftovers(env), Leftovers::none());
+}
+
+/// A SIGKILLed daemon leaves its VMs running; the next command starts a
+/// new daemon that adopts them, and they still answer SSH. With its SSH
+/// server stopped, the guest still stops cleanly on the power button.
+fn adoption(env: &Env) {
+    env.ok(&["vm", "create", "--name", "survivor", "--nat"]);
+    let before = show(env, "survivor");
+    let pid = env.daemon_pid().unwrap();
+    kill(pid, libc::SIGKILL);
+    banger_testutil::wait_until(std::time::Duration::from_secs(5), || {
+        !banger_sys::pid_alive(pid)
+    });
+
+    let after = show(env, "survivor");
+    assert_ne!(
+        env.daemon_pid(),
+        Some(pid),
+        "a new daemon must have started"
+    );
+    assert_eq!(after["state"], "running");
+    assert_eq!(after["pid"], before["pid"]);
+    assert_eq!(
+        leftovers(env).rules.len(),
+        3,
+        "NAT rules lost with the daemon"
+    );
+    assert_eq!(
+        env.ok(&["vm", "ssh", "survivor", "--", "cat", "/etc/hostname"]),
+        "survivor\n"
+    );
+    env.ok(&[
+        "vm",
+        "ssh",
+        "survivor",
+        "--",
+        "systemctl",
+        "stop",
+        "ssh.socket",
+        "ssh.service",
+    ]);
+    assert_eq!(env.ok(&["vm", "stop", "survivor"]), "survivor stopped\n");
+    assert_log_lacks(env, "killing it", "the stop had to kill the VM");
+    leftovers(env).assert_nothing_running();
+    env.ok(&["vm", "delete", "survivor"]);
+    assert_eq!(leftovers(env), Leftovers::none());
+}
+
+/// `vm prune` asks first (and deletes nothing when not told yes); `-f`
+/// deletes every VM that is not running (never started, or stopped) and
+/// leaves the running one.
+fn prune(env: &Env) {
+    env.ok(&["vm", "create", "--name", "busy"]);
+    env.ok(&["vm", "create", "--no-start", "--name", "idle-1"]);
+    env.ok(&["vm", "create", "--name", "idle-2"]);
+    env.ok(&["vm", "stop", "idle-2"]);
+
+    let asked = env.banger(&["vm", "prune"]);
+    assert_eq!(code(&asked), Some(1), "{}", stderr(&asked));
+    assert!(stderr(&asked).contains("idle-1"), "{}", stderr(&asked));
+    assert_eq!(text(&asked), "nothing deleted\n");
+
+    let mut pruned: Vec<String> = env
+        .ok(&["vm", "prune", "-f"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    pruned.sort();
+    assert_eq!(pruned, ["vm idle-1 deleted", "vm idle-2 deleted"]);
+    let left: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(&["vm", "list", "-o", "json"])).unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["name"], "busy");
+    assert_eq!(env.ok(&["vm", "prune", "-f"]), "no stopped vms\n");
+    env.ok(&["vm", "delete", "-f", "busy"]);
+    assert_eq!(leftovers(env), Leftovers::none());
+}
+
+/// `banger doctor` reports the KVM probe's verdict with its reason, and
+/// guests run under KVM exactly when the probe boot reached userspace.
+fn doctor(env: &Env) {
+    let report: serde_json::Value =
+        serde_json::from_str(&env.ok(&["doctor", "-o", "json"])).unwrap();
+    let checks = report["checks"].as_array().unwrap();
+    let kvm = checks.iter().find(|c| c["name"] == "kvm").unwrap();
+    assert!(!kvm["detail"].as_str().unwrap().is_empty(), "{report}");
+    let expected = if kvm["ok"] == true { "kvm" } else { "tcg" };
+    assert_eq!(report["accel"], expected, "{report}");
+    for tool in ["qemu-system-x86_64", "mke2fs", "ssh", "ip", "iptables"] {
+        let c = checks.iter().find(|c| c["name"] == tool).unwrap();
+        assert_eq!(c["ok"], true, "{tool}: {c}");
+    }
+    // The verdict is cached for this host boot.
+    let cached: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.path("cache/kvm-probe.json")).unwrap()).unwrap();
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    assert_eq!(cached["boot_id"], boot_id.trim());
+    assert_eq!(cached["usable"], kvm["ok"]);
+}

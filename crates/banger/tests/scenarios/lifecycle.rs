@@ -1,0 +1,191 @@
+//! A VM's life as a user drives it: run, create, SSH, stop, start, resize,
+//! delete.
+
+use crate::common::{Env, stderr};
+use crate::support::{
+    Leftovers, Scenario, assert_log_lacks, assert_no_runtime_files, code, fails, leftovers, show,
+    text,
+};
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario::new("run-rm-passes-output-and-exit-code", run_rm),
+        Scenario::new("run-without-rm-keeps-the-vm-for-ssh", run_kept),
+        Scenario::new("create-ssh-stop-start-keeps-data", keeps_data),
+        Scenario::new("set-changes-vcpus-and-memory", set_shape),
+        Scenario::new("nat-rules-exist-only-while-running", nat_rules),
+    ]
+}
+
+/// `vm run --rm` prints the command's output, passes its exit code back,
+/// and leaves no VM, tap, NAT rule, VMM process or VM directory behind.
+fn run_rm(env: &Env) {
+    let out = env.banger(&[
+        "vm",
+        "run",
+        "--rm",
+        "--name",
+        "e2e-run",
+        "--",
+        "cat",
+        "/etc/hostname",
+    ]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(text(&out), "e2e-run\n");
+
+    let out = env.banger(&["vm", "run", "--rm", "--nat", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(code(&out), Some(7), "{}", stderr(&out));
+
+    assert_eq!(leftovers(env), Leftovers::none());
+}
+
+/// Without `--rm` the VM stays up after its command; it answers `vm ssh`;
+/// deleting it while it runs needs `-f`.
+fn run_kept(env: &Env) {
+    let out = env.banger(&["vm", "run", "--name", "kept", "--", "true"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(show(env, "kept")["state"], "running");
+    assert_eq!(
+        env.ok(&["vm", "ssh", "kept", "--", "cat", "/etc/hostname"]),
+        "kept\n"
+    );
+    let refused = fails(env, &["vm", "delete", "kept"]);
+    assert!(refused.contains("is running"), "{refused}");
+    env.ok(&["vm", "delete", "-f", "kept"]);
+    assert_eq!(leftovers(env), Leftovers::none());
+}
+
+/// The first SSH connection ever made with banger's known_hosts is strict
+/// and succeeds (no trust on first use); files written before a stop, on
+/// the work disk and in the overlay, are there after the next start; the
+/// console log spans both boots; delete drops the known_hosts entry.
+fn keeps_data(env: &Env) {
+    env.ok(&["vm", "create", "--name", "keeper"]);
+    let vm = show(env, "keeper");
+    assert_eq!(vm["state"], "running");
+    let ip = vm["ip"].as_str().unwrap().to_owned();
+
+    let kh = env.path("state/ssh/known_hosts");
+    let key = env.path("state/ssh/id_ed25519");
+    let first = env.in_netns(
+        "ssh",
+        &[
+            "-i",
+            &key.to_string_lossy(),
+            "-o",
+            &format!("UserKnownHostsFile={}", kh.display()),
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            &format!("root@{ip}"),
+            "true",
+        ],
+    );
+    assert!(first.status.success(), "first ssh: {}", stderr(&first));
+
+    env.ok(&[
+        "vm",
+        "ssh",
+        "keeper",
+        "--",
+        "sh",
+        "-c",
+        "echo on-work-disk > /root/kept && echo in-overlay > /etc/banger-kept",
+    ]);
+    assert_eq!(env.ok(&["vm", "stop", "keeper"]), "keeper stopped\n");
+    assert_log_lacks(env, "did not power off", "the guest ignored its poweroff");
+    leftovers(env).assert_nothing_running();
+    assert_no_runtime_files(env, "keeper");
+    assert_eq!(show(env, "keeper")["state"], "stopped");
+
+    env.ok(&["vm", "start", "keeper"]);
+    let console = env.ok(&["vm", "logs", "keeper"]);
+    assert_eq!(
+        console
+            .matches("banger-init: switching to /sbin/init")
+            .count(),
+        2,
+        "{console}"
+    );
+    assert_eq!(
+        env.ok(&[
+            "vm",
+            "ssh",
+            "keeper",
+            "--",
+            "cat",
+            "/root/kept",
+            "/etc/banger-kept"
+        ]),
+        "on-work-disk\nin-overlay\n"
+    );
+    env.ok(&["vm", "delete", "-f", "keeper"]);
+    assert_eq!(leftovers(env), Leftovers::none());
+    let kh_text = std::fs::read_to_string(&kh).unwrap();
+    assert!(!kh_text.contains(&ip), "known_hosts keeps {ip}: {kh_text}");
+}
+
+/// `vm set` resizes a stopped VM (and only a stopped one); the guest sees
+/// the new vCPU count and memory; the work disk never shrinks.
+fn set_shape(env: &Env) {
+    env.ok(&[
+        "vm",
+        "create",
+        "--no-start",
+        "--name",
+        "shape",
+        "--vcpu",
+        "1",
+        "--memory",
+        "512M",
+    ]);
+    assert_eq!(
+        env.ok(&["vm", "set", "shape", "--vcpu", "2", "--memory", "1G"]),
+        "shape: 2 vCPU, 1024 MiB, work disk 8.0 GiB\n"
+    );
+    let shrink = fails(env, &["vm", "set", "shape", "--disk-size", "1G"]);
+    assert!(shrink.contains("can only grow"), "{shrink}");
+
+    env.ok(&["vm", "start", "shape"]);
+    let out = env.ok(&[
+        "vm",
+        "ssh",
+        "shape",
+        "--",
+        "sh",
+        "-c",
+        "nproc; awk '/MemTotal/ {print $2}' /proc/meminfo",
+    ]);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("2"), "{out}");
+    let mem_kib: u64 = lines.next().unwrap().parse().unwrap();
+    assert!(
+        (900 * 1024..=1024 * 1024).contains(&mem_kib),
+        "MemTotal {mem_kib} KiB for a 1 GiB VM"
+    );
+    let busy = fails(env, &["vm", "set", "shape", "--vcpu", "1"]);
+    assert!(busy.contains("is running"), "{busy}");
+    env.ok(&["vm", "delete", "-f", "shape"]);
+    assert_eq!(leftovers(env), Leftovers::none());
+}
+
+/// `--nat` adds MASQUERADE and FORWARD rules for that VM only while it
+/// runs; a VM without `--nat` beside it adds none.
+fn nat_rules(env: &Env) {
+    env.ok(&["vm", "create", "--name", "natted", "--nat"]);
+    env.ok(&["vm", "create", "--no-start", "--name", "plain"]);
+    let id = show(env, "natted")["id"].as_str().unwrap().to_owned();
+    let rules = leftovers(env).rules;
+    assert_eq!(rules.len(), 3, "NAT rules while running: {rules:?}");
+    assert!(
+        rules.iter().all(|r| r.contains(&format!("banger:{id}"))),
+        "{rules:?}"
+    );
+    assert!(rules.iter().any(|r| r.contains("MASQUERADE")), "{rules:?}");
+    env.ok(&["vm", "stop", "natted"]);
+    assert_eq!(leftovers(env).rules, Vec::<String>::new());
+    env.ok(&["vm", "delete", "natted"]);
+    env.ok(&["vm", "delete", "plain"]);
+    assert_eq!(leftovers(env), Leftovers::none());
+}

@@ -1,0 +1,230 @@
+//! What scenarios share: their shape, what a VM leaves behind, and the
+//! context printed when one fails.
+
+use std::path::Path;
+use std::process::Output;
+
+use crate::common::{Env, stderr};
+
+/// One scenario: a name, whether it must run alone, and its body, which
+/// panics (asserts) on failure.
+pub struct Scenario {
+    pub name: &'static str,
+    /// Acts on every VM or on the daemon: run alone, after the pool.
+    pub global: bool,
+    /// Gets a private copy of the artifact cache, which it may break.
+    pub own_cache: bool,
+    pub run: fn(&Env),
+}
+
+impl Scenario {
+    pub const fn new(name: &'static str, run: fn(&Env)) -> Self {
+        Self {
+            name,
+            global: false,
+            own_cache: false,
+            run,
+        }
+    }
+
+    pub const fn global(mut self) -> Self {
+        self.global = true;
+        self
+    }
+
+    pub const fn own_cache(mut self) -> Self {
+        self.own_cache = true;
+        self
+    }
+}
+
+pub fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn code(out: &Output) -> Option<i32> {
+    out.status.code()
+}
+
+pub fn show(env: &Env, vm: &str) -> serde_json::Value {
+    serde_json::from_str(&env.ok(&["vm", "show", vm])).unwrap()
+}
+
+/// Runs banger, insists it failed, and returns its stderr.
+pub fn fails(env: &Env, args: &[&str]) -> String {
+    let out = env.banger(args);
+    assert!(
+        !out.status.success(),
+        "banger {args:?} should have failed; printed: {}",
+        text(&out)
+    );
+    stderr(&out)
+}
+
+/// The daemon log, checked not to contain `needle`.
+pub fn assert_log_lacks(env: &Env, needle: &str, why: &str) {
+    let log = std::fs::read_to_string(env.log()).unwrap();
+    assert!(
+        !log.contains(needle),
+        "{why}: the log says {needle:?}:\n{log}"
+    );
+}
+
+/// The transient files a running VM has and a stopped one must not.
+pub fn assert_no_runtime_files(env: &Env, vm: &str) {
+    let id = show(env, vm)["id"].as_str().unwrap().to_owned();
+    let dir = env.path(&format!("state/vms/{id}"));
+    for file in ["handles.json", "vmm.pid", "vmm.sock"] {
+        assert!(
+            !dir.join(file).exists(),
+            "{file} left in {} of a VM that is not running",
+            dir.display()
+        );
+    }
+}
+
+/// What VMs leave on the host, as seen from the installation's namespace.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Leftovers {
+    pub vms: String,
+    pub taps: Vec<String>,
+    pub rules: Vec<String>,
+    pub vm_dirs: Vec<String>,
+    pub vmm_processes: Vec<u32>,
+}
+
+impl Leftovers {
+    pub fn none() -> Self {
+        Self {
+            vms: "[]\n".to_owned(),
+            taps: Vec::new(),
+            rules: Vec::new(),
+            vm_dirs: Vec::new(),
+            vmm_processes: Vec::new(),
+        }
+    }
+
+    /// No tap, rule or VMM process: what a stopped or failed VM may leave.
+    pub fn assert_nothing_running(&self) {
+        assert!(
+            self.taps.is_empty() && self.rules.is_empty() && self.vmm_processes.is_empty(),
+            "a stopped VM left these running: {self:?}"
+        );
+    }
+}
+
+pub fn leftovers(env: &Env) -> Leftovers {
+    let ip_links = text(&env.in_netns("ip", &["-br", "link"]));
+    Leftovers {
+        vms: env.ok(&["vm", "list", "-o", "json"]),
+        taps: links(&ip_links, false),
+        rules: banger_rules(|table| text(&env.in_netns("iptables", &["-w", "-t", table, "-S"]))),
+        vm_dirs: std::fs::read_dir(env.path("state/vms"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        vmm_processes: banger_sys::process::groups_mentioning(
+            Path::new("/proc"),
+            &env.path("state/vms").to_string_lossy(),
+        ),
+    }
+}
+
+/// Links named like banger's: taps (`bgt...`) and, with `bridges`, the
+/// bridge, which a namespace keeps once made.
+fn links(ip_br_link: &str, bridges: bool) -> Vec<String> {
+    ip_br_link
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("bgt") || (bridges && n.starts_with("banger")))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn banger_rules(list: impl Fn(&str) -> String) -> Vec<String> {
+    ["filter", "nat"]
+        .iter()
+        .flat_map(|table| {
+            list(table)
+                .lines()
+                .filter(|l| l.contains("banger:"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The host namespace's banger links and rules, and this run's test
+/// namespaces still present.
+#[allow(clippy::disallowed_methods, reason = "the suite inspects the host")]
+pub fn host_network_leftovers() -> Vec<String> {
+    let run = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .map(|o| text(&o))
+            .unwrap_or_default()
+    };
+    let mut leaks: Vec<String> = links(&run("ip", &["-br", "link"]), true)
+        .into_iter()
+        .map(|t| format!("link {t} in the host namespace"))
+        .collect();
+    leaks.extend(
+        banger_rules(|table| run("iptables", &["-w", "-t", table, "-S"]))
+            .into_iter()
+            .map(|r| format!("host rule {r}")),
+    );
+    let ours = format!("bgtest-{}-", std::process::id());
+    leaks.extend(
+        run("ip", &["netns", "list"])
+            .lines()
+            .filter(|l| l.starts_with(&ours))
+            .map(|l| format!("network namespace {l}")),
+    );
+    leaks
+}
+
+/// The daemon log's tail and each VM's console tail: what a failing
+/// scenario prints so its cause can be read without rerunning it.
+pub fn failure_context(env: &Env) -> String {
+    let mut out = String::new();
+    let tail = |path: &Path, n: usize| {
+        std::fs::read_to_string(path).map_or_else(
+            |e| format!("    ({e})\n"),
+            |t| {
+                let lines: Vec<&str> = t.lines().collect();
+                lines[lines.len().saturating_sub(n)..]
+                    .iter()
+                    .map(|l| format!("    {l}\n"))
+                    .collect()
+            },
+        )
+    };
+    out.push_str(&format!("  daemon log tail ({}):\n", env.log().display()));
+    out.push_str(&tail(&env.log(), 25));
+    if let Ok(dirs) = std::fs::read_dir(env.path("state/vms")) {
+        for dir in dirs.flatten() {
+            let console = dir.path().join("console.log");
+            out.push_str(&format!("  console tail ({}):\n", console.display()));
+            out.push_str(&tail(&console, 15));
+        }
+    }
+    out
+}
+
+/// A cache of the scenario's own at `to`: hard links to the shared one's
+/// files, so a scenario may replace an artifact without touching others.
+pub fn link_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type().unwrap().is_dir() {
+            link_tree(&src, &dst);
+        } else if std::fs::hard_link(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
