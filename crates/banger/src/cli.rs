@@ -122,8 +122,9 @@ pub enum VmCommand {
         /// VM id, name, or an unambiguous prefix of either.
         vm: String,
     },
-    /// Stop a VM: sync its disks, power it off (ACPI, then ctrl-alt-del),
-    /// and kill it only if it does not stop in time. Disks are kept.
+    /// Stop a VM: power it off over SSH (which syncs its disks), then with
+    /// the ACPI power button, and kill it only if it does not stop in time.
+    /// Disks are kept.
     Stop {
         /// VM id, name, or an unambiguous prefix of either.
         vm: String,

@@ -92,7 +92,7 @@ pub async fn start(State(state): State<AppState>, VmRef(r): VmRef) -> Result<Jso
     blocking(&state, move |v| v.start(&r)).await.map(Json)
 }
 
-/// Stops a VM gracefully: guest sync, ACPI power-off, ctrl-alt-del, kill.
+/// Stops a VM gracefully: poweroff over SSH, the ACPI power button, kill.
 #[utoipa::path(post, path = "/v1/vms/{vm}/stop", operation_id = "stop_vm", tag = "vms",
     params(("vm" = String, Path, description = "VM id, name, or unambiguous prefix")),
     responses((status = 200, body = Vm), (status = "4XX", body = banger_api::ErrorBody)))]

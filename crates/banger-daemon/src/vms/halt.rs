@@ -13,8 +13,8 @@ use super::{Vms, failed, lock, not_running, ssh, stop_pid};
 use crate::error::{ApiError, error_chain};
 
 impl Vms {
-    /// Stops a VM gracefully: sync over SSH, ACPI power button, then
-    /// ctrl-alt-del, then kill, each phase bounded by the stop timeout.
+    /// Stops a VM gracefully: poweroff over SSH (which syncs), then the
+    /// ACPI power button, then kill, each phase bounded by the stop timeout.
     pub fn stop(&self, reference: &str) -> Result<Vm, ApiError> {
         self.halt(reference, true)
     }
@@ -37,7 +37,7 @@ impl Vms {
         })
     }
 
-    pub(super) fn graceful_stop(&self, vm: &VmRecord, h: &Handles) {
+    fn graceful_stop(&self, vm: &VmRecord, h: &Handles) {
         let files = self.files(&vm.id);
         let timeout = self.settings.stop_timeout;
         let gone = |limit: Duration| {
@@ -81,9 +81,8 @@ impl Vms {
         } else if gone(timeout) {
             return;
         }
-        // 3. Kill.
+        // 3. Kill: after_exit, which every halt ends with, does it.
         tracing::warn!(vm = %vm.name, "guest did not power off in time; killing it");
-        stop_pid(&*self.vmm, &files, h.pid);
     }
 
     /// Cleans up after a VMM is gone (or kills it first): NAT, tap,
