@@ -420,15 +420,50 @@ mod tests {
         (vms, vm)
     }
 
-    #[test]
-    fn a_failed_step_undoes_the_done_ones_in_reverse_and_records_the_error() {
+    /// A start of "web" whose step `fail` fails (nothing fails for
+    /// "nothing": then the fake VMM dies during boot).
+    struct FailedStart {
+        _dir: tempfile::TempDir,
+        vms: Arc<Vms>,
+        vm: VmRecord,
+        /// The error's message.
+        message: String,
+        /// Every network and VMM call, in order.
+        steps: Vec<String>,
+    }
+
+    fn failed_start(fail: &'static str) -> FailedStart {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::default();
-        let (vms, vm) = service(dir.path(), "add_nat", &log);
-        let err = vms.start("web").unwrap_err();
-        assert!(err.message.contains("made to fail"), "{}", err.message);
+        let (vms, vm) = service(dir.path(), fail, &log);
+        let message = vms.start("web").unwrap_err().message;
+        let steps = log.lock().unwrap().clone();
+        FailedStart {
+            _dir: dir,
+            vms,
+            vm,
+            message,
+            steps,
+        }
+    }
+
+    impl FailedStart {
+        /// No handles on disk or in memory, the VM in state `error`.
+        fn assert_recorded_and_released(&self) {
+            assert!(handles::read(&self.vms.vm_dir(&self.vm.id)).is_none());
+            assert!(self.vms.handles(&self.vm.id).is_none());
+            let stored = self.vms.db.get_vm(&self.vm.id).unwrap().unwrap();
+            assert_eq!(stored.state, "error");
+            assert_eq!(stored.last_error.as_deref(), Some(self.message.as_str()));
+        }
+    }
+
+    #[test]
+    fn a_failed_step_undoes_the_done_ones_in_reverse_and_records_the_error() {
+        let f = failed_start("add_nat");
+        assert!(f.message.contains("made to fail"), "{}", f.message);
         assert_eq!(
-            *log.lock().unwrap(),
+            f.steps,
             [
                 "ensure_bridge banger0",
                 "add_tap bgt0a1b2c3d4e5f",
@@ -437,22 +472,17 @@ mod tests {
                 "remove_tap bgt0a1b2c3d4e5f",
             ]
         );
-        let stored = vms.db.get_vm(&vm.id).unwrap().unwrap();
-        assert_eq!(stored.state, "error");
-        assert!(stored.last_error.unwrap().contains("made to fail"));
+        f.assert_recorded_and_released();
     }
 
     /// A tap off the bridge fails the start before the SSH wait, with the
     /// VMM's handles and the network undone.
     #[test]
     fn a_detached_tap_fails_the_start_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Log::default();
-        let (vms, vm) = service(dir.path(), "check_tap", &log);
-        let err = vms.start("web").unwrap_err();
-        assert!(err.message.contains("made to fail"), "{}", err.message);
+        let f = failed_start("check_tap");
+        assert!(f.message.contains("made to fail"), "{}", f.message);
         assert_eq!(
-            log.lock().unwrap()[3..],
+            f.steps[3..],
             [
                 "vmm start",
                 "check_tap bgt0a1b2c3d4e5f",
@@ -460,24 +490,19 @@ mod tests {
                 "remove_tap bgt0a1b2c3d4e5f",
             ]
         );
-        assert!(handles::read(&vms.vm_dir(&vm.id)).is_none());
-        assert!(vms.handles(&vm.id).is_none());
+        f.assert_recorded_and_released();
     }
 
     #[test]
     fn a_vmm_that_dies_while_booting_is_rolled_back_with_its_handles() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Log::default();
-        let (vms, vm) = service(dir.path(), "nothing", &log);
-        let err = vms.start("web").unwrap_err();
+        let f = failed_start("nothing");
         assert!(
-            err.message
-                .contains("stopped before its SSH server answered"),
+            f.message.contains("stopped before its SSH server answered"),
             "{}",
-            err.message
+            f.message
         );
         assert_eq!(
-            *log.lock().unwrap(),
+            f.steps,
             [
                 "ensure_bridge banger0",
                 "add_tap bgt0a1b2c3d4e5f",
@@ -488,9 +513,7 @@ mod tests {
                 "remove_tap bgt0a1b2c3d4e5f",
             ]
         );
-        assert!(handles::read(&vms.vm_dir(&vm.id)).is_none());
-        assert!(vms.handles(&vm.id).is_none());
-        assert_eq!(vms.db.get_vm(&vm.id).unwrap().unwrap().state, "error");
+        f.assert_recorded_and_released();
     }
 
     #[test]
