@@ -42,11 +42,20 @@ pub fn write(init: &Path, out: &Path) -> Result<(), BuildError> {
     }
     entry(&mut archive, ino, "init", 0o100_755, (0, 0), &binary);
     entry(&mut archive, 0, "TRAILER!!!", 0, (0, 0), &[]);
-    let tmp = out.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
-    file.write_all(&archive).map_err(io_err("write", &tmp))?;
-    file.sync_all().map_err(io_err("sync", &tmp))?;
-    std::fs::rename(&tmp, out).map_err(io_err("rename", out))
+    // Daemons of several installations may share the cache: each writes
+    // its own temporary file so none can truncate another's mid-rename.
+    let tmp = out.with_extension(format!("tmp-{:08x}", rand::random::<u32>()));
+    let written = std::fs::File::create(&tmp)
+        .map_err(io_err("create", &tmp))
+        .and_then(|mut file| {
+            file.write_all(&archive).map_err(io_err("write", &tmp))?;
+            file.sync_all().map_err(io_err("sync", &tmp))
+        })
+        .and_then(|()| std::fs::rename(&tmp, out).map_err(io_err("rename", out)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Whether a 64-bit little-endian ELF has no program interpreter (no

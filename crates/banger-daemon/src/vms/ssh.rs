@@ -14,6 +14,9 @@ use banger_sys::{Cancel, Cmd, RunError, Runner};
 #[derive(Debug)]
 pub struct SshFiles {
     dir: PathBuf,
+    /// Serialises the first key generation: parallel first creates must
+    /// agree on one key pair, not install halves of different ones.
+    identity_lock: Mutex<()>,
     /// Serialises known_hosts rewrites.
     known_hosts_lock: Mutex<()>,
 }
@@ -23,6 +26,7 @@ impl SshFiles {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
+            identity_lock: Mutex::new(()),
             known_hosts_lock: Mutex::new(()),
         }
     }
@@ -39,6 +43,12 @@ impl SshFiles {
 
     /// Creates the client key pair when missing.
     pub fn ensure_identity(&self, runner: &Arc<dyn Runner>) -> Result<(), String> {
+        // Held across one ssh-keygen, once per installation; later calls
+        // only check that the files exist.
+        let _guard = self
+            .identity_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = self.identity();
         if key.exists() && pub_of(&key).exists() {
             return Ok(());
@@ -242,6 +252,47 @@ mod tests {
         files.unpin("cc").unwrap();
         assert_eq!(std::fs::read_to_string(files.known_hosts()).unwrap(), "");
         assert!(files.pin("dd", "x", ip, "garbage").is_err());
+    }
+
+    /// Writes a numbered key pair after a pause long enough for every
+    /// caller to be inside `ensure_identity` at once.
+    #[derive(Debug, Default)]
+    struct SlowKeygen {
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Runner for SlowKeygen {
+        fn run(&self, cmd: &Cmd, _log: &Path, _cancel: &Cancel) -> Result<(), RunError> {
+            let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(50));
+            let path = PathBuf::from(cmd.args.last().expect("-f <path>"));
+            std::fs::write(&path, format!("private {n}")).unwrap();
+            std::fs::write(pub_of(&path), format!("public {n}")).unwrap();
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn parallel_first_calls_generate_one_key_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = SshFiles::new(dir.path().join("ssh"));
+        let keygen = Arc::new(SlowKeygen::default());
+        let runner: Arc<dyn Runner> = keygen.clone();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| files.ensure_identity(&runner).unwrap());
+            }
+        });
+        assert_eq!(keygen.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let private = std::fs::read_to_string(files.identity()).unwrap();
+        assert_eq!(private, "private 0");
+        assert_eq!(files.public_key().unwrap(), "public 0");
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("ssh"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("id_tmp"))
+            .collect();
+        assert!(left.is_empty(), "temporary keys left: {left:?}");
     }
 
     #[test]
