@@ -18,7 +18,7 @@ pub use artifact::{
     CatalogEntry, Image, ImportRequest, Kernel, MAX_WAIT_MS, Operation, OperationKind,
     OperationQuery, OperationStage, OperationState, PullRequest,
 };
-pub use doctor::{Check, DoctorReport};
+pub use doctor::{Check, CheckStatus, DoctorReport};
 pub use error::{ErrorBody, ErrorCode};
 pub use ping::Ping;
 pub use shutdown::{ShutdownAccepted, ShutdownRequest};

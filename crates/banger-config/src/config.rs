@@ -87,6 +87,36 @@ pub struct Config {
     pub boot_timeout_secs: u64,
     /// How long a stop waits for the guest to power off before killing it.
     pub stop_timeout_secs: u64,
+    /// Which VMM runs guests: `auto` (Firecracker when it is installed and
+    /// KVM is usable, else QEMU), `qemu` or `firecracker`.
+    pub vmm: VmmChoice,
+    /// The Firecracker binary (a name looked up on PATH, or a path).
+    pub firecracker_bin: String,
+    /// The jailer binary; empty runs Firecracker without it.
+    pub jailer_bin: String,
+}
+
+/// Which VMM runs guests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmmChoice {
+    /// Firecracker when installed and KVM is usable, else QEMU.
+    Auto,
+    /// QEMU microvm.
+    Qemu,
+    /// Firecracker; VMs fail to create where KVM is unusable.
+    Firecracker,
+}
+
+impl VmmChoice {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Qemu => "qemu",
+            Self::Firecracker => "firecracker",
+        }
+    }
 }
 
 /// How guests' CPUs are run.
@@ -112,6 +142,9 @@ impl Default for Config {
             accel: Accel::Auto,
             boot_timeout_secs: 180,
             stop_timeout_secs: 60,
+            vmm: VmmChoice::Auto,
+            firecracker_bin: "firecracker".to_owned(),
+            jailer_bin: String::new(),
         }
     }
 }
@@ -136,6 +169,9 @@ impl Config {
         ("accel", "\"auto\""),
         ("boot_timeout_secs", "180"),
         ("stop_timeout_secs", "60"),
+        ("vmm", "\"auto\""),
+        ("firecracker_bin", "\"firecracker\""),
+        ("jailer_bin", "\"\""),
     ];
 
     /// Loads `path`; a missing file gives the defaults.
@@ -214,6 +250,17 @@ impl Config {
                     self.daemon_start_timeout_secs
                 ),
             });
+        }
+        for (key, bin, may_be_empty) in [
+            ("firecracker_bin", &self.firecracker_bin, false),
+            ("jailer_bin", &self.jailer_bin, true),
+        ] {
+            if bin.is_empty() && !may_be_empty {
+                return Err(value(key, "must name a binary".to_owned()));
+            }
+            if bin.chars().any(char::is_control) {
+                return Err(value(key, "must not contain control characters".to_owned()));
+            }
         }
         let mirror = &self.debian_mirror;
         let scheme_ok = ["http://", "https://", "file:/"]
@@ -362,6 +409,28 @@ mod tests {
             .to_string();
         assert!(err.contains("`daemon_start_timeout_secs`"), "{err}");
         assert!(err.contains("between 1 and 600"), "{err}");
+    }
+
+    #[test]
+    fn vmm_keys_parse_and_refuse_what_cannot_be_a_choice_or_binary() {
+        let ok = parse("vmm = \"firecracker\"\njailer_bin = \"/usr/bin/jailer\"\n").unwrap();
+        assert_eq!(ok.config.vmm, VmmChoice::Firecracker);
+        assert_eq!(ok.config.jailer_bin, "/usr/bin/jailer");
+        assert_eq!(ok.config.firecracker_bin, "firecracker");
+        let err = parse("vmm = \"kvmtool\"\n").unwrap_err().to_string();
+        assert!(err.contains("`vmm`") && err.contains("kvmtool"), "{err}");
+        let err = parse("firecracker_bin = \"\"\n").unwrap_err().to_string();
+        assert!(
+            err.contains("`firecracker_bin`") && err.contains("must name a binary"),
+            "{err}"
+        );
+        let err = parse("jailer_bin = \"jail\\ner\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`jailer_bin`") && err.contains("control"),
+            "{err}"
+        );
     }
 
     #[test]

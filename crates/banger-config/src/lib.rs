@@ -9,5 +9,5 @@
 pub mod config;
 pub mod layout;
 
-pub use config::{Accel, Config, ConfigError, LogLevel};
+pub use config::{Accel, Config, ConfigError, LogLevel, VmmChoice};
 pub use layout::{Layout, LayoutError};

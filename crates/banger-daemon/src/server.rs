@@ -101,6 +101,9 @@ impl DaemonOptions {
                 boot_timeout: Duration::from_secs(config.boot_timeout_secs),
                 stop_timeout: Duration::from_secs(config.stop_timeout_secs),
                 qemu: PathBuf::from("qemu-system-x86_64"),
+                vmm: config.vmm,
+                firecracker: PathBuf::from(&config.firecracker_bin),
+                jailer: (!config.jailer_bin.is_empty()).then(|| PathBuf::from(&config.jailer_bin)),
                 init_bin: crate::vms::find_init_bin(),
             },
             vmm: None,
@@ -180,31 +183,37 @@ impl Daemon {
         artifacts.sweep();
         artifacts.register_cached_images();
         let runner = options.runner;
-        let vmm = options.vmm.unwrap_or_else(|| {
-            Arc::new(banger_vmm::qemu::Qemu::new(
-                options.vm.qemu.clone(),
-                runner.clone(),
-            ))
-        });
+        let (vmm, other_vmms) = match options.vmm {
+            Some(vmm) => (vmm, Vec::new()),
+            None => crate::vms::choose_vmm(&options.vm, layout, &runner),
+        };
+        tracing::info!(
+            vmm = vmm.name(),
+            config = options.vm.vmm.as_str(),
+            "VMM driver chosen"
+        );
         let net = options.net.unwrap_or_else(|| {
             Arc::new(banger_net::HostNetwork::new(
                 runner.clone(),
                 layout.state_dir.join("net.log"),
             ))
         });
-        let vms = Arc::new(crate::vms::Vms::new(
-            crate::vms::Parts {
-                db: &store,
-                ops: &ops,
-                artifacts: &artifacts,
-                cache_dir: &layout.cache_dir,
-                state_dir: &layout.state_dir,
-            },
-            runner,
-            vmm,
-            net,
-            options.vm,
-        ));
+        let vms = Arc::new(
+            crate::vms::Vms::new(
+                crate::vms::Parts {
+                    db: &store,
+                    ops: &ops,
+                    artifacts: &artifacts,
+                    cache_dir: &layout.cache_dir,
+                    state_dir: &layout.state_dir,
+                },
+                runner,
+                vmm,
+                net,
+                options.vm,
+            )
+            .with_other_vmms(other_vmms),
+        );
         // VMMs outlive daemons: find the ones still running before serving.
         {
             let vms = vms.clone();

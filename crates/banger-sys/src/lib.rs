@@ -10,6 +10,7 @@
 
 pub mod host;
 pub mod lock;
+pub mod mount;
 pub mod process;
 pub mod run;
 

@@ -148,6 +148,42 @@ pub fn cmdline_mentions(pid: u32, needle: &Path) -> bool {
         .is_ok_and(|c| !needle.is_empty() && c.windows(needle.len()).any(|w| w == needle))
 }
 
+/// The command name (`/proc/<pid>/comm`) of `pid`, read from `proc_root`.
+pub fn comm_in(proc_root: &Path, pid: u32) -> Option<String> {
+    std::fs::read_to_string(proc_root.join(pid.to_string()).join("comm"))
+        .ok()
+        .map(|c| c.trim_end_matches('\n').to_owned())
+}
+
+/// Whether `pid` (read from `proc_root`) is a live process named `comm`
+/// whose argument list holds `flag` immediately followed by `value`.
+pub fn has_arg_pair(proc_root: &Path, pid: u32, comm: &str, flag: &str, value: &Path) -> bool {
+    let value = value.as_os_str().as_encoded_bytes();
+    comm_in(proc_root, pid).as_deref() == Some(comm)
+        && std::fs::read(proc_root.join(pid.to_string()).join("cmdline")).is_ok_and(|c| {
+            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+            args.windows(2)
+                .any(|w| w[0] == flag.as_bytes() && w[1] == value)
+        })
+        && pid_alive_in(proc_root, pid)
+}
+
+/// The live processes (read from `proc_root`) named `comm` whose argument
+/// list holds `flag` immediately followed by `value`: a VMM found by the
+/// socket path on its command line.
+pub fn find_by_arg(proc_root: &Path, comm: &str, flag: &str, value: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(proc_root) else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| has_arg_pair(proc_root, *pid, comm, flag, value))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
 /// SIGKILLs `pid`.
 pub fn kill(pid: u32) {
     signal(pid, libc::SIGKILL);
@@ -242,6 +278,54 @@ mod tests {
         let proc = fake_proc(43, "43 (bangerd) Z 1 43 43 0 -1");
         assert!(!pid_alive_in(proc.path(), 43));
         assert!(!pid_alive_in(proc.path(), 44));
+    }
+
+    #[test]
+    fn find_by_arg_wants_the_comm_the_flag_value_pair_and_a_live_process() {
+        let proc = tempfile::tempdir().unwrap();
+        let add = |pid: u32, comm: &str, cmdline: &[u8], state: &str| {
+            let dir = proc.path().join(pid.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("comm"), format!("{comm}\n")).unwrap();
+            std::fs::write(dir.join("cmdline"), cmdline).unwrap();
+            std::fs::write(dir.join("stat"), format!("{pid} ({comm}) {state} 1 {pid}")).unwrap();
+        };
+        let sock = Path::new("/s/vms/ab/vmm.sock");
+        add(
+            20,
+            "firecracker",
+            b"firecracker\0--api-sock\0/s/vms/ab/vmm.sock\0",
+            "S",
+        );
+        // Another VM's socket, whose path merely starts the same way.
+        add(
+            21,
+            "firecracker",
+            b"firecracker\0--api-sock\0/s/vms/ab/vmm.sock2\0",
+            "S",
+        );
+        // The path as a value of another flag.
+        add(
+            22,
+            "firecracker",
+            b"firecracker\0--log\0/s/vms/ab/vmm.sock\0",
+            "S",
+        );
+        // A pid reused by something else that mentions the socket.
+        add(23, "sh", b"sh\0--api-sock\0/s/vms/ab/vmm.sock\0", "S");
+        // A dead (zombie) VMM.
+        add(
+            24,
+            "firecracker",
+            b"firecracker\0--api-sock\0/s/vms/ab/vmm.sock\0",
+            "Z",
+        );
+        assert_eq!(
+            find_by_arg(proc.path(), "firecracker", "--api-sock", sock),
+            [20]
+        );
+        assert_eq!(comm_in(proc.path(), 23).as_deref(), Some("sh"));
+        assert_eq!(comm_in(proc.path(), 99), None);
     }
 
     #[test]

@@ -45,12 +45,17 @@ pub fn stopped_vm(id: &str, name: &str, image: &str) -> banger_store::VmRecord {
     }
 }
 
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// Whether the test may do what only root can. Where it cannot, the test
 /// is skipped with a message locally but fails when `CI` is set, so a CI run
 /// never counts a skipped test as passing.
 pub fn have_root(test: &str) -> bool {
-    // SAFETY: geteuid cannot fail and touches no memory.
-    if unsafe { libc::geteuid() } == 0 {
+    if is_root() {
         return true;
     }
     assert!(

@@ -5,11 +5,14 @@
 //!   tell whether a recorded pid is still that VM.
 //! - [`qemu`]: `qemu-system-x86_64 -M microvm`, controlled over QMP
 //!   ([`qmp`]).
+//! - [`firecracker`]: Firecracker over its REST API, plain or under its
+//!   jailer.
 //! - [`probe`]: whether KVM can really run a guest here.
 //!
 //! Every file a VMM keeps lives in the VM's directory ([`VmFiles`]), so a
 //! VM's leftovers are found, and removed, by that one path.
 
+pub mod firecracker;
 pub mod probe;
 pub mod qemu;
 pub mod qmp;
@@ -111,6 +114,23 @@ impl VmFiles {
         self.dir.join("vmm.log")
     }
 
+    /// The VMM's own log, where it has one besides its output
+    /// (Firecracker's logger).
+    pub fn logger(&self) -> PathBuf {
+        self.dir.join("vmm-logger.log")
+    }
+
+    /// The VMM's metrics (Firecracker's, flushed as JSON lines).
+    pub fn metrics(&self) -> PathBuf {
+        self.dir.join("metrics.json")
+    }
+
+    /// The host side of the guest's vsock device (Firecracker's hybrid
+    /// vsock), or a link to it.
+    pub fn vsock(&self) -> PathBuf {
+        self.dir.join("vsock.sock")
+    }
+
     /// The VMM's control socket.
     pub fn control_socket(&self) -> PathBuf {
         self.dir.join("vmm.sock")
@@ -121,10 +141,10 @@ impl VmFiles {
         self.dir.join("vmm.pid")
     }
 
-    /// Removes what only a running VMM needs (its control socket and
-    /// pidfile), which a killed VMM leaves behind. The logs stay.
+    /// Removes what only a running VMM needs (its sockets and pidfile),
+    /// which a killed VMM leaves behind. The logs stay.
     pub fn remove_transient(&self) -> std::io::Result<()> {
-        for path in [self.control_socket(), self.pidfile()] {
+        for path in [self.control_socket(), self.vsock(), self.pidfile()] {
             match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                 _ => {}
@@ -156,6 +176,34 @@ pub enum VmmError {
         /// The pid file.
         path: PathBuf,
     },
+    /// The VMM could not be spawned.
+    #[error("spawn the VMM")]
+    Spawn(#[source] banger_sys::SpawnError),
+    /// The VMM's API refused a configuration step; `fault` is its words.
+    #[error("{vmm} refused to {step}: {fault} (HTTP {status} on {method} {path})")]
+    Refused {
+        /// Which VMM.
+        vmm: &'static str,
+        /// What banger was doing.
+        step: String,
+        /// The request method.
+        method: &'static str,
+        /// The request path.
+        path: String,
+        /// The HTTP status.
+        status: u16,
+        /// The VMM's message.
+        fault: String,
+    },
+    /// Staging or removing a jail failed.
+    #[error("jail: {step}")]
+    Jail {
+        /// What was being done.
+        step: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
     /// Talking to the VMM's control socket failed.
     #[error("VMM control socket {}: {message}", socket.display())]
     Control {
@@ -172,8 +220,26 @@ pub trait Vmm: Send + Sync + std::fmt::Debug {
     /// The driver's name (`qemu`, `firecracker`).
     fn name(&self) -> &'static str;
 
+    /// The kernel file this VMM boots, as named in a kernel's directory:
+    /// `bzImage` for QEMU, the uncompressed `vmlinux` for Firecracker.
+    fn kernel_file(&self) -> &'static str;
+
     /// Starts the VM and returns its VMM's pid once the VMM is up.
     fn start(&self, spec: &BootSpec) -> Result<u32, VmmError>;
+
+    /// Finds the VM's VMM from what the OS and the VM's files say, when
+    /// the recorded pid is lost (a daemon killed between spawning the VMM
+    /// and writing its handles).
+    fn recover_pid(&self, files: &VmFiles) -> Option<u32>;
+
+    /// Removes what the VMM needed while it ran (sockets, pidfile, a
+    /// jail), once it is gone. The logs and disks stay.
+    fn release(&self, files: &VmFiles) -> Result<(), VmmError> {
+        files.remove_transient().map_err(|e| VmmError::Control {
+            socket: files.control_socket(),
+            message: format!("remove the VMM's sockets: {e}"),
+        })
+    }
 
     /// Asks the guest, through the VMM, to power off: the ACPI power
     /// button on QEMU (ctrl-alt-del on Firecracker, whose guests reboot
@@ -201,6 +267,7 @@ mod tests {
         let files = VmFiles::new(dir.path());
         for path in [
             files.control_socket(),
+            files.vsock(),
             files.pidfile(),
             files.console(),
             files.vmm_log(),
@@ -209,6 +276,7 @@ mod tests {
         }
         files.remove_transient().unwrap();
         assert!(!files.control_socket().exists() && !files.pidfile().exists());
+        assert!(!files.vsock().exists());
         assert!(files.console().exists() && files.vmm_log().exists());
         files.remove_transient().unwrap();
     }

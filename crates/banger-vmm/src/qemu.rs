@@ -31,6 +31,19 @@ impl Vmm for Qemu {
         "qemu"
     }
 
+    fn kernel_file(&self) -> &'static str {
+        "bzImage"
+    }
+
+    fn recover_pid(&self, files: &VmFiles) -> Option<u32> {
+        let pid = std::fs::read_to_string(files.pidfile())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        self.is_running(files, pid).then_some(pid)
+    }
+
     fn start(&self, spec: &BootSpec) -> Result<u32, VmmError> {
         let cmd = command(&self.binary, spec)?;
         let pidfile = spec.files.pidfile();

@@ -259,7 +259,8 @@ async fn logs(client: &Client, vm: &str, follow: bool) -> anyhow::Result<()> {
     }
 }
 
-/// `banger doctor`: exits 0 when guests can run, 1 otherwise.
+/// `banger doctor`: exits 0 when guests can run (no essential check
+/// failed), 1 otherwise.
 pub async fn doctor(ctx: &Ctx, output: OutputArg) -> anyhow::Result<ExitCode> {
     let report = ctx.daemon().await?.doctor().await?;
     match output.output {
@@ -269,7 +270,7 @@ pub async fn doctor(ctx: &Ctx, output: OutputArg) -> anyhow::Result<ExitCode> {
             for c in &report.checks {
                 text.push_str(&format!(
                     "{} {:<20} {}\n",
-                    if c.ok { "ok  " } else { "FAIL" },
+                    c.status.label(),
                     c.name,
                     c.detail
                 ));
@@ -280,8 +281,7 @@ pub async fn doctor(ctx: &Ctx, output: OutputArg) -> anyhow::Result<ExitCode> {
     let essential_ok = report
         .checks
         .iter()
-        .filter(|c| c.name != "kvm")
-        .all(|c| c.ok);
+        .all(|c| !c.essential || c.status != banger_api::CheckStatus::Fail);
     Ok(if essential_ok {
         ExitCode::SUCCESS
     } else {

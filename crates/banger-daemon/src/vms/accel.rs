@@ -68,21 +68,11 @@ impl Vms {
         if let Some(v) = cached.as_ref() {
             return v.clone();
         }
-        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
         let file = self.cache_dir.join("kvm-probe.json");
-        let from_file = std::fs::read(&file)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<ProbeCache>(&b).ok())
-            .filter(|c| !boot_id.is_empty() && c.boot_id == boot_id);
-        let verdict = match from_file {
-            Some(c) => KvmVerdict {
-                usable: c.usable,
-                reason: c.reason,
-            },
+        let verdict = match cached_kvm_verdict(&self.cache_dir) {
+            Some(v) => v,
             None => {
+                let boot_id = boot_id();
                 let dir = self.cache_dir.join("kvm-probe");
                 let _ = std::fs::create_dir_all(&dir);
                 let v = banger_vmm::probe::probe_kvm(
@@ -109,6 +99,26 @@ impl Vms {
         *cached = Some(verdict.clone());
         verdict
     }
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// The KVM probe's verdict recorded in `cache_dir` during this host boot.
+pub fn cached_kvm_verdict(cache_dir: &Path) -> Option<KvmVerdict> {
+    let boot_id = boot_id();
+    std::fs::read(cache_dir.join("kvm-probe.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<ProbeCache>(&b).ok())
+        .filter(|c| !boot_id.is_empty() && c.boot_id == boot_id)
+        .map(|c| KvmVerdict {
+            usable: c.usable,
+            reason: c.reason,
+        })
 }
 
 /// The KVM verdict, cached per host boot.

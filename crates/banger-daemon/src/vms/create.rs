@@ -87,6 +87,7 @@ impl Vms {
         if op.cancel.is_cancelled() {
             return Err(failed("cancelled"));
         }
+        self.check_vmm_can_boot(&kernel)?;
         stage(2, "reserving name and address");
         let record = self.reserve(spec, &image, &kernel)?;
         let vm_lock = self.vm_lock(&record.id);

@@ -39,11 +39,12 @@ impl Vms {
 
     fn graceful_stop(&self, vm: &VmRecord, h: &Handles) {
         let files = self.files(&vm.id);
+        let vmm = self.driver(&h.vmm);
         let timeout = self.settings.stop_timeout;
         let gone = |limit: Duration| {
             let deadline = Instant::now() + limit;
             while Instant::now() < deadline {
-                if !self.vmm.is_running(&files, h.pid) {
+                if !vmm.is_running(&files, h.pid) {
                     return true;
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -76,7 +77,7 @@ impl Vms {
             }
         }
         // 2. The VMM's power button.
-        if let Err(e) = self.vmm.request_shutdown(&files) {
+        if let Err(e) = vmm.request_shutdown(&files) {
             tracing::warn!(vm = %vm.name, error = %error_chain(&e), "shutdown request failed");
         } else if gone(timeout) {
             return;
@@ -89,8 +90,17 @@ impl Vms {
     /// handles, state.
     pub(super) fn after_exit(&self, vm: &VmRecord, h: Option<&Handles>) {
         let files = self.files(&vm.id);
-        if let Some(h) = h {
-            stop_pid(&*self.vmm, &files, h.pid);
+        match h {
+            Some(h) => stop_pid(&*self.driver(&h.vmm), &files, h.pid),
+            // Which VMM ran it is unknown: each removes what it would
+            // have left (a socket, a jail); each is a no-op otherwise.
+            None => {
+                for vmm in self.drivers() {
+                    if let Err(e) = vmm.release(&files) {
+                        tracing::warn!(vm = %vm.name, vmm = vmm.name(), error = %error_chain(&e), "cannot remove what the VMM left");
+                    }
+                }
+            }
         }
         self.release_network(vm);
         if let Err(e) = handles::remove(files.dir()) {

@@ -11,6 +11,7 @@
 //! Everything here blocks; routes call it on blocking threads.
 
 mod accel;
+mod choice;
 mod create;
 pub mod disks;
 mod doctor;
@@ -22,6 +23,7 @@ mod start;
 mod undo;
 
 pub use accel::find_init_bin;
+pub use choice::choose_vmm;
 pub use create::DEFAULT_IMAGE;
 
 use std::collections::HashMap;
@@ -59,6 +61,12 @@ pub struct VmSettings {
     pub stop_timeout: Duration,
     /// The QEMU binary.
     pub qemu: PathBuf,
+    /// Which VMM the config asks for.
+    pub vmm: banger_config::VmmChoice,
+    /// The Firecracker binary.
+    pub firecracker: PathBuf,
+    /// The jailer binary, when Firecracker runs jailed.
+    pub jailer: Option<PathBuf>,
     /// The static banger-init binary, if one was found.
     pub init_bin: Option<PathBuf>,
 }
@@ -74,6 +82,9 @@ pub struct Vms {
     vms_dir: PathBuf,
     runner: Arc<dyn Runner>,
     vmm: Arc<dyn Vmm>,
+    /// The other drivers, for VMs a previous daemon started under another
+    /// VMM (the config's `vmm` changed, or `auto` decided otherwise).
+    other_vmms: Vec<Arc<dyn Vmm>>,
     net: Arc<dyn Network>,
     settings: VmSettings,
     ssh: SshFiles,
@@ -108,6 +119,30 @@ pub struct Parts<'a> {
 }
 
 impl Vms {
+    /// Also knows `others`, so a VM running under one of them is stopped,
+    /// adopted and cleaned up by its own driver.
+    pub fn with_other_vmms(mut self, others: Vec<Arc<dyn Vmm>>) -> Self {
+        self.other_vmms = others
+            .into_iter()
+            .filter(|d| d.name() != self.vmm.name())
+            .collect();
+        self
+    }
+
+    /// The driver called `name` (as recorded in a VM's handles), else the
+    /// one new starts use.
+    fn driver(&self, name: &str) -> Arc<dyn Vmm> {
+        self.drivers()
+            .find(|d| d.name() == name)
+            .unwrap_or(&self.vmm)
+            .clone()
+    }
+
+    /// Every driver, the one new starts use first.
+    fn drivers(&self) -> impl Iterator<Item = &Arc<dyn Vmm>> {
+        std::iter::once(&self.vmm).chain(&self.other_vmms)
+    }
+
     /// The service over `parts`, driving `vmm` and `net`.
     pub fn new(
         parts: Parts<'_>,
@@ -125,6 +160,7 @@ impl Vms {
             vms_dir: parts.state_dir.join("vms"),
             runner,
             vmm,
+            other_vmms: Vec::new(),
             net,
             settings,
             ssh: SshFiles::new(parts.state_dir.join("ssh")),
@@ -329,8 +365,8 @@ fn stop_pid(vmm: &dyn Vmm, files: &VmFiles, pid: u32) {
             return;
         }
     }
-    // A killed VMM leaves its socket and pidfile.
-    if let Err(e) = files.remove_transient() {
-        tracing::warn!(dir = %files.dir().display(), error = %e, "cannot remove the VMM's socket and pidfile");
+    // A killed VMM leaves its sockets and pidfile (and a jail).
+    if let Err(e) = vmm.release(files) {
+        tracing::warn!(dir = %files.dir().display(), error = %crate::error::error_chain(&e), "cannot remove what the VMM left");
     }
 }

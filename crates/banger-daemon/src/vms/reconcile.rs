@@ -18,8 +18,32 @@ impl Vms {
         for vm in all {
             let files = self.files(&vm.id);
             let recorded = handles::read(files.dir());
-            match recorded {
-                Some(h) if self.vmm.is_running(&files, h.pid) => {
+            let adopted = match recorded.clone() {
+                Some(h) if self.driver(&h.vmm).is_running(&files, h.pid) => Some(h),
+                // Handles lost or stale (a daemon killed between spawning
+                // the VMM and recording it): ask each driver.
+                recorded if vm.state == VmState::Running.as_str() => {
+                    self.drivers().find_map(|vmm| {
+                        let pid = vmm.recover_pid(&files)?;
+                        tracing::info!(vm = %vm.name, pid, vmm = vmm.name(), "found the vm's VMM from the host");
+                        let h = Handles {
+                            pid,
+                            tap: vm.tap.clone(),
+                            accel: recorded
+                                .as_ref()
+                                .map_or_else(|| "unknown".to_owned(), |h| h.accel.clone()),
+                            vmm: vmm.name().to_owned(),
+                        };
+                        if let Err(e) = handles::write(files.dir(), &h) {
+                            tracing::warn!(vm = %vm.name, error = %e, "cannot rewrite handles.json");
+                        }
+                        Some(h)
+                    })
+                }
+                _ => None,
+            };
+            match adopted {
+                Some(h) => {
                     tracing::info!(vm = %vm.name, pid = h.pid, "adopted a running vm");
                     lock(&self.running).insert(vm.id.clone(), h);
                     if vm.state != VmState::Running.as_str() {
@@ -31,11 +55,11 @@ impl Vms {
                         );
                     }
                 }
-                _ => {
+                None => {
                     if vm.state == VmState::Running.as_str() {
                         tracing::info!(vm = %vm.name, "vm died while the daemon was away; cleaning up");
                     }
-                    self.after_exit(&vm, None);
+                    self.after_exit(&vm, recorded.as_ref());
                 }
             }
         }
@@ -49,7 +73,7 @@ impl Vms {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (id, h) in running {
-            if self.vmm.is_running(&self.files(&id), h.pid) {
+            if self.driver(&h.vmm).is_running(&self.files(&id), h.pid) {
                 continue;
             }
             let vm_lock = self.vm_lock(&id);

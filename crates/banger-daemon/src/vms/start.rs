@@ -74,7 +74,8 @@ impl Vms {
             .parse()
             .map_err(|_| ApiError::internal(format!("bad address {:?} in the store", vm.ip)))?;
         let files = self.files(&vm.id);
-        let kernel = self.art_store.dir(Kind::Kernel, &vm.kernel).join("bzImage");
+        let kernel_dir = self.art_store.dir(Kind::Kernel, &vm.kernel);
+        let kernel = kernel_dir.join(self.vmm.kernel_file());
         let rootfs = self
             .art_store
             .dir(Kind::Image, &vm.image)
@@ -92,9 +93,14 @@ impl Vms {
                 )));
             }
         }
+        self.check_vmm_can_boot(&vm.kernel)?;
         progress(1, "booting");
         let initramfs = self.initramfs()?;
-        let accel = self.accel(&kernel, &initramfs);
+        // The KVM probe boots the bzImage under QEMU, whichever VMM runs.
+        let accel = self.accel(
+            &kernel_dir.join(banger_artifacts::kernel::BZIMAGE),
+            &initramfs,
+        );
         let mut undo = Undo::default();
         let bridge = &self.settings.bridge;
         let net = self.net.clone();
@@ -178,8 +184,8 @@ impl Vms {
             }
             Err(e) => {
                 undo.rollback();
-                // QEMU may have made its socket before it gave up.
-                let _ = files.remove_transient();
+                // The VMM may have made its socket before it gave up.
+                let _ = self.vmm.release(&files);
                 let log = std::fs::read_to_string(files.vmm_log()).unwrap_or_default();
                 let last = log
                     .lines()
@@ -330,6 +336,12 @@ mod tests {
         fn name(&self) -> &'static str {
             "fake"
         }
+        fn kernel_file(&self) -> &'static str {
+            "bzImage"
+        }
+        fn recover_pid(&self, _: &VmFiles) -> Option<u32> {
+            None
+        }
         fn start(&self, spec: &BootSpec) -> Result<u32, VmmError> {
             self.0.lock().unwrap().push("vmm start".into());
             assert!(
@@ -407,6 +419,9 @@ mod tests {
                 boot_timeout: std::time::Duration::from_secs(30),
                 stop_timeout: std::time::Duration::from_secs(1),
                 qemu: PathBuf::from("qemu-system-x86_64"),
+                vmm: banger_config::VmmChoice::Qemu,
+                firecracker: PathBuf::from("firecracker"),
+                jailer: None,
                 init_bin: Some(init),
             },
         ));

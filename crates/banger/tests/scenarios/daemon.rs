@@ -10,6 +10,10 @@ pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario::new("three-creates-at-once-get-distinct-addresses", parallel),
         Scenario::new("doctor-reports-a-real-kvm-probe", doctor),
+        Scenario::new(
+            "a-running-vm-keeps-its-vmm-across-a-config-change",
+            vmm_change,
+        ),
         Scenario::new("sigkilled-daemons-vms-are-adopted", adoption).global(),
         Scenario::new("prune-deletes-only-what-is-not-running", prune).global(),
     ]
@@ -125,6 +129,29 @@ fn prune(env: &Env) {
     assert_eq!(leftovers(env), Leftovers::none());
 }
 
+/// A VM started under QEMU stays QEMU's after the config switches to
+/// Firecracker and the daemon restarts: adopted, reachable, stopped
+/// cleanly by its own driver; only a new start meets the new VMM (and,
+/// with no usable KVM here, is refused).
+fn vmm_change(env: &Env) {
+    env.ok(&["vm", "create", "--name", "switch"]);
+    env.write_config("vmm = \"firecracker\"\nfirecracker_bin = \"/bin/true\"\n");
+    env.ok(&["daemon", "restart"]);
+    assert_eq!(show(env, "switch")["state"], "running");
+    assert_eq!(
+        text(&env.banger(&["vm", "ssh", "switch", "--", "echo", "still"])).trim(),
+        "still"
+    );
+    env.ok(&["vm", "stop", "switch"]);
+    assert_eq!(show(env, "switch")["state"], "stopped");
+    leftovers(env).assert_nothing_running();
+    let err = crate::support::fails(env, &["vm", "start", "switch"]);
+    assert!(err.contains("needs KVM"), "{err}");
+    leftovers(env).assert_nothing_running();
+    env.ok(&["vm", "delete", "switch"]);
+    assert_eq!(leftovers(env), Leftovers::none());
+}
+
 /// `banger doctor` reports the KVM probe's verdict with its reason, and
 /// guests run under KVM exactly when the probe boot reached userspace.
 fn doctor(env: &Env) {
@@ -133,16 +160,40 @@ fn doctor(env: &Env) {
     let checks = report["checks"].as_array().unwrap();
     let kvm = checks.iter().find(|c| c["name"] == "kvm").unwrap();
     assert!(!kvm["detail"].as_str().unwrap().is_empty(), "{report}");
-    let expected = if kvm["ok"] == true { "kvm" } else { "tcg" };
+    let usable = kvm["status"] == "pass";
+    let expected = if usable { "kvm" } else { "tcg" };
     assert_eq!(report["accel"], expected, "{report}");
     for tool in ["qemu-system-x86_64", "mke2fs", "ssh", "ip", "iptables"] {
         let c = checks.iter().find(|c| c["name"] == tool).unwrap();
-        assert_eq!(c["ok"], true, "{tool}: {c}");
+        assert_eq!(c["status"], "pass", "{tool}: {c}");
     }
     // The verdict is cached for this host boot.
     let cached: serde_json::Value =
         serde_json::from_slice(&std::fs::read(env.path("cache/kvm-probe.json")).unwrap()).unwrap();
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
     assert_eq!(cached["boot_id"], boot_id.trim());
-    assert_eq!(cached["usable"], kvm["ok"]);
+    assert_eq!(cached["usable"], usable);
+    // No Firecracker here: reported, with a hint, and not essential under
+    // the default vmm = "auto".
+    let fc = checks.iter().find(|c| c["name"] == "firecracker").unwrap();
+    assert_eq!(fc["essential"], false, "{fc}");
+    if fc["status"] == "fail" {
+        assert!(
+            fc["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("not found on PATH"),
+            "{fc}"
+        );
+    }
+    let vmm = checks.iter().find(|c| c["name"] == "vmm").unwrap();
+    let expected_vmm = if usable && fc["status"] != "fail" {
+        "firecracker"
+    } else {
+        "qemu"
+    };
+    assert!(
+        vmm["detail"].as_str().unwrap().starts_with(expected_vmm),
+        "{vmm}"
+    );
 }

@@ -2,13 +2,75 @@
 //! process, socket or handle file, and is recorded on the VM.
 
 use crate::common::Env;
-use crate::support::{Leftovers, Scenario, assert_no_runtime_files, fails, leftovers, show};
+use crate::support::{Leftovers, Scenario, assert_no_runtime_files, fails, leftovers, show, text};
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario::new("start-failing-midway-is-rolled-back", midway).own_cache(),
         Scenario::new("boot-timeout-is-rolled-back", timeout),
+        Scenario::new(
+            "firecracker-without-kvm-is-refused-before-anything",
+            firecracker,
+        ),
     ]
+}
+
+/// `vmm = "firecracker"` on a host whose KVM cannot run guests (this one):
+/// `vm create` fails at once, saying why, with no VM, tap or file made. A
+/// binary that exists stands in for Firecracker, so the refusal is the
+/// KVM probe's, not a missing binary's.
+fn firecracker(env: &Env) {
+    env.write_config("vmm = \"firecracker\"\nfirecracker_bin = \"/bin/true\"\n");
+    let err = fails(env, &["vm", "create", "--name", "fc"]);
+    assert!(
+        err.contains("vmm = \"firecracker\" needs KVM, and KVM cannot run guests on this host"),
+        "{err}"
+    );
+    assert!(
+        env.ok(&["vm", "list", "-o", "json"]).trim() == "[]",
+        "a VM was stored"
+    );
+    assert!(
+        std::fs::read_dir(env.path("state/vms")).map_or(true, |mut d| d.next().is_none()),
+        "a VM directory was made"
+    );
+    assert_eq!(leftovers(env), Leftovers::none());
+    // doctor agrees, and exits 1: under this config KVM is essential.
+    let out = env.banger(&["doctor", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let check = |name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        (
+            check("kvm")["status"].clone(),
+            check("kvm")["essential"].clone()
+        ),
+        ("fail".into(), true.into())
+    );
+    let fc = check("firecracker");
+    assert_eq!(fc["status"], "fail", "{fc}");
+    assert!(
+        fc["detail"]
+            .as_str()
+            .unwrap()
+            .contains("printed no version"),
+        "{fc}"
+    );
+    env.write_config("vmm = \"firecracker\"\nfirecracker_bin = \"no-such-firecracker\"\n");
+    env.ok(&["daemon", "restart"]);
+    let err = fails(env, &["vm", "create", "--name", "fc"]);
+    assert!(
+        err.contains("no-such-firecracker is not installed"),
+        "{err}"
+    );
 }
 
 /// A kernel QEMU cannot load fails the start after the tap and the NAT

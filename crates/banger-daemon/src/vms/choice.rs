@@ -1,0 +1,95 @@
+//! Which VMM runs guests (config `vmm`), and what `vm create` checks
+//! before it allocates anything for a VM that Firecracker is to run.
+
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+
+use banger_config::{Layout, VmmChoice};
+use banger_sys::Runner;
+use banger_vmm::Vmm;
+use banger_vmm::firecracker::Firecracker;
+use banger_vmm::firecracker::jailer::JailerConfig;
+use banger_vmm::qemu::Qemu;
+
+use super::doctor::find_in_path;
+use super::{VmSettings, Vms, accel, failed};
+use crate::error::ApiError;
+
+/// The driver the settings ask for, then every driver (so that VMs a
+/// previous daemon ran under another VMM are still theirs). `auto` takes
+/// Firecracker only when it is installed and this host boot's KVM probe
+/// found KVM usable; with no verdict yet it takes QEMU, which runs
+/// everywhere.
+pub fn choose_vmm(
+    settings: &VmSettings,
+    layout: &Layout,
+    runner: &Arc<dyn Runner>,
+) -> (Arc<dyn Vmm>, Vec<Arc<dyn Vmm>>) {
+    let qemu = || -> Arc<dyn Vmm> { Arc::new(Qemu::new(settings.qemu.clone(), runner.clone())) };
+    let firecracker = || -> Arc<dyn Vmm> {
+        let binary = find_in_path(&settings.firecracker.to_string_lossy())
+            .unwrap_or_else(|| settings.firecracker.clone());
+        let fc = Firecracker::new(binary);
+        let fc = match &settings.jailer {
+            Some(jailer) => {
+                // Firecracker drops to whoever owns banger's state.
+                let owner = std::fs::metadata(&layout.state_dir).ok();
+                fc.with_jailer(JailerConfig {
+                    binary: find_in_path(&jailer.to_string_lossy())
+                        .unwrap_or_else(|| jailer.clone()),
+                    chroot_base: layout.runtime_dir.join("jailer"),
+                    uid: owner.as_ref().map_or(0, MetadataExt::uid),
+                    gid: owner.as_ref().map_or(0, MetadataExt::gid),
+                })
+            }
+            None => fc,
+        };
+        Arc::new(fc)
+    };
+    let chosen = match settings.vmm {
+        VmmChoice::Qemu => qemu(),
+        VmmChoice::Firecracker => firecracker(),
+        VmmChoice::Auto => {
+            let installed = find_in_path(&settings.firecracker.to_string_lossy()).is_some();
+            let kvm = accel::cached_kvm_verdict(&layout.cache_dir).is_some_and(|v| v.usable);
+            if installed && kvm {
+                firecracker()
+            } else {
+                qemu()
+            }
+        }
+    };
+    (chosen, vec![qemu(), firecracker()])
+}
+
+impl Vms {
+    /// With `vmm = "firecracker"`, refuses a create that cannot boot: the
+    /// binary missing, or KVM unusable (Firecracker has no emulation to
+    /// fall back on). Runs before the VM's name, address or files exist.
+    pub(super) fn check_vmm_can_boot(&self, kernel: &str) -> Result<(), ApiError> {
+        if self.settings.vmm != VmmChoice::Firecracker {
+            return Ok(());
+        }
+        let bin = self.settings.firecracker.to_string_lossy();
+        if find_in_path(&bin).is_none() {
+            let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+            return Err(failed(format!(
+                "vmm = \"firecracker\" but {bin} is not installed: {}",
+                banger_vmm::firecracker::version::install_hint(&os_release)
+            )));
+        }
+        let bz = self
+            .art_store
+            .dir(banger_artifacts::store::Kind::Kernel, kernel)
+            .join(banger_artifacts::kernel::BZIMAGE);
+        let verdict = self.kvm_verdict(&bz, &self.initramfs()?);
+        if verdict.usable {
+            Ok(())
+        } else {
+            Err(failed(format!(
+                "vmm = \"firecracker\" needs KVM, and KVM cannot run guests on this host ({}); set vmm = \"qemu\" or \"auto\" in the config",
+                verdict.reason
+            )))
+        }
+    }
+}
