@@ -17,6 +17,9 @@ BANGER_PACKAGES=(
   qemu-system-x86
   # VMs: bridge and taps, per-VM NAT, SSH keys and sessions
   iproute2 iptables openssh-client
+  # tests and bench of registry pulls: a registry on loopback, skopeo to
+  # push into it, umoci for the baseline the bench compares against
+  docker-registry skopeo umoci
 )
 # Packages taken from bookworm-backports on Debian 12: mke2fs reads tarballs
 # from e2fsprogs 1.47.1 on, and qemu-system-x86 must match the backported

@@ -65,6 +65,48 @@ pub struct PullRequest {
     pub name: String,
 }
 
+/// `POST /v1/images/pull`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImagePullRequest {
+    /// A catalog name (`debian-bookworm`), or an OCI or Docker image
+    /// reference (`registry.example/team/app:v2`, `repo@sha256:...`).
+    pub name: String,
+    /// For a reference: the local image's name; default its last path
+    /// component and tag (`app-v2`).
+    #[serde(default)]
+    pub image_name: Option<String>,
+    /// For a reference: the catalog kernel its VMs boot; default
+    /// `generic-6.1`.
+    #[serde(default)]
+    pub kernel: Option<String>,
+    /// For a reference: plain HTTP to a registry that is not on loopback
+    /// (loopback registries may always use it).
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// `POST /v1/images/cache/prune`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CachePruneRequest {
+    /// Only count what would go.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a cache prune freed (or would free).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CachePruneReport {
+    /// Layer blobs (and abandoned partial downloads) removed.
+    pub blobs: u64,
+    /// Their bytes on disk.
+    pub bytes: u64,
+    /// Nothing was removed: these are what would go.
+    pub dry_run: bool,
+}
+
 /// `POST /v1/images/import`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -15,8 +15,9 @@ pub mod shutdown;
 pub mod vm;
 
 pub use artifact::{
-    CatalogEntry, Image, ImportRequest, Kernel, MAX_WAIT_MS, Operation, OperationKind,
-    OperationQuery, OperationStage, OperationState, PullRequest,
+    CachePruneReport, CachePruneRequest, CatalogEntry, Image, ImagePullRequest, ImportRequest,
+    Kernel, MAX_WAIT_MS, Operation, OperationKind, OperationQuery, OperationStage, OperationState,
+    PullRequest,
 };
 pub use doctor::{Check, CheckStatus, DoctorReport};
 pub use error::{ErrorBody, ErrorCode};

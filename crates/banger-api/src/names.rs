@@ -2,6 +2,13 @@
 //! trust boundary (CLI, API). A name flows into paths, hostnames, DNS
 //! records and kernel command lines, so it is a DNS label and nothing else.
 
+/// Whether an image pull argument is a registry reference
+/// (`registry/repo:tag`, `repo@sha256:...`) rather than a catalog name,
+/// which never holds `/`, `:` or `@`.
+pub fn is_image_reference(text: &str) -> bool {
+    text.contains(['/', ':', '@'])
+}
+
 /// Longest name (a DNS label).
 pub const MAX_NAME_LEN: usize = 63;
 
@@ -63,6 +70,22 @@ fn check_len(what: &str, name: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn references_and_catalog_names_are_told_apart() {
+        for r in [
+            "127.0.0.1:5000/test:latest",
+            "debian:bookworm",
+            "ghcr.io/a/b",
+            "a@sha256:00",
+        ] {
+            assert!(is_image_reference(r), "{r}");
+        }
+        for n in ["debian-bookworm", "generic-6.1", "my_image"] {
+            assert!(!is_image_reference(n), "{n}");
+            assert!(validate_artifact_name("image", n).is_ok());
+        }
+    }
+
     #[test]
     fn artifact_names_allow_versions_but_not_paths() {
         for ok in ["generic-6.1", "debian-bookworm", "ubuntu_24.04", "a"] {

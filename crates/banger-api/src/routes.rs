@@ -39,6 +39,8 @@ pub const IMAGES: &str = "/v1/images";
 pub const IMAGE_CATALOG: &str = "/v1/images/catalog";
 /// `POST`: pull a catalog image (an operation).
 pub const IMAGE_PULL: &str = "/v1/images/pull";
+/// `POST`: remove cached layer blobs no running pull uses.
+pub const IMAGE_CACHE_PRUNE: &str = "/v1/images/cache/prune";
 /// `POST`: import a tarball or ext4 file as an image (an operation).
 pub const IMAGE_IMPORT: &str = "/v1/images/import";
 /// `GET`, `DELETE`: one image.

@@ -38,6 +38,8 @@ pub enum ImageSource {
     Build,
     /// Imported from a tarball or an ext4 file.
     Import,
+    /// Pulled from an OCI or Docker registry.
+    Oci,
 }
 
 /// What a published image directory holds (`manifest.json`).
@@ -55,6 +57,28 @@ pub struct ImageManifest {
     pub built_at: String,
     /// Bytes on disk of the whole directory.
     pub size_bytes: u64,
+    /// For pulled images: where from, and the config a VM can use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<OciOrigin>,
+}
+
+/// Where a pulled image came from, and what its config asks of a process
+/// run in it (for `vm exec`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciOrigin {
+    /// The reference pulled.
+    pub reference: String,
+    /// The image manifest's digest.
+    pub manifest_digest: String,
+    /// `Env` (`KEY=value`).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// `WorkingDir`, if set.
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// `User`, if set.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// Builds catalog image `entry` into `out` from the Debian `mirror`.
@@ -108,6 +132,7 @@ pub fn build(
             recipe_hash: Some(entry.recipe_hash()),
             kernel: &recipe.kernel,
             headroom_mib: recipe.headroom_mib,
+            oci: None,
         },
     )?;
     Ok(manifest)
@@ -134,6 +159,7 @@ pub fn import_tar(
             recipe_hash: None,
             kernel,
             headroom_mib: 256,
+            oci: None,
         },
     )
 }
@@ -168,6 +194,7 @@ pub fn import_ext4(
             recipe_hash: None,
             kernel,
             headroom_mib: 0,
+            oci: None,
         },
     )
 }
@@ -216,19 +243,21 @@ fn from_bundle(
             recipe_hash: Some(entry.recipe_hash()),
             kernel,
             headroom_mib: 0,
+            oci: None,
         },
     )
 }
 
-struct Meta<'a> {
-    name: &'a str,
-    source: ImageSource,
-    recipe_hash: Option<String>,
-    kernel: &'a str,
-    headroom_mib: u64,
+pub(crate) struct Meta<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) source: ImageSource,
+    pub(crate) recipe_hash: Option<String>,
+    pub(crate) kernel: &'a str,
+    pub(crate) headroom_mib: u64,
+    pub(crate) oci: Option<OciOrigin>,
 }
 
-fn from_tar(
+pub(crate) fn from_tar(
     tar: &Path,
     out: &Path,
     stages: &mut Stages<'_>,
@@ -281,6 +310,7 @@ fn finish(out: &Path, meta: Meta<'_>) -> Result<ImageManifest, BuildError> {
         kernel: meta.kernel.to_owned(),
         built_at: now_rfc3339(),
         size_bytes: allocated_bytes(&out.join(ROOTFS)) + allocated_bytes(&out.join(WORK_SEED)),
+        oci: meta.oci,
     };
     ArtifactStore::write_manifest(out, &manifest).map_err(|e| BuildError::Recipe(e.to_string()))?;
     Ok(manifest)

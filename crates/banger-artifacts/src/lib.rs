@@ -4,6 +4,8 @@
 //!   `image pull NAME` mean) and their recipe hashes.
 //! - [`kernel`] and [`image`]: the builds, as ordered steps through a
 //!   [`banger_sys::Runner`], reporting stages to a [`Progress`].
+//! - [`oci`]: images pulled from OCI and Docker registries, flattened
+//!   into the same build.
 //! - [`tarscan`]: checks a root file system tarball entry by entry before
 //!   any of it reaches `mke2fs`, and cuts the work seed out of it.
 //! - [`store`]: `kernels/<name>/` and `images/<name>/` in the cache
@@ -18,6 +20,7 @@ pub mod fetch;
 pub mod image;
 pub mod initramfs;
 pub mod kernel;
+pub mod oci;
 pub mod progress;
 pub mod store;
 pub mod tarscan;

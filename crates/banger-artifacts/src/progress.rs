@@ -42,6 +42,15 @@ impl<'a> Stages<'a> {
         }
     }
 
+    /// Renames the stage that began last (a download's byte count).
+    pub(crate) fn update(&self, name: impl Into<String>) {
+        self.progress.stage(Stage {
+            index: self.next.saturating_sub(1).max(1),
+            total: self.total,
+            name: name.into(),
+        });
+    }
+
     pub(crate) fn begin(&mut self, name: impl Into<String>) {
         self.progress.stage(Stage {
             index: self.next,

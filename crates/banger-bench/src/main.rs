@@ -4,7 +4,8 @@
 //! median of several runs with min and max: a table on stdout and JSON
 //! under `--out` (default `target/bench/`). Needs root (namespace, bridge,
 //! taps). Run through `scripts/bench`; `--quick` does one run of each with
-//! fewer VMs, only to prove the harness works.
+//! fewer VMs, only to prove the harness works. The registry figures need
+//! Debian's docker-registry, skopeo and umoci.
 
 #![allow(
     clippy::disallowed_methods,
@@ -14,6 +15,7 @@
 )]
 
 mod figures;
+mod oci;
 mod plain;
 
 use std::io::Read as _;
@@ -332,6 +334,9 @@ fn bench(opts: &Opts) -> Result<(), String> {
         &format!("vm list --output json, {n} VMs (CLI round trip)"),
         &list,
     ));
+
+    eprintln!("image pull from a registry on loopback vs skopeo + umoci + mkfs.ext4, {runs} runs");
+    figs.extend(oci::figures(&install, &cache_dir(), runs)?);
     install.ok(&["daemon", "stop"])?;
 
     let report = figures::report(&figs, runs, opts.quick, &accel);
@@ -339,6 +344,18 @@ fn bench(opts: &Opts) -> Result<(), String> {
     let path = figures::write_json(&opts.out, &report)?;
     println!("written: {}", path.display());
     Ok(())
+}
+
+/// The artifact cache the installation uses (banger's own resolution).
+fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BANGER_CACHE_DIR") {
+        return dir.into();
+    }
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_default()
+        .join("banger")
 }
 
 /// Five samples of the daemon's RSS 100 ms apart, in MiB.

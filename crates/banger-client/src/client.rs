@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use banger_api::{
-    CatalogEntry, ConsoleChunk, CreateVmRequest, DoctorReport, ErrorBody, Image, ImportRequest,
-    Kernel, Operation, Ping, PullRequest, SetVmRequest, ShutdownAccepted, ShutdownRequest,
-    SshTarget, Vm, VmSummary, routes,
+    CachePruneReport, CachePruneRequest, CatalogEntry, ConsoleChunk, CreateVmRequest, DoctorReport,
+    ErrorBody, Image, ImagePullRequest, ImportRequest, Kernel, Operation, Ping, PullRequest,
+    SetVmRequest, ShutdownAccepted, ShutdownRequest, SshTarget, Vm, VmSummary, routes,
 };
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
@@ -240,13 +240,36 @@ impl Client {
             .await
     }
 
-    /// `POST /v1/images/pull`; `op_id` as for [`Client::pull_kernel`].
+    /// `POST /v1/images/pull` of catalog image `name`; `op_id` as for
+    /// [`Client::pull_kernel`].
     pub async fn pull_image(&self, op_id: &str, name: &str) -> Result<Operation, ClientError> {
-        let req = PullRequest {
+        let req = ImagePullRequest {
             name: name.to_owned(),
+            image_name: None,
+            kernel: None,
+            insecure: false,
         };
-        self.call_as(op_id, Method::POST, routes::IMAGE_PULL, Some(&req))
+        self.pull_image_with(op_id, &req).await
+    }
+
+    /// `POST /v1/images/pull` with every option (a registry reference).
+    pub async fn pull_image_with(
+        &self,
+        op_id: &str,
+        req: &ImagePullRequest,
+    ) -> Result<Operation, ClientError> {
+        self.call_as(op_id, Method::POST, routes::IMAGE_PULL, Some(req))
             .await
+    }
+
+    /// `POST /v1/images/cache/prune`.
+    pub async fn prune_image_cache(&self, dry_run: bool) -> Result<CachePruneReport, ClientError> {
+        self.call(
+            Method::POST,
+            routes::IMAGE_CACHE_PRUNE,
+            Some(&CachePruneRequest { dry_run }),
+        )
+        .await
     }
 
     /// `POST /v1/images/import` under the op id `op_id`.

@@ -11,10 +11,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use banger_api::{CatalogEntry, ErrorCode, Image, Kernel, Operation, OperationKind};
+use banger_api::{
+    CachePruneReport, CatalogEntry, ErrorCode, Image, ImagePullRequest, Kernel, Operation,
+    OperationKind,
+};
 use banger_artifacts::catalog::Catalog;
 use banger_artifacts::image::{self, ImageManifest, ImageSource};
 use banger_artifacts::kernel::{self, BuildEnv, BuildError, KernelManifest};
+use banger_artifacts::oci::{self, BlobCache};
 use banger_artifacts::store::{ArtifactStore, Kind};
 use banger_store::{ImageRecord, Store};
 use banger_sys::Runner;
@@ -37,6 +41,11 @@ pub struct Artifacts {
     logs_dir: PathBuf,
     catalog: Catalog,
     inflight: Mutex<HashMap<(KindKey, String), Arc<OpHandle>>>,
+    /// Layer blobs shared by registry pulls.
+    blobs: BlobCache,
+    /// Digests running pulls use, with how many use each: a cache prune
+    /// leaves them alone.
+    blobs_in_use: Mutex<HashMap<String, usize>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,7 +68,7 @@ type Work = Box<dyn FnOnce(&Artifacts, &Path, BuildEnv<'_>) -> Result<Done, Buil
 /// What a finished build publishes.
 enum Done {
     Kernel,
-    Image(ImageManifest),
+    Image(Box<ImageManifest>),
 }
 
 impl Artifacts {
@@ -83,7 +92,131 @@ impl Artifacts {
             logs_dir: cache_dir.join("logs"),
             catalog,
             inflight: Mutex::new(HashMap::new()),
+            blobs: BlobCache::new(cache_dir),
+            blobs_in_use: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn blobs_in_use(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+        self.blobs_in_use
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts (or joins) the pull of the registry image `req.name` (a
+    /// reference) as image `req.image_name` (default from the reference).
+    pub fn pull_oci(
+        self: &Arc<Self>,
+        op_id: &str,
+        req: &ImagePullRequest,
+    ) -> Result<Operation, ApiError> {
+        let reference = req.name.trim();
+        if reference.len() > 512
+            || reference
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ApiError::invalid(format!(
+                "{reference:?} is not an image reference: it holds whitespace or control characters, or is over 512 bytes"
+            )));
+        }
+        let parsed = oci::registry::parse_reference(reference)
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        let name = match &req.image_name {
+            Some(n) => n.clone(),
+            None => oci::default_name(reference),
+        };
+        banger_api::names::validate_artifact_name("image", &name)
+            .map_err(|e| ApiError::invalid(format!("{e}; give the image a name with --name")))?;
+        let kernel = req
+            .kernel
+            .clone()
+            .unwrap_or_else(|| DEFAULT_KERNEL.to_owned());
+        if self.catalog.kernel(&kernel).is_none() {
+            return Err(ApiError::invalid(format!(
+                "no kernel {kernel:?} in the catalog; see `banger kernel catalog`"
+            )));
+        }
+        if self.db.get_image(&name)?.is_some() {
+            // Pulling a reference again refreshes its image; any other
+            // image of that name is not replaced.
+            let same = self
+                .store
+                .manifest::<ImageManifest>(Kind::Image, &name)
+                .ok()
+                .flatten()
+                .and_then(|m| m.oci)
+                .is_some_and(|o| o.reference == parsed.whole());
+            if !same {
+                return Err(ApiError::new(
+                    ErrorCode::AlreadyExists,
+                    format!(
+                        "image {name:?} exists and was not pulled from {}; pick another name with --name",
+                        parsed.whole()
+                    ),
+                ));
+            }
+            self.refuse_if_used(&name)?;
+        }
+        let options = oci::PullOptions {
+            insecure: req.insecure,
+            docker_config: docker_config(),
+        };
+        let reference = reference.to_owned();
+        self.start(
+            op_id,
+            KindKey::Image,
+            OperationKind::ImagePull,
+            &name,
+            false,
+            Box::new(move |svc, out, env| {
+                let name = out_name(out);
+                let mine = Mutex::new(Vec::new());
+                let in_use = |digest: &str| {
+                    *svc.blobs_in_use().entry(digest.to_owned()).or_default() += 1;
+                    mine.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(digest.to_owned());
+                };
+                let pulled = oci::pull(
+                    &name, &reference, &kernel, &options, &svc.blobs, &in_use, out, env,
+                );
+                let mut used = svc.blobs_in_use();
+                for digest in mine
+                    .into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                {
+                    if let Some(n) = used.get_mut(&digest) {
+                        *n -= 1;
+                        if *n == 0 {
+                            used.remove(&digest);
+                        }
+                    }
+                }
+                pulled.map(|m| Done::Image(Box::new(m)))
+            }),
+        )
+    }
+
+    /// Removes cached layer blobs no running pull uses.
+    pub fn prune_blobs(&self, dry_run: bool) -> Result<CachePruneReport, ApiError> {
+        let in_use: std::collections::HashSet<String> =
+            self.blobs_in_use().keys().cloned().collect();
+        let pruned = self
+            .blobs
+            .prune(&in_use, dry_run)
+            .map_err(|e| ApiError::internal(format!("prune the blob cache: {e}")))?;
+        tracing::info!(
+            blobs = pruned.blobs,
+            bytes = pruned.bytes,
+            dry_run,
+            "blob cache pruned"
+        );
+        Ok(CachePruneReport {
+            blobs: pruned.blobs,
+            bytes: pruned.bytes,
+            dry_run,
+        })
     }
 
     fn inflight(&self) -> MutexGuard<'_, HashMap<(KindKey, String), Arc<OpHandle>>> {
@@ -272,7 +405,7 @@ impl Artifacts {
             name,
             present,
             Box::new(move |svc, out, env| {
-                image::build(&entry, &svc.mirror, out, env).map(Done::Image)
+                image::build(&entry, &svc.mirror, out, env).map(|m| Done::Image(Box::new(m)))
             }),
         )
     }
@@ -315,7 +448,7 @@ impl Artifacts {
                     Format::Ext4 => image::import_ext4(&name, &kernel, &path, out, env),
                     Format::Tar => image::import_tar(&name, &kernel, &path, out, env),
                 }
-                .map(Done::Image)
+                .map(|m| Done::Image(Box::new(m)))
             }),
         )
     }
@@ -412,7 +545,7 @@ impl Artifacts {
             .publish(kind, name, staging)
             .map_err(|e| BuildError::Recipe(error_chain(&e)))?;
         if let Done::Image(m) = done {
-            self.db.upsert_image(&image_record(m)).map_err(|e| {
+            self.db.upsert_image(&image_record(*m)).map_err(|e| {
                 // The files are published but unrecorded: take them back.
                 let _ = self.store.delete(kind, name);
                 BuildError::Recipe(error_chain(&e))
@@ -478,10 +611,20 @@ impl Artifacts {
     }
 }
 
+/// Docker's credentials file: `$DOCKER_CONFIG/config.json`, else
+/// `~/.docker/config.json`.
+fn docker_config() -> Option<PathBuf> {
+    std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+        .map(|d| d.join("config.json"))
+}
+
 fn image_record(m: ImageManifest) -> ImageRecord {
     let source = match m.source {
         ImageSource::Build => "build",
         ImageSource::Import => "import",
+        ImageSource::Oci => "oci",
     };
     ImageRecord {
         name: m.name,

@@ -35,6 +35,7 @@ use utoipa::OpenApi;
         crate::routes::images::list,
         crate::routes::images::get,
         crate::routes::images::pull,
+        crate::routes::images::prune_cache,
         crate::routes::images::import,
         crate::routes::images::delete,
         crate::routes::operations::list,

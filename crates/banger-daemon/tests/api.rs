@@ -87,6 +87,64 @@ fn assert_error(resp: &RawResponse, status: u16, code: ErrorCode) -> ErrorBody {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_pulls_are_checked_before_anything_starts() {
+    let d = TestDaemon::start().await;
+    let json = [("content-type", "application/json")];
+    for (body, words) in [
+        (
+            r#"{"name":"127.0.0.1:5000/x y:latest"}"#,
+            "is not an image reference",
+        ),
+        (
+            r#"{"name":"127.0.0.1:5000/UPPER:latest"}"#,
+            "is not an image reference",
+        ),
+        (
+            r#"{"name":"127.0.0.1:5000/x:latest","image_name":"Bad Name"}"#,
+            "image name",
+        ),
+        (
+            r#"{"name":"127.0.0.1:5000/x:latest","kernel":"nope"}"#,
+            "no kernel \"nope\"",
+        ),
+        (
+            r#"{"name":"debian-bookworm","kernel":"generic-6.1"}"#,
+            "apply only to a registry reference",
+        ),
+        (
+            r#"{"name":"127.0.0.1:5000/x:latest","insecure":"yes"}"#,
+            "insecure",
+        ),
+    ] {
+        let resp = raw_request(&d.socket, "POST", "/v1/images/pull", &json, body)
+            .await
+            .unwrap();
+        let err = assert_error(&resp, 400, ErrorCode::InvalidArgument);
+        assert!(err.message.contains(words), "{body}: {}", err.message);
+    }
+    // Nothing was started, so nothing is listed.
+    let images: serde_json::Value =
+        serde_json::from_slice(&d.get("/v1/images").await.body).unwrap();
+    assert_eq!(images, serde_json::json!([]));
+    let resp = raw_request(
+        &d.socket,
+        "POST",
+        "/v1/images/cache/prune",
+        &json,
+        r#"{"dry_run":true}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status.as_u16(), 200, "{:?}", resp.body);
+    let report: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!(
+        report,
+        serde_json::json!({ "blobs": 0, "bytes": 0, "dry_run": true })
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_reports_identity_and_op_id_header() {
     let d = TestDaemon::start().await;
     let resp = d.get("/v1/ping").await;

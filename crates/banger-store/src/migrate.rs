@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "vm_spec",
         sql: include_str!("migrations/0003_vm_spec.sql"),
     },
+    Migration {
+        version: 4,
+        name: "oci_images",
+        sql: include_str!("migrations/0004_oci_images.sql"),
+    },
 ];
 
 /// The schema version this binary writes.
@@ -120,6 +125,36 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version as usize, i + 1, "{}", m.name);
         }
+    }
+
+    #[test]
+    fn oci_images_migration_keeps_rows_and_admits_only_the_new_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut conn = Connection::open(&path).unwrap();
+        apply(&mut conn, &path, &MIGRATIONS[..3]).unwrap();
+        conn.execute(
+            "INSERT INTO images (name, source, kernel, recipe_hash, size_bytes, created_at) \
+             VALUES ('deb', 'build', 'generic-6.1', 'h', 1, 't')",
+            (),
+        )
+        .unwrap();
+        apply(&mut conn, &path, MIGRATIONS).unwrap();
+        let kept: String = conn
+            .query_row("SELECT kernel FROM images WHERE name = 'deb'", (), |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(kept, "generic-6.1");
+        let insert = |source: &str| {
+            conn.execute(
+                "INSERT INTO images (name, source, kernel, size_bytes, created_at) \
+                 VALUES (?1, ?1, 'k', 1, 't')",
+                [source],
+            )
+        };
+        insert("oci").unwrap();
+        assert!(insert("other").is_err());
     }
 
     #[test]

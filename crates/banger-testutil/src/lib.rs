@@ -1,5 +1,7 @@
 //! Helpers shared by banger's tests. Never a dependency of shipped code.
 
+pub mod oci;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

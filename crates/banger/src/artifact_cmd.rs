@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use banger_api::ImportRequest;
 use banger_client::render;
 
-use crate::cli::{ImageCommand, KernelCommand, Output};
+use crate::cli::{ImageCacheCommand, ImageCommand, KernelCommand, Output};
 use crate::follow::{finish, follow};
 use crate::{Ctx, json, print};
 
@@ -70,11 +70,48 @@ pub async fn image(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode>
             check_name("image", &name)?;
             print(&json(&client.get_image(&name).await?)?)?;
         }
-        ImageCommand::Pull { name } => {
-            check_name("image", &name)?;
+        ImageCommand::Pull {
+            name,
+            image_name,
+            kernel,
+            insecure,
+        } => {
+            let reference = banger_api::names::is_image_reference(&name);
+            if reference {
+                if let Some(n) = &image_name {
+                    check_name("image", n)?;
+                }
+                if let Some(k) = &kernel {
+                    check_name("kernel", k)?;
+                }
+            } else {
+                check_name("image", &name)?;
+                if image_name.is_some() || kernel.is_some() || insecure {
+                    anyhow::bail!(
+                        "--name, --kernel and --insecure apply only to a registry reference; {name} is a catalog image"
+                    );
+                }
+            }
+            let req = banger_api::ImagePullRequest {
+                name,
+                image_name,
+                kernel,
+                insecure,
+            };
             let mine = banger_client::mint_op_id();
-            let op = follow(&client, client.pull_image(&mine, &name).await?, &mine).await?;
+            let op = follow(&client, client.pull_image_with(&mine, &req).await?, &mine).await?;
             print(&(finish(&op)? + "\n"))?;
+        }
+        ImageCommand::Cache(ImageCacheCommand::Prune { dry_run }) => {
+            let report = client.prune_image_cache(dry_run).await?;
+            #[allow(clippy::cast_precision_loss, reason = "a figure for people")]
+            let mib = report.bytes as f64 / f64::from(1u32 << 20);
+            let verb = if report.dry_run {
+                "would free"
+            } else {
+                "freed"
+            };
+            print(&format!("{verb} {} blob(s), {mib:.1} MiB\n", report.blobs))?;
         }
         ImageCommand::Import { file, name, kernel } => {
             check_name("image", &name)?;

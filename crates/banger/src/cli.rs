@@ -286,16 +286,39 @@ pub enum ImageCommand {
         #[command(flatten)]
         output: OutputArg,
     },
-    /// Build (or fetch) a catalog image into the local store.
+    /// Build a catalog image, or pull one from an OCI or Docker registry.
     ///
-    /// debian-bookworm is built with mmdebstrap from the configured Debian
-    /// mirror (config key debian_mirror), then written to an ext4 file
-    /// without root. Pulling an image already present returns at once; two
-    /// pulls of one image share one build. Ctrl-C cancels.
+    /// A catalog name (debian-bookworm) is built with mmdebstrap from the
+    /// configured Debian mirror (config key debian_mirror). A reference
+    /// (docker.io/library/debian:bookworm, ghcr.io/team/app:v2,
+    /// 127.0.0.1:5000/test:latest, repo@sha256:...) is pulled without root
+    /// or a container engine: an index resolves to linux/amd64, layers
+    /// (gzip, zstd or plain) land in a shared blob cache with their digests
+    /// checked, and are flattened (whiteouts applied, owners and modes
+    /// kept, hostile entries refused) into an ext4 file. Credentials come
+    /// from ~/.docker/config.json when present. Either way the image is
+    /// written without root; two pulls of one name share one build; Ctrl-C
+    /// cancels.
+    ///
+    /// An image without systemd and sshd cannot boot as a banger VM yet.
     Pull {
-        /// Catalog name, e.g. debian-bookworm.
+        /// Catalog name or registry reference.
         name: String,
+        /// For a reference: the local image name [default: the reference's
+        /// last path component and tag, e.g. app-v2].
+        #[arg(long = "name", value_name = "IMAGE")]
+        image_name: Option<String>,
+        /// For a reference: catalog kernel its VMs boot [default: generic-6.1].
+        #[arg(long)]
+        kernel: Option<String>,
+        /// For a reference: plain HTTP to a registry off loopback (loopback
+        /// registries always may).
+        #[arg(long)]
+        insecure: bool,
     },
+    /// The layer blob cache registry pulls share.
+    #[command(subcommand)]
+    Cache(ImageCacheCommand),
     /// Import a root file system tarball (e.g. `docker export` output) or an ext4 file.
     Import {
         /// A plain (uncompressed) tar archive or an ext4 file system image.
@@ -323,6 +346,17 @@ pub enum ImageCommand {
     Delete {
         /// Image name.
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCacheCommand {
+    /// Remove cached layer blobs that no running pull uses; images already
+    /// pulled are unaffected (a later pull downloads again).
+    Prune {
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

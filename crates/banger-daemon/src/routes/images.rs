@@ -4,7 +4,10 @@ use std::path::Path;
 
 use axum::Json;
 use axum::extract::{Extension, State};
-use banger_api::{CatalogEntry, Image, ImportRequest, Operation, PullRequest};
+use banger_api::{
+    CachePruneReport, CachePruneRequest, CatalogEntry, Image, ImagePullRequest, ImportRequest,
+    Operation,
+};
 use http::StatusCode;
 
 use crate::error::ApiError;
@@ -38,19 +41,48 @@ pub async fn get(
     state.artifacts.get_image(&name).map(Json)
 }
 
-/// Pulls a catalog image: an operation to poll. A pull of an image being
-/// pulled joins that operation; one already present succeeds at once.
+/// Pulls a catalog image, or an image from an OCI or Docker registry (a
+/// `name` with `/`, `:` or `@`): an operation to poll. A pull of an image
+/// being pulled joins that operation; a catalog image already present
+/// succeeds at once.
 #[utoipa::path(post, path = "/v1/images/pull", operation_id = "pull_image", tag = "images",
-    request_body = PullRequest,
+    request_body = ImagePullRequest,
     responses((status = 202, body = Operation), (status = "4XX", body = banger_api::ErrorBody)))]
 pub async fn pull(
     State(state): State<AppState>,
     Extension(op_id): Extension<OpId>,
-    ApiJson(req): ApiJson<PullRequest>,
+    ApiJson(req): ApiJson<ImagePullRequest>,
 ) -> Result<(StatusCode, Json<Operation>), ApiError> {
-    check("image", &req.name)?;
-    let op = state.artifacts.pull_image(op_id.as_str(), &req.name)?;
+    if !banger_api::names::is_image_reference(&req.name) {
+        check("image", &req.name)?;
+        if req.image_name.is_some() || req.kernel.is_some() || req.insecure {
+            return Err(ApiError::invalid(
+                "image_name, kernel and insecure apply only to a registry reference; a catalog image has its own",
+            ));
+        }
+        let op = state.artifacts.pull_image(op_id.as_str(), &req.name)?;
+        return Ok((StatusCode::ACCEPTED, Json(op)));
+    }
+    if let Some(name) = &req.image_name {
+        check("image", name)?;
+    }
+    if let Some(kernel) = &req.kernel {
+        check("kernel", kernel)?;
+    }
+    let op = state.artifacts.pull_oci(op_id.as_str(), &req)?;
     Ok((StatusCode::ACCEPTED, Json(op)))
+}
+
+/// Removes the cached layer blobs that no running pull uses (or, with
+/// `dry_run`, only counts them).
+#[utoipa::path(post, path = "/v1/images/cache/prune", operation_id = "prune_image_cache", tag = "images",
+    request_body = CachePruneRequest,
+    responses((status = 200, body = CachePruneReport), (status = "4XX", body = banger_api::ErrorBody), (status = "5XX", body = banger_api::ErrorBody)))]
+pub async fn prune_cache(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CachePruneRequest>,
+) -> Result<Json<CachePruneReport>, ApiError> {
+    state.artifacts.prune_blobs(req.dry_run).map(Json)
 }
 
 /// Imports a root file system tarball or an ext4 file as a new image.

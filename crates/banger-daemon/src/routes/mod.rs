@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route(routes::IMAGES, get(images::list))
         .route(routes::IMAGE_CATALOG, get(images::catalog))
         .route(routes::IMAGE_PULL, post(images::pull))
+        .route(routes::IMAGE_CACHE_PRUNE, post(images::prune_cache))
         .route(routes::IMAGE_IMPORT, post(images::import))
         .route(routes::IMAGE, get(images::get).delete(images::delete))
         .route(routes::OPERATIONS, get(operations::list))

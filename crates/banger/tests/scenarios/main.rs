@@ -25,6 +25,7 @@ mod bench;
 mod common;
 mod daemon;
 mod failures;
+mod images;
 mod lifecycle;
 mod names;
 mod support;
@@ -45,6 +46,7 @@ fn all() -> Vec<Scenario> {
     all.extend(names::scenarios());
     all.extend(failures::scenarios());
     all.extend(daemon::scenarios());
+    all.extend(images::scenarios());
     all.extend(bench::scenarios());
     all
 }

@@ -1,0 +1,177 @@
+//! Images from a registry: the golden Debian tree pushed as an OCI image
+//! into Debian's `docker-registry` (in the scenario's namespace), pulled by
+//! banger and booted; the blob cache reused and pruned; a hostile image
+//! refused with nothing left behind.
+
+use std::time::{Duration, Instant};
+
+use banger_testutil::oci::{self, Compression};
+use serde_json::json;
+
+use crate::common::{Env, stderr};
+use crate::support::{Scenario, fails, text};
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![Scenario::new("registry-image-is-pulled-and-boots", registry_image).own_cache()]
+}
+
+/// Starts a registry inside the Env's namespace; it dies with it.
+fn start_registry(env: &Env) -> u16 {
+    let out = env.in_netns("ip", &["link", "set", "lo", "up"]);
+    assert!(out.status.success(), "lo up: {}", stderr(&out));
+    let dir = env.path("state/registry");
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = oci::free_port().unwrap();
+    let config = oci::registry_config(&dir, port).unwrap();
+    let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+    let mut registry = env
+        .command(
+            std::path::Path::new("docker-registry"),
+            &["serve", config.to_str().unwrap()],
+        )
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("docker-registry (scripts/test installs it)");
+    // Killed with the namespace; reaped here.
+    std::thread::spawn(move || registry.wait());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let probe = env.in_netns(
+            "bash",
+            &[
+                "-c",
+                "exec 3<>/dev/tcp/127.0.0.1/$1",
+                "probe",
+                &port.to_string(),
+            ],
+        );
+        if probe.status.success() {
+            return port;
+        }
+        assert!(Instant::now() < deadline, "the registry did not listen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn push(env: &Env, port: u16, repo: &str, layers: &[(Vec<u8>, Compression)]) {
+    let layout = env.path(&format!("state/layout-{repo}"));
+    oci::write_layout(
+        &layout,
+        layers,
+        &json!({ "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"] }),
+    )
+    .unwrap();
+    let args = oci::skopeo_push_args(&layout, &format!("127.0.0.1:{port}/{repo}:latest"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.in_netns("skopeo", &args);
+    assert!(out.status.success(), "skopeo: {}", stderr(&out));
+    std::fs::remove_dir_all(&layout).unwrap();
+}
+
+/// The golden image's tree as a tarball, read through a read-only loop
+/// mount in a mount namespace of its own (gone when tar ends).
+fn golden_tar(env: &Env) -> Vec<u8> {
+    let image = env.path("cache/images/debian-bookworm/rootfs.ext4");
+    let mnt = env.path("state/golden-mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let tar = env.path("state/golden.tar");
+    #[allow(clippy::disallowed_methods, reason = "test setup: mount and tar, arguments as argv")]
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(r#"mount -o loop,ro "$1" "$2" && tar --numeric-owner --xattrs --xattrs-include=security.capability -C "$2" -cf "$3" ."#)
+        .arg("golden-tar")
+        .args([&image, &mnt, &tar])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "export the golden tree: {}",
+        stderr(&out)
+    );
+    let bytes = std::fs::read(&tar).unwrap();
+    std::fs::remove_file(&tar).unwrap();
+    bytes
+}
+
+fn registry_image(env: &Env) {
+    let port = start_registry(env);
+    push(env, port, "golden", &[(golden_tar(env), Compression::None)]);
+    let reference = format!("127.0.0.1:{port}/golden:latest");
+
+    env.ok(&["image", "pull", &reference, "--name", "golden"]);
+    let image: serde_json::Value =
+        serde_json::from_str(&env.ok(&["image", "show", "golden"])).unwrap();
+    assert_eq!(image["source"], "oci", "{image}");
+    let out = env.banger(&[
+        "vm",
+        "run",
+        "--image",
+        "golden",
+        "--rm",
+        "--",
+        "cat",
+        "/etc/os-release",
+    ]);
+    assert!(out.status.success(), "vm run: {}", stderr(&out));
+    assert!(
+        text(&out).contains("Debian GNU/Linux 12 (bookworm)"),
+        "{}",
+        text(&out)
+    );
+
+    // Again: the layer comes from the blob cache.
+    env.ok(&["image", "pull", &reference, "--name", "golden"]);
+    let log = std::fs::read_to_string(env.log()).unwrap();
+    let downloads: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("MiB downloaded)"))
+        .collect();
+    assert_eq!(downloads.len(), 2, "{downloads:?}");
+    assert!(
+        !downloads[0].contains("(0.0 MiB downloaded)"),
+        "{}",
+        downloads[0]
+    );
+    assert!(
+        downloads[1].contains("(0.0 MiB downloaded)"),
+        "{}",
+        downloads[1]
+    );
+    let dry = env.ok(&["image", "cache", "prune", "--dry-run"]);
+    assert!(dry.starts_with("would free 1 blob(s), "), "{dry}");
+    assert!(!dry.contains(" 0.0 MiB"), "{dry}");
+    let freed = env.ok(&["image", "cache", "prune"]);
+    assert_eq!(freed.replace("freed", "would free"), dry);
+    assert_eq!(
+        env.ok(&["image", "cache", "prune", "--dry-run"]),
+        "would free 0 blob(s), 0.0 MiB\n"
+    );
+
+    // A hostile layer: refused naming layer and entry, nothing published.
+    let evil = env.path("state/evil.tar");
+    banger_testutil::raw_tar(&evil, &[(b"../evil", tar::EntryType::Regular, b"")]).unwrap();
+    push(
+        env,
+        port,
+        "evil",
+        &[(std::fs::read(&evil).unwrap(), Compression::Gzip)],
+    );
+    let err = fails(
+        env,
+        &["image", "pull", &format!("127.0.0.1:{port}/evil:latest")],
+    );
+    assert!(
+        err.contains("layer 1 (sha256:")
+            && err.contains("entry \"../evil\" refused: `..` path component"),
+        "{err}"
+    );
+    let images = env.ok(&["image", "list", "-o", "json"]);
+    assert!(!images.contains("evil"), "{images}");
+    let leftovers: Vec<String> = std::fs::read_dir(env.path("cache/images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') || n.contains("evil"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
