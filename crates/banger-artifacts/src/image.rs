@@ -79,6 +79,33 @@ pub struct OciOrigin {
     /// `User`, if set.
     #[serde(default)]
     pub user: Option<String>,
+    /// The tree has `/sbin/init`.
+    #[serde(default)]
+    pub has_init: bool,
+    /// The tree has `/usr/sbin/sshd`.
+    #[serde(default)]
+    pub has_sshd: bool,
+}
+
+impl OciOrigin {
+    /// Why a VM cannot boot this image, if it cannot: banger boots the
+    /// image's `/sbin/init` and reaches the guest over its SSH server, and
+    /// does not (yet) install them at first boot.
+    pub fn cannot_boot(&self) -> Option<String> {
+        let missing: Vec<&str> = [
+            (!self.has_init).then_some("/sbin/init (systemd)"),
+            (!self.has_sshd).then_some("/usr/sbin/sshd (openssh-server)"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (!missing.is_empty()).then(|| {
+            format!(
+                "it has no {}: banger boots the image's init and reaches the guest over SSH, and does not install them at first boot yet; use an image with systemd-sysv and openssh-server installed",
+                missing.join(" and no ")
+            )
+        })
+    }
 }
 
 /// Builds catalog image `entry` into `out` from the Debian `mirror`.

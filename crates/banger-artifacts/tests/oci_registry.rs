@@ -289,6 +289,12 @@ fn a_layered_image_becomes_an_ext4_matching_its_layers_and_a_second_pull_downloa
     assert_eq!(oci.working_dir.as_deref(), Some("/srv"));
     assert_eq!(oci.user.as_deref(), Some("1000:1000"));
     assert!(oci.manifest_digest.starts_with("sha256:"));
+    assert!(!oci.has_init && !oci.has_sshd);
+    let why = oci.cannot_boot().unwrap();
+    assert!(
+        why.contains("no /sbin/init (systemd) and no /usr/sbin/sshd"),
+        "{why}"
+    );
     assert!(
         stages
             .iter()
@@ -323,6 +329,74 @@ fn a_layered_image_becomes_an_ext4_matching_its_layers_and_a_second_pull_downloa
     assert_eq!(dry.blobs, 2);
     assert_eq!(blobs.prune(&Default::default(), false).unwrap(), dry);
     assert_eq!(blobs.prune(&Default::default(), true).unwrap().blobs, 0);
+}
+
+#[test]
+fn init_and_sshd_are_found_through_usrmerge_symlinks() {
+    let reg = registry();
+    let tree = layer(
+        &[
+            ("usr", EntryType::Directory, 0o755, 0, 0, b""),
+            ("usr/sbin", EntryType::Directory, 0o755, 0, 0, b""),
+            ("usr/lib", EntryType::Directory, 0o755, 0, 0, b""),
+            ("usr/lib/systemd", EntryType::Directory, 0o755, 0, 0, b""),
+            (
+                "usr/lib/systemd/systemd",
+                EntryType::Regular,
+                0o755,
+                0,
+                0,
+                b"init",
+            ),
+            (
+                "usr/sbin/init",
+                EntryType::Symlink,
+                0o777,
+                0,
+                0,
+                b"../lib/systemd/systemd",
+            ),
+            ("usr/sbin/sshd", EntryType::Regular, 0o755, 0, 0, b"sshd"),
+            ("sbin", EntryType::Symlink, 0o777, 0, 0, b"usr/sbin"),
+        ],
+        false,
+    );
+    push(reg.port, "bootable:latest", &[tree]);
+    let work = tempfile::tempdir().unwrap();
+    let (manifest, _) = pull(
+        &format!("127.0.0.1:{}/bootable:latest", reg.port),
+        &work.path().join("cache"),
+        &work.path().join("out"),
+    );
+    let oci = manifest.unwrap().oci.unwrap();
+    assert!(oci.has_init && oci.has_sshd, "{oci:?}");
+    assert_eq!(oci.cannot_boot(), None);
+    // A dangling /sbin/init is no init.
+    let dangling = layer(
+        &[
+            ("sbin", EntryType::Directory, 0o755, 0, 0, b""),
+            (
+                "sbin/init",
+                EntryType::Symlink,
+                0o777,
+                0,
+                0,
+                b"/lib/systemd/systemd",
+            ),
+            ("usr", EntryType::Directory, 0o755, 0, 0, b""),
+            ("usr/sbin", EntryType::Directory, 0o755, 0, 0, b""),
+            ("usr/sbin/sshd", EntryType::Regular, 0o755, 0, 0, b"sshd"),
+        ],
+        false,
+    );
+    push(reg.port, "dangling:latest", &[dangling]);
+    let (manifest, _) = pull(
+        &format!("127.0.0.1:{}/dangling:latest", reg.port),
+        &work.path().join("cache"),
+        &work.path().join("out2"),
+    );
+    let oci = manifest.unwrap().oci.unwrap();
+    assert!(!oci.has_init && oci.has_sshd, "{oci:?}");
 }
 
 #[test]

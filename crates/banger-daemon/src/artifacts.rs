@@ -544,14 +544,18 @@ impl Artifacts {
         self.store
             .publish(kind, name, staging)
             .map_err(|e| BuildError::Recipe(error_chain(&e)))?;
+        let mut caveat = String::new();
         if let Done::Image(m) = done {
+            if let Some(why) = m.oci.as_ref().and_then(|o| o.cannot_boot()) {
+                caveat = format!(", but VMs cannot boot it: {why}");
+            }
             self.db.upsert_image(&image_record(*m)).map_err(|e| {
                 // The files are published but unrecorded: take them back.
                 let _ = self.store.delete(kind, name);
                 BuildError::Recipe(error_chain(&e))
             })?;
         }
-        Ok(format!("{prefix} {name} is ready"))
+        Ok(format!("{prefix} {name} is ready{caveat}"))
     }
 
     /// Deletes kernel `name`, unless an image boots it or a pull runs.

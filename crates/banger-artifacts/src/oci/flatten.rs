@@ -171,6 +171,8 @@ struct Tree {
     table: BTreeMap<Vec<u8>, Version>,
     /// Directory headers, with their PAX records, by path.
     dirs: HashMap<Vec<u8>, (Header, Pax)>,
+    /// Symbolic links' targets, by path.
+    links: HashMap<Vec<u8>, Vec<u8>>,
 }
 
 impl Tree {
@@ -210,6 +212,7 @@ fn plan(layers: &[Layer]) -> Result<Tree, FlattenError> {
     let mut tree = Tree {
         table: BTreeMap::new(),
         dirs: HashMap::new(),
+        links: HashMap::new(),
     };
     for (li, layer) in layers.iter().enumerate() {
         let read_err = |what: &str| {
@@ -330,6 +333,13 @@ fn plan(layers: &[Layer]) -> Result<Tree, FlattenError> {
                     return Err(refuse(format!("unsupported entry type {other:?}")));
                 }
             };
+            if matches!(kind, Kind::Symlink) {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                tree.links.insert(path.clone(), target);
+            }
             if matches!(kind, Kind::Dir) {
                 let pax = pax_records(&mut entry).map_err(read_err("read PAX records"))?;
                 tree.dirs
@@ -352,9 +362,77 @@ fn plan(layers: &[Layer]) -> Result<Tree, FlattenError> {
     Ok(tree)
 }
 
+/// What a flattened tree holds that decides whether it boots as a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Flattened {
+    /// Entries and bytes written.
+    pub summary: TarSummary,
+    /// `/sbin/init` resolves to a file.
+    pub has_init: bool,
+    /// `/usr/sbin/sshd` (or `/sbin/sshd`) resolves to a file.
+    pub has_sshd: bool,
+}
+
+impl Tree {
+    /// Whether `path` resolves, through the tree's symbolic links, to a
+    /// non-directory.
+    fn resolves_to_file(&self, path: &str) -> bool {
+        let mut parts: Vec<Vec<u8>> = path
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.as_bytes().to_vec())
+            .collect();
+        let mut at: Vec<Vec<u8>> = Vec::new();
+        let mut hops = 0;
+        while !parts.is_empty() {
+            let part = parts.remove(0);
+            match part.as_slice() {
+                b"." => continue,
+                b".." => {
+                    at.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            at.push(part);
+            let key = at.join(&b'/');
+            let Some(version) = self.table.get(&key) else {
+                return false;
+            };
+            if matches!(version.kind, Kind::Symlink) {
+                hops += 1;
+                let Some(target) = self.links.get(&key) else {
+                    return false;
+                };
+                if hops > 16 {
+                    return false;
+                }
+                at.pop();
+                if target.first() == Some(&b'/') {
+                    at.clear();
+                }
+                let mut rest: Vec<Vec<u8>> = target
+                    .split(|b| *b == b'/')
+                    .filter(|p| !p.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect();
+                rest.append(&mut parts);
+                parts = rest;
+            } else if parts.is_empty() {
+                return !matches!(version.kind, Kind::Dir);
+            } else if !matches!(version.kind, Kind::Dir) {
+                return false;
+            }
+        }
+        false
+    }
+}
+
 /// Writes the flattened tree of `layers` to the tarball `out`.
-pub fn flatten(layers: &[Layer], out: &Path) -> Result<TarSummary, FlattenError> {
+pub fn flatten(layers: &[Layer], out: &Path) -> Result<Flattened, FlattenError> {
     let tree = plan(layers)?;
+    let has_init = tree.resolves_to_file("/sbin/init");
+    let has_sshd = tree.resolves_to_file("/usr/sbin/sshd") || tree.resolves_to_file("/sbin/sshd");
     let write_err = |source| FlattenError::Write {
         path: out.to_owned(),
         source,
@@ -480,7 +558,11 @@ pub fn flatten(layers: &[Layer], out: &Path) -> Result<TarSummary, FlattenError>
         .into_inner()
         .and_then(|mut w| w.flush())
         .map_err(write_err)?;
-    Ok(summary)
+    Ok(Flattened {
+        summary,
+        has_init,
+        has_sshd,
+    })
 }
 
 fn append_pax<W: Write>(

@@ -106,7 +106,8 @@ pub fn pull(
         mib(fetched.downloaded)
     ));
     let tar = out.join("rootfs.tar");
-    flatten::flatten(&fetched.layers, &tar).map_err(|e| BuildError::Recipe(e.to_string()))?;
+    let flat =
+        flatten::flatten(&fetched.layers, &tar).map_err(|e| BuildError::Recipe(e.to_string()))?;
     let config = &fetched.config["config"];
     let text = |key: &str| {
         config[key]
@@ -127,6 +128,8 @@ pub fn pull(
             .unwrap_or_default(),
         working_dir: text("WorkingDir"),
         user: text("User"),
+        has_init: flat.has_init,
+        has_sshd: flat.has_sshd,
     };
     image::from_tar(
         &tar,

@@ -88,6 +88,7 @@ impl Vms {
             return Err(failed("cancelled"));
         }
         self.check_vmm_can_boot(&kernel)?;
+        self.check_image_can_boot(&image)?;
         stage(2, "reserving name and address");
         let record = self.reserve(spec, &image, &kernel)?;
         let vm_lock = self.vm_lock(&record.id);
@@ -108,6 +109,23 @@ impl Vms {
             "vm {} ({}) is running at {ip}",
             record.name, record.id
         ))
+    }
+
+    /// Refuses an image pulled from a registry that lacks what a VM boots
+    /// with, before anything is allocated for the VM.
+    pub(super) fn check_image_can_boot(&self, image: &str) -> Result<(), ApiError> {
+        let origin = self
+            .art_store
+            .manifest::<banger_artifacts::image::ImageManifest>(Kind::Image, image)
+            .ok()
+            .flatten()
+            .and_then(|m| m.oci);
+        match origin.and_then(|o| o.cannot_boot().map(|why| (o.reference, why))) {
+            Some((reference, why)) => Err(failed(format!(
+                "image {image} (pulled from {reference}) cannot boot as a VM: {why}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The image and kernel directories, pulling catalog entries that are

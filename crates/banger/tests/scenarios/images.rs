@@ -148,6 +148,32 @@ fn registry_image(env: &Env) {
         "would free 0 blob(s), 0.0 MiB\n"
     );
 
+    // An image without systemd and sshd is pulled (with a warning) but a
+    // VM of it is refused before anything is made.
+    let tiny = env.path("state/tiny.tar");
+    banger_testutil::tar_of(&tiny, &[("etc/os-release", b"ID=tiny\n")]).unwrap();
+    push(
+        env,
+        port,
+        "tiny",
+        &[(std::fs::read(&tiny).unwrap(), Compression::Zstd)],
+    );
+    let pulled = env.ok(&["image", "pull", &format!("127.0.0.1:{port}/tiny:latest")]);
+    assert!(
+        pulled.contains("image tiny-latest is ready, but VMs cannot boot it"),
+        "{pulled}"
+    );
+    let err = fails(
+        env,
+        &["vm", "create", "--image", "tiny-latest", "--name", "tiny"],
+    );
+    assert!(
+        err.contains("cannot boot as a VM: it has no /sbin/init (systemd) and no /usr/sbin/sshd"),
+        "{err}"
+    );
+    assert_eq!(env.ok(&["vm", "list", "-o", "json"]).trim(), "[]");
+    env.ok(&["image", "delete", "tiny-latest"]);
+
     // A hostile layer: refused naming layer and entry, nothing published.
     let evil = env.path("state/evil.tar");
     banger_testutil::raw_tar(&evil, &[(b"../evil", tar::EntryType::Regular, b"")]).unwrap();
