@@ -43,7 +43,7 @@ pub struct Kernel {
 pub struct Image {
     /// Name.
     pub name: String,
-    /// `build` (catalog recipe) or `import`.
+    /// `build` (catalog recipe), `import` or `oci` (a registry pull).
     pub source: String,
     /// Recipe hash, for built images.
     pub recipe_hash: Option<String>,
@@ -55,9 +55,30 @@ pub struct Image {
     pub created_at: String,
     /// Its directory.
     pub dir: String,
+    /// For a registry pull: where from and what its config asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<OciImage>,
 }
 
-/// `POST /v1/kernels/pull` and `POST /v1/images/pull`.
+/// Where a pulled image came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OciImage {
+    /// The reference pulled.
+    pub reference: String,
+    /// The image manifest's digest.
+    pub manifest_digest: String,
+    /// The config's `Env`.
+    pub env: Vec<String>,
+    /// The config's `WorkingDir`.
+    pub working_dir: Option<String>,
+    /// The config's `User`.
+    pub user: Option<String>,
+    /// Why a VM cannot boot it (no systemd or no sshd), if it cannot.
+    pub cannot_boot: Option<String>,
+}
+
+/// `POST /v1/kernels/pull`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PullRequest {

@@ -16,8 +16,8 @@ pub mod vm;
 
 pub use artifact::{
     CachePruneReport, CachePruneRequest, CatalogEntry, Image, ImagePullRequest, ImportRequest,
-    Kernel, MAX_WAIT_MS, Operation, OperationKind, OperationQuery, OperationStage, OperationState,
-    PullRequest,
+    Kernel, MAX_WAIT_MS, OciImage, Operation, OperationKind, OperationQuery, OperationStage,
+    OperationState, PullRequest,
 };
 pub use doctor::{Check, CheckStatus, DoctorReport};
 pub use error::{ErrorBody, ErrorCode};

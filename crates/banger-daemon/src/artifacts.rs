@@ -312,7 +312,22 @@ impl Artifacts {
     }
 
     fn image_view(&self, r: ImageRecord) -> Image {
+        let oci = self
+            .store
+            .manifest::<ImageManifest>(Kind::Image, &r.name)
+            .ok()
+            .flatten()
+            .and_then(|m| m.oci)
+            .map(|o| banger_api::OciImage {
+                cannot_boot: o.cannot_boot(),
+                reference: o.reference,
+                manifest_digest: o.manifest_digest,
+                env: o.env,
+                working_dir: o.working_dir,
+                user: o.user,
+            });
         Image {
+            oci,
             dir: self.store.dir(Kind::Image, &r.name).display().to_string(),
             name: r.name,
             source: r.source,

@@ -103,6 +103,12 @@ fn registry_image(env: &Env) {
     let image: serde_json::Value =
         serde_json::from_str(&env.ok(&["image", "show", "golden"])).unwrap();
     assert_eq!(image["source"], "oci", "{image}");
+    assert_eq!(image["oci"]["reference"], reference.as_str(), "{image}");
+    assert!(image["oci"]["cannot_boot"].is_null(), "{image}");
+    assert_eq!(
+        image["oci"]["env"][0], "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+        "{image}"
+    );
     let out = env.banger(&[
         "vm",
         "run",
@@ -172,6 +178,15 @@ fn registry_image(env: &Env) {
         "{err}"
     );
     assert_eq!(env.ok(&["vm", "list", "-o", "json"]).trim(), "[]");
+    let tiny: serde_json::Value =
+        serde_json::from_str(&env.ok(&["image", "show", "tiny-latest"])).unwrap();
+    assert!(
+        tiny["oci"]["cannot_boot"]
+            .as_str()
+            .unwrap()
+            .contains("no /sbin/init"),
+        "{tiny}"
+    );
     env.ok(&["image", "delete", "tiny-latest"]);
 
     // A hostile layer: refused naming layer and entry, nothing published.
