@@ -253,10 +253,18 @@ impl Vms {
             .parse()
             .map_err(|_| ApiError::internal(format!("bad address {:?} in the store", vm.ip)))?;
         let disks = DiskFiles::in_dir(&dir);
+        // A NAT guest reaches the host's resolvers; others reach nothing,
+        // and keep the image's file rather than wait on timeouts.
+        let nameservers = if vm.nat {
+            disks::host_nameservers()
+        } else {
+            Vec::new()
+        };
         let settings = GuestSettings {
             name: &vm.name,
             ip,
             host_key: (&private, &public),
+            nameservers: &nameservers,
         };
         disks::make_overlay(&self.runner, &disks, &settings, &log).map_err(failed)?;
         let seed = self

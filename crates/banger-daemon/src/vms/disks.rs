@@ -26,6 +26,31 @@ pub struct GuestSettings<'a> {
     pub ip: Ipv4Addr,
     /// The sshd host key pair (private, public).
     pub host_key: (&'a [u8], &'a [u8]),
+    /// Resolvers for the guest's `/etc/resolv.conf`; none leaves the
+    /// image's file as it is.
+    pub nameservers: &'a [Ipv4Addr],
+}
+
+/// The IPv4 resolvers a guest can use through NAT, from a resolv.conf:
+/// loopback ones (a local stub such as systemd-resolved's 127.0.0.53)
+/// are the host's own and unreachable from a guest.
+pub fn guest_nameservers(resolv_conf: &str) -> Vec<Ipv4Addr> {
+    resolv_conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| rest.trim().parse::<Ipv4Addr>().ok())
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+        .collect()
+}
+
+/// The host's resolvers a NAT guest can use: `/etc/resolv.conf`, or, when
+/// it names only a local stub, systemd-resolved's upstream list.
+pub fn host_nameservers() -> Vec<Ipv4Addr> {
+    ["/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"]
+        .iter()
+        .map(|p| guest_nameservers(&std::fs::read_to_string(p).unwrap_or_default()))
+        .find(|found| !found.is_empty())
+        .unwrap_or_default()
 }
 
 /// The overlay's initial tree as a tarball (owned by root, whatever user
@@ -76,6 +101,20 @@ pub fn overlay_tar(settings: &GuestSettings<'_>) -> std::io::Result<Vec<u8>> {
     ];
     for (path, mode, data) in files {
         append(&mut b, path, mode, Some(data))?;
+    }
+    if !settings.nameservers.is_empty() {
+        let mut resolv = String::from(
+            "# Written by banger at create time: the host's resolvers, reached through NAT.\n",
+        );
+        for ns in settings.nameservers {
+            resolv.push_str(&format!("nameserver {ns}\n"));
+        }
+        append(
+            &mut b,
+            "upper/etc/resolv.conf",
+            0o644,
+            Some(resolv.as_bytes()),
+        )?;
     }
     b.into_inner()
 }
@@ -234,12 +273,14 @@ pub fn grow_work(
 mod tests {
     use super::*;
 
-    #[test]
-    fn overlay_tree_holds_the_vms_settings_owned_by_root() {
+    fn overlay_files(
+        nameservers: &[Ipv4Addr],
+    ) -> std::collections::BTreeMap<String, (u32, String)> {
         let tar = overlay_tar(&GuestSettings {
             name: "web",
             ip: Ipv4Addr::new(10, 77, 0, 9),
             host_key: (b"PRIVATE", b"ssh-ed25519 PUB web"),
+            nameservers,
         })
         .unwrap();
         let mut archive = tar::Archive::new(&tar[..]);
@@ -255,6 +296,12 @@ mod tests {
                 (h.mode().unwrap(), text),
             );
         }
+        seen
+    }
+
+    #[test]
+    fn overlay_tree_holds_the_vms_settings_owned_by_root() {
+        let seen = overlay_files(&[]);
         assert_eq!(seen["upper/etc/hostname"].1, "web\n");
         assert!(seen["upper/etc/hosts"].1.contains("10.77.0.9\tweb.vm web"));
         assert!(
@@ -267,5 +314,24 @@ mod tests {
             (0o600, "PRIVATE".into())
         );
         assert!(seen.contains_key("work"));
+        assert!(
+            !seen.contains_key("upper/etc/resolv.conf"),
+            "no resolvers, no file"
+        );
+        let natted = overlay_files(&[Ipv4Addr::new(10, 255, 255, 53), Ipv4Addr::new(9, 9, 9, 9)]);
+        assert_eq!(
+            natted["upper/etc/resolv.conf"].1,
+            "# Written by banger at create time: the host's resolvers, reached through NAT.\nnameserver 10.255.255.53\nnameserver 9.9.9.9\n"
+        );
+    }
+
+    #[test]
+    fn guest_nameservers_skip_local_stubs_ipv6_and_junk() {
+        let conf = "# generated\nnameserver 127.0.0.53\nnameserver 10.0.0.2\n  nameserver 1.1.1.1  \nnameserver ::1\nnameserver 2001:db8::1\nnameserver bogus\nsearch example\n";
+        assert_eq!(
+            guest_nameservers(conf),
+            [Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(1, 1, 1, 1)]
+        );
+        assert!(guest_nameservers("nameserver 127.0.0.53\n").is_empty());
     }
 }

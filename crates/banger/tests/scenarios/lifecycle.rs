@@ -183,6 +183,19 @@ fn nat_rules(env: &Env) {
         "{rules:?}"
     );
     assert!(rules.iter().any(|r| r.contains("MASQUERADE")), "{rules:?}");
+    // A NAT guest is given the host's (non-loopback) resolvers.
+    let resolv = env.ok(&["vm", "ssh", "natted", "--", "cat", "/etc/resolv.conf"]);
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap();
+    let wanted: Vec<&str> = host
+        .lines()
+        .filter(|l| l.starts_with("nameserver") && !l.contains(" 127.") && !l.contains(':'))
+        .collect();
+    for line in &wanted {
+        assert!(
+            resolv.contains(line),
+            "{line:?} missing from the guest's:\n{resolv}"
+        );
+    }
     env.ok(&["vm", "stop", "natted"]);
     assert_eq!(leftovers(env).rules, Vec::<String>::new());
     env.ok(&["vm", "delete", "natted"]);
