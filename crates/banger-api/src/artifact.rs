@@ -76,6 +76,9 @@ pub struct OciImage {
     pub user: Option<String>,
     /// Why a VM cannot boot it (no systemd or no sshd), if it cannot.
     pub cannot_boot: Option<String>,
+    /// What its VMs install at their first boot (needs `--nat`), if
+    /// anything.
+    pub installs_at_first_boot: Option<String>,
 }
 
 /// `POST /v1/kernels/pull`.

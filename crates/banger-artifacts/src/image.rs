@@ -85,13 +85,41 @@ pub struct OciOrigin {
     /// The tree has `/usr/sbin/sshd`.
     #[serde(default)]
     pub has_sshd: bool,
+    /// The distribution family whose package manager banger-init uses to
+    /// install what is missing at first boot, if it knows one.
+    #[serde(default)]
+    pub first_boot: Option<String>,
 }
 
 impl OciOrigin {
     /// Why a VM cannot boot this image, if it cannot: banger boots the
     /// image's `/sbin/init` and reaches the guest over its SSH server, and
-    /// does not (yet) install them at first boot.
+    /// can install them at first boot only with a package manager it knows.
     pub fn cannot_boot(&self) -> Option<String> {
+        if self.first_boot.is_some() {
+            return None;
+        }
+        self.missing().map(|missing| {
+            format!(
+                "it has no {}: banger boots the image's init and reaches the guest over SSH, and knows no package manager in it to install them with; use an image with systemd and an SSH server installed",
+                missing.join(" and no ")
+            )
+        })
+    }
+
+    /// What banger-init installs at each VM's first boot (which needs the
+    /// network: `--nat`), if anything.
+    pub fn installs_at_first_boot(&self) -> Option<String> {
+        let family = self.first_boot.as_ref()?;
+        self.missing().map(|missing| {
+            format!(
+                "its VMs install {} at first boot with {family}'s package manager, which needs --nat",
+                missing.join(" and ")
+            )
+        })
+    }
+
+    fn missing(&self) -> Option<Vec<&'static str>> {
         let missing: Vec<&str> = [
             (!self.has_init).then_some("/sbin/init (systemd)"),
             (!self.has_sshd).then_some("/usr/sbin/sshd (openssh-server)"),
@@ -99,12 +127,7 @@ impl OciOrigin {
         .into_iter()
         .flatten()
         .collect();
-        (!missing.is_empty()).then(|| {
-            format!(
-                "it has no {}: banger boots the image's init and reaches the guest over SSH, and does not install them at first boot yet; use an image with systemd-sysv and openssh-server installed",
-                missing.join(" and no ")
-            )
-        })
+        (!missing.is_empty()).then_some(missing)
     }
 }
 

@@ -358,6 +358,23 @@ fn init_and_sshd_are_found_through_usrmerge_symlinks() {
             ),
             ("usr/sbin/sshd", EntryType::Regular, 0o755, 0, 0, b"sshd"),
             ("sbin", EntryType::Symlink, 0o777, 0, 0, b"usr/sbin"),
+            (
+                "usr/lib/os-release",
+                EntryType::Regular,
+                0o644,
+                0,
+                0,
+                b"ID=debian\nVERSION_ID=\"12\"\n",
+            ),
+            ("etc", EntryType::Directory, 0o755, 0, 0, b""),
+            (
+                "etc/os-release",
+                EntryType::Symlink,
+                0o777,
+                0,
+                0,
+                b"../usr/lib/os-release",
+            ),
         ],
         false,
     );
@@ -371,6 +388,10 @@ fn init_and_sshd_are_found_through_usrmerge_symlinks() {
     let oci = manifest.unwrap().oci.unwrap();
     assert!(oci.has_init && oci.has_sshd, "{oci:?}");
     assert_eq!(oci.cannot_boot(), None);
+    // os-release found through its link: banger-init could install what
+    // is missing, though nothing is.
+    assert_eq!(oci.first_boot.as_deref(), Some("debian"));
+    assert_eq!(oci.installs_at_first_boot(), None);
     // A dangling /sbin/init is no init.
     let dangling = layer(
         &[
@@ -397,6 +418,13 @@ fn init_and_sshd_are_found_through_usrmerge_symlinks() {
     );
     let oci = manifest.unwrap().oci.unwrap();
     assert!(!oci.has_init && oci.has_sshd, "{oci:?}");
+    // No os-release: no installer, so it cannot boot.
+    assert_eq!(oci.first_boot, None);
+    assert!(
+        oci.cannot_boot()
+            .unwrap()
+            .contains("no /sbin/init (systemd):")
+    );
 }
 
 #[test]

@@ -320,6 +320,7 @@ impl Artifacts {
             .and_then(|m| m.oci)
             .map(|o| banger_api::OciImage {
                 cannot_boot: o.cannot_boot(),
+                installs_at_first_boot: o.installs_at_first_boot(),
                 reference: o.reference,
                 manifest_digest: o.manifest_digest,
                 env: o.env,
@@ -561,8 +562,12 @@ impl Artifacts {
             .map_err(|e| BuildError::Recipe(error_chain(&e)))?;
         let mut caveat = String::new();
         if let Done::Image(m) = done {
-            if let Some(why) = m.oci.as_ref().and_then(|o| o.cannot_boot()) {
-                caveat = format!(", but VMs cannot boot it: {why}");
+            if let Some(oci) = &m.oci {
+                if let Some(why) = oci.cannot_boot() {
+                    caveat = format!(", but VMs cannot boot it: {why}");
+                } else if let Some(what) = oci.installs_at_first_boot() {
+                    caveat = format!("; {what}");
+                }
             }
             self.db.upsert_image(&image_record(*m)).map_err(|e| {
                 // The files are published but unrecorded: take them back.

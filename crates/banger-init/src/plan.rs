@@ -136,9 +136,15 @@ pub fn assemble(sys: &dyn Sys) -> Result<Next, InitError> {
         ),
     )?;
     let init = plan.init;
+    let in_new = |p: &Path| Path::new(NEWROOT).join(p.strip_prefix("/").unwrap_or(p));
+    let has_sshd = ["/usr/sbin/sshd", "/sbin/sshd"]
+        .iter()
+        .any(|p| sys.exists(&in_new(Path::new(p))));
+    if !sys.exists(&in_new(&init)) || !has_sshd {
+        first_boot(sys)?;
+    }
     // The image's init must exist in the assembled tree before we commit.
-    let in_new = Path::new(NEWROOT).join(init.strip_prefix("/").unwrap_or(&init));
-    if !sys.exists(&in_new) {
+    if !sys.exists(&in_new(&init)) {
         return Err(InitError(format!(
             "{} does not exist in the image",
             init.display()
@@ -156,6 +162,64 @@ pub fn assemble(sys: &dyn Sys) -> Result<Next, InitError> {
     step(|| "chroot .".into(), sys.chroot(Path::new(".")))?;
     step(|| "chdir /".into(), sys.chdir(Path::new("/")))?;
     Ok(Next::Exec(init))
+}
+
+/// Installs systemd and sshd with the image's package manager, chrooted
+/// in the new root with the early mounts bound into it. An image banger
+/// knows no installer for is left as it is (the caller then finds no
+/// init, or boots one without sshd).
+fn first_boot(sys: &dyn Sys) -> Result<(), InitError> {
+    let os_release = ["etc/os-release", "usr/lib/os-release"]
+        .iter()
+        .find_map(|p| sys.read_to_string(&Path::new(NEWROOT).join(p)).ok())
+        .unwrap_or_default();
+    let Some(install) = crate::firstboot::plan_for(&os_release) else {
+        sys.say("first boot: no systemd or no sshd, and no installer for this distribution");
+        return Ok(());
+    };
+    sys.say(&format!(
+        "first boot: installing systemd and an SSH server with the image's package manager ({})",
+        install.family
+    ));
+    let mut bound = Vec::new();
+    let mut result = Ok(());
+    for dir in ["/dev", "/proc", "/sys"] {
+        let target = Path::new(NEWROOT).join(&dir[1..]);
+        result =
+            step(|| format!("mkdir {}", target.display()), sys.mkdir(&target)).and_then(|()| {
+                step(
+                    || format!("bind {dir} into {}", target.display()),
+                    sys.mount(dir, &target, "", MountFlags::Bind, ""),
+                )
+            });
+        if result.is_err() {
+            break;
+        }
+        bound.push(target);
+    }
+    if result.is_ok() {
+        for argv in &install.commands {
+            let shown = argv.join(" ");
+            sys.say(&format!("first boot: {shown}"));
+            result = match sys.run_in(Path::new(NEWROOT), argv, &crate::firstboot::ENV) {
+                Ok(0) => Ok(()),
+                Ok(code) => Err(InitError(format!(
+                    "first boot: `{shown}` exited with {code} (its output is above); a --nat VM reaches the image's package mirror"
+                ))),
+                Err(e) => Err(InitError(format!("first boot: run `{shown}`: {e}"))),
+            };
+            if result.is_err() {
+                break;
+            }
+        }
+    }
+    for target in bound.iter().rev() {
+        let _ = sys.umount(target);
+    }
+    if result.is_ok() {
+        sys.say("first boot: done");
+    }
+    result
 }
 
 fn resolve(sys: &dyn Sys, device: &Device) -> Result<PathBuf, InitError> {
@@ -194,6 +258,9 @@ mod tests {
         labels: Vec<(&'static str, &'static str)>,
         fail: Option<&'static str>,
         missing: Vec<&'static str>,
+        os_release: &'static str,
+        /// Exit code of every command run in the new root.
+        run_code: i32,
     }
 
     impl Fake {
@@ -245,6 +312,8 @@ mod tests {
         fn read_to_string(&self, path: &Path) -> std::io::Result<String> {
             if path == Path::new("/proc/cmdline") {
                 Ok(self.cmdline.clone())
+            } else if path == Path::new("/newroot/etc/os-release") {
+                Ok(self.os_release.to_owned())
             } else {
                 Ok(String::new())
             }
@@ -262,6 +331,19 @@ mod tests {
                 .map(|(_, l)| (*l).to_owned())
         }
         fn say(&self, _: &str) {}
+        fn run_in(&self, root: &Path, argv: &[&str], env: &[(&str, &str)]) -> std::io::Result<i32> {
+            assert!(env.iter().any(|(k, _)| *k == "PATH"));
+            self.record(format!("run in {}: {}", root.display(), argv.join(" ")))?;
+            Ok(self.run_code)
+        }
+    }
+
+    /// Where the first call starting with `needle` is.
+    fn position(calls: &[String], needle: &str) -> usize {
+        calls
+            .iter()
+            .position(|c| c.starts_with(needle))
+            .unwrap_or_else(|| panic!("{needle} missing: {calls:#?}"))
     }
 
     #[test]
@@ -274,12 +356,7 @@ mod tests {
         let next = assemble(&fake).unwrap();
         assert_eq!(next, Next::Exec(PathBuf::from("/sbin/init")));
         let calls = fake.calls.borrow();
-        let pos = |needle: &str| {
-            calls
-                .iter()
-                .position(|c| c.starts_with(needle))
-                .unwrap_or_else(|| panic!("{needle} missing: {calls:#?}"))
-        };
+        let pos = |needle: &str| position(&calls, needle);
         // Labels, not probe order, decide which disk is which.
         assert!(
             calls.contains(&"mount /dev/vdb /mnt/base ext4 ReadOnly".to_owned()),
@@ -346,7 +423,70 @@ mod tests {
         };
         let err = assemble(&fake).unwrap_err();
         assert_eq!(err.0, "/sbin/nope does not exist in the image");
-        assert!(!fake.calls.borrow().iter().any(|c| c.starts_with("chroot")));
+        let calls = fake.calls.borrow();
+        assert!(!calls.iter().any(|c| c.starts_with("chroot")));
+        // No os-release: no installer was tried.
+        assert!(!calls.iter().any(|c| c.starts_with("run in")), "{calls:#?}");
+    }
+
+    #[test]
+    fn an_image_without_init_or_sshd_gets_them_installed_before_the_switch() {
+        let fake = Fake {
+            cmdline: "banger.base=/dev/vda banger.overlay=/dev/vdb".into(),
+            missing: vec!["/newroot/usr/sbin/sshd", "/newroot/sbin/sshd"],
+            os_release: "ID=debian\nVERSION_ID=\"12\"\n",
+            ..Fake::default()
+        };
+        assert_eq!(
+            assemble(&fake).unwrap(),
+            Next::Exec(PathBuf::from("/sbin/init"))
+        );
+        let calls = fake.calls.borrow();
+        let pos = |needle: &str| position(&calls, needle);
+        assert!(pos("mount overlay") < pos("mount /proc /newroot/proc  Bind"));
+        assert!(pos("mount /sys /newroot/sys  Bind") < pos("run in /newroot: apt-get update"));
+        assert!(
+            pos("run in /newroot: apt-get update")
+                < pos(
+                    "run in /newroot: apt-get install -y --no-install-recommends systemd-sysv openssh-server"
+                )
+        );
+        assert!(pos("run in /newroot: apt-get install") < pos("umount /newroot/dev"));
+        assert!(pos("umount /newroot/dev") < pos("umount /proc"));
+        assert_eq!(calls.last().unwrap(), "chdir /");
+    }
+
+    #[test]
+    fn a_failed_install_is_named_unbinds_and_stops_the_boot() {
+        let fake = Fake {
+            cmdline: "banger.base=/dev/vda banger.overlay=/dev/vdb".into(),
+            missing: vec!["/newroot/sbin/init"],
+            os_release: "ID=ubuntu\nID_LIKE=debian\n",
+            run_code: 100,
+            ..Fake::default()
+        };
+        let Exit::Failed(err) = run(&fake) else {
+            panic!("expected a failure");
+        };
+        assert!(
+            err.0
+                .starts_with("first boot: `apt-get update` exited with 100"),
+            "{}",
+            err.0
+        );
+        let calls = fake.calls.borrow();
+        assert_eq!(calls.iter().filter(|c| c.starts_with("run in")).count(), 1);
+        for dir in ["dev", "proc", "sys"] {
+            assert!(
+                calls.contains(&format!("umount /newroot/{dir}")),
+                "{calls:#?}"
+            );
+        }
+        assert!(
+            !calls
+                .iter()
+                .any(|c| c.starts_with("exec") || c.starts_with("chroot"))
+        );
     }
 
     #[test]

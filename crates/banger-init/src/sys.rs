@@ -15,6 +15,8 @@ pub enum MountFlags {
     ReadOnly,
     /// `MS_MOVE`.
     Move,
+    /// `MS_BIND`.
+    Bind,
 }
 
 /// What banger-init asks of the kernel.
@@ -49,6 +51,9 @@ pub trait Sys {
     fn ext4_label(&self, device: &Path) -> Option<String>;
     /// Writes a line to the console.
     fn say(&self, line: &str);
+    /// Runs `argv` (looked up on `env`'s `PATH`) chrooted in `root`, its
+    /// output on the console; returns its exit code (-1 when killed).
+    fn run_in(&self, root: &Path, argv: &[&str], env: &[(&str, &str)]) -> std::io::Result<i32>;
 }
 
 /// The real kernel.
@@ -95,6 +100,7 @@ impl Sys for LinuxSys {
             MountFlags::None => 0,
             MountFlags::ReadOnly => libc::MS_RDONLY,
             MountFlags::Move => libc::MS_MOVE,
+            MountFlags::Bind => libc::MS_BIND,
         };
         // SAFETY: every pointer is a valid NUL-terminated string that
         // outlives the call.
@@ -107,6 +113,31 @@ impl Sys for LinuxSys {
                 data.as_ptr().cast(),
             )
         })
+    }
+
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "banger-init is PID 1 in the guest: banger-sys's runner is not there"
+    )]
+    fn run_in(&self, root: &Path, argv: &[&str], env: &[(&str, &str)]) -> std::io::Result<i32> {
+        use std::os::unix::process::CommandExt;
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let root = cstr(root)?;
+        let slash = cstr(Path::new("/"))?;
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args).env_clear().envs(env.iter().copied());
+        // SAFETY: chroot(2) and chdir(2) are async-signal-safe and only read
+        // the two C strings, which were made before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                check(libc::chroot(root.as_ptr()))?;
+                check(libc::chdir(slash.as_ptr()))
+            });
+        }
+        let status = cmd.status()?;
+        Ok(status.code().unwrap_or(-1))
     }
 
     fn umount(&self, target: &Path) -> std::io::Result<()> {

@@ -300,7 +300,13 @@ pub enum ImageCommand {
     /// written without root; two pulls of one name share one build; Ctrl-C
     /// cancels.
     ///
-    /// An image without systemd and sshd cannot boot as a banger VM yet.
+    /// banger boots the image's /sbin/init and reaches the guest over SSH.
+    /// An image without systemd or sshd (most container images) gets them
+    /// at each VM's first boot, installed by banger's init with the
+    /// image's package manager (apt, apk, dnf, pacman or zypper, by
+    /// /etc/os-release), which needs the VM created with --nat; progress
+    /// is in `banger vm logs`. An image with neither a known package
+    /// manager nor systemd and sshd is refused at `vm create`.
     Pull {
         /// Catalog name or registry reference.
         name: String,

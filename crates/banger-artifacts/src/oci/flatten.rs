@@ -173,6 +173,8 @@ struct Tree {
     dirs: HashMap<Vec<u8>, (Header, Pax)>,
     /// Symbolic links' targets, by path.
     links: HashMap<Vec<u8>, Vec<u8>>,
+    /// The text of each os-release file met, by path.
+    os_release: HashMap<Vec<u8>, String>,
 }
 
 impl Tree {
@@ -213,6 +215,7 @@ fn plan(layers: &[Layer]) -> Result<Tree, FlattenError> {
         table: BTreeMap::new(),
         dirs: HashMap::new(),
         links: HashMap::new(),
+        os_release: HashMap::new(),
     };
     for (li, layer) in layers.iter().enumerate() {
         let read_err = |what: &str| {
@@ -333,6 +336,13 @@ fn plan(layers: &[Layer]) -> Result<Tree, FlattenError> {
                     return Err(refuse(format!("unsupported entry type {other:?}")));
                 }
             };
+            if matches!(kind, Kind::File)
+                && matches!(path.as_slice(), b"etc/os-release" | b"usr/lib/os-release")
+            {
+                let mut text = String::new();
+                let _ = (&mut entry).take(64 << 10).read_to_string(&mut text);
+                tree.os_release.insert(path.clone(), text);
+            }
             if matches!(kind, Kind::Symlink) {
                 let target = entry
                     .link_name_bytes()
@@ -363,7 +373,7 @@ fn plan(layers: &[Layer]) -> Result<Tree, FlattenError> {
 }
 
 /// What a flattened tree holds that decides whether it boots as a VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Flattened {
     /// Entries and bytes written.
     pub summary: TarSummary,
@@ -371,12 +381,20 @@ pub struct Flattened {
     pub has_init: bool,
     /// `/usr/sbin/sshd` (or `/sbin/sshd`) resolves to a file.
     pub has_sshd: bool,
+    /// The text of `/etc/os-release` (or `/usr/lib/os-release`), if any.
+    pub os_release: Option<String>,
 }
 
 impl Tree {
     /// Whether `path` resolves, through the tree's symbolic links, to a
     /// non-directory.
     fn resolves_to_file(&self, path: &str) -> bool {
+        self.resolve_file(path).is_some()
+    }
+
+    /// The path of the non-directory `path` resolves to, through the
+    /// tree's symbolic links.
+    fn resolve_file(&self, path: &str) -> Option<Vec<u8>> {
         let mut parts: Vec<Vec<u8>> = path
             .split('/')
             .filter(|p| !p.is_empty())
@@ -396,16 +414,12 @@ impl Tree {
             }
             at.push(part);
             let key = at.join(&b'/');
-            let Some(version) = self.table.get(&key) else {
-                return false;
-            };
+            let version = self.table.get(&key)?;
             if matches!(version.kind, Kind::Symlink) {
                 hops += 1;
-                let Some(target) = self.links.get(&key) else {
-                    return false;
-                };
+                let target = self.links.get(&key)?;
                 if hops > 16 {
-                    return false;
+                    return None;
                 }
                 at.pop();
                 if target.first() == Some(&b'/') {
@@ -419,12 +433,12 @@ impl Tree {
                 rest.append(&mut parts);
                 parts = rest;
             } else if parts.is_empty() {
-                return !matches!(version.kind, Kind::Dir);
+                return (!matches!(version.kind, Kind::Dir)).then_some(key);
             } else if !matches!(version.kind, Kind::Dir) {
-                return false;
+                return None;
             }
         }
-        false
+        None
     }
 }
 
@@ -433,6 +447,10 @@ pub fn flatten(layers: &[Layer], out: &Path) -> Result<Flattened, FlattenError> 
     let tree = plan(layers)?;
     let has_init = tree.resolves_to_file("/sbin/init");
     let has_sshd = tree.resolves_to_file("/usr/sbin/sshd") || tree.resolves_to_file("/sbin/sshd");
+    let os_release = ["/etc/os-release", "/usr/lib/os-release"]
+        .iter()
+        .filter_map(|p| tree.resolve_file(p))
+        .find_map(|key| tree.os_release.get(&key).cloned());
     let write_err = |source| FlattenError::Write {
         path: out.to_owned(),
         source,
@@ -562,6 +580,7 @@ pub fn flatten(layers: &[Layer], out: &Path) -> Result<Flattened, FlattenError> 
         summary,
         has_init,
         has_sshd,
+        os_release,
     })
 }
 

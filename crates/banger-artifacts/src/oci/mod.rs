@@ -130,6 +130,11 @@ pub fn pull(
         user: text("User"),
         has_init: flat.has_init,
         has_sshd: flat.has_sshd,
+        first_boot: flat
+            .os_release
+            .as_deref()
+            .and_then(banger_init::firstboot::plan_for)
+            .map(|install| install.family.to_owned()),
     };
     image::from_tar(
         &tar,

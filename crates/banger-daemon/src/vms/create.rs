@@ -88,7 +88,7 @@ impl Vms {
             return Err(failed("cancelled"));
         }
         self.check_vmm_can_boot(&kernel)?;
-        self.check_image_can_boot(&image)?;
+        self.check_image_can_boot(&image, spec.nat)?;
         stage(2, "reserving name and address");
         let record = self.reserve(spec, &image, &kernel)?;
         let vm_lock = self.vm_lock(&record.id);
@@ -113,18 +113,28 @@ impl Vms {
 
     /// Refuses an image pulled from a registry that lacks what a VM boots
     /// with, before anything is allocated for the VM.
-    pub(super) fn check_image_can_boot(&self, image: &str) -> Result<(), ApiError> {
-        let origin = self
+    pub(super) fn check_image_can_boot(&self, image: &str, nat: bool) -> Result<(), ApiError> {
+        let Some(origin) = self
             .art_store
             .manifest::<banger_artifacts::image::ImageManifest>(Kind::Image, image)
             .ok()
             .flatten()
-            .and_then(|m| m.oci);
-        match origin.and_then(|o| o.cannot_boot().map(|why| (o.reference, why))) {
-            Some((reference, why)) => Err(failed(format!(
-                "image {image} (pulled from {reference}) cannot boot as a VM: {why}"
+            .and_then(|m| m.oci)
+        else {
+            return Ok(());
+        };
+        if let Some(why) = origin.cannot_boot() {
+            return Err(failed(format!(
+                "image {image} (pulled from {}) cannot boot as a VM: {why}",
+                origin.reference
+            )));
+        }
+        match origin.installs_at_first_boot() {
+            Some(what) if !nat => Err(failed(format!(
+                "image {image} (pulled from {}) needs --nat: {what}",
+                origin.reference
             ))),
-            None => Ok(()),
+            _ => Ok(()),
         }
     }
 

@@ -12,7 +12,14 @@ use crate::common::{Env, stderr};
 use crate::support::{Scenario, fails, text};
 
 pub fn scenarios() -> Vec<Scenario> {
-    vec![Scenario::new("registry-image-is-pulled-and-boots", registry_image).own_cache()]
+    vec![
+        Scenario::new("registry-image-is-pulled-and-boots", registry_image).own_cache(),
+        Scenario::new(
+            "registry-image-without-systemd-gets-it-at-first-boot",
+            first_boot,
+        )
+        .own_cache(),
+    ]
 }
 
 /// Starts a registry inside the Env's namespace; it dies with it.
@@ -215,4 +222,219 @@ fn registry_image(env: &Env) {
         .filter(|n| n.starts_with('.') || n.contains("evil"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// The text of `name` in the tarball `tar` (entries as `./path`).
+fn file_in_tar(tar: &[u8], name: &str) -> Option<String> {
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries().ok()? {
+        let mut entry = entry.ok()?;
+        let path = entry.path().ok()?.to_string_lossy().into_owned();
+        if path.trim_start_matches("./") == name {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).ok()?;
+            return Some(text);
+        }
+    }
+    None
+}
+
+fn tar_entry(b: &mut tar::Builder<Vec<u8>>, path: &str, kind: tar::EntryType, data: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    b.append_data(&mut h, path, data).unwrap();
+}
+
+fn run_ok(program: &str, args: &[&str]) -> String {
+    #[allow(clippy::disallowed_methods, reason = "test setup: dpkg-deb, date")]
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{program} {args:?}: {}", stderr(&out));
+    text(&out)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A flat apt repository holding one stand-in `systemd-sysv` of `version`
+/// (built with dpkg-deb: only the `/usr/sbin/init` link), served inside the
+/// Env's namespace on port 8000, where a guest reaches it at the bridge's
+/// address.
+fn serve_repo(env: &Env, version: &str) {
+    let pkg = env.path("state/pkg");
+    std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(pkg.join("usr/sbin")).unwrap();
+    std::os::unix::fs::symlink("../lib/systemd/systemd", pkg.join("usr/sbin/init")).unwrap();
+    let control = format!(
+        "Package: systemd-sysv\nVersion: {version}\nArchitecture: amd64\nMaintainer: banger tests <tests@banger.invalid>\nDepends: systemd\nDescription: stand-in providing /sbin/init for banger's first-boot test\n"
+    );
+    std::fs::write(pkg.join("DEBIAN/control"), &control).unwrap();
+    let repo = env.path("state/repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let deb = repo.join("systemd-sysv.deb");
+    run_ok(
+        "dpkg-deb",
+        &[
+            "--root-owner-group",
+            "--build",
+            pkg.to_str().unwrap(),
+            deb.to_str().unwrap(),
+        ],
+    );
+    let bytes = std::fs::read(&deb).unwrap();
+    let packages = format!(
+        "{control}Filename: ./systemd-sysv.deb\nSize: {}\nSHA256: {}\n\n",
+        bytes.len(),
+        sha256_hex(&bytes)
+    );
+    std::fs::write(repo.join("Packages"), &packages).unwrap();
+    let date = run_ok("date", &["-Ru"]);
+    std::fs::write(
+        repo.join("Release"),
+        format!(
+            "Origin: banger-test\nLabel: banger-test\nDate: {}\nArchitectures: amd64\nSHA256:\n {} {} Packages\n",
+            date.trim(),
+            sha256_hex(packages.as_bytes()),
+            packages.len()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(env.path("state/repo.log")).unwrap();
+    let mut server = env
+        .command(
+            std::path::Path::new("python3"),
+            &[
+                "-m",
+                "http.server",
+                "8000",
+                "--bind",
+                "0.0.0.0",
+                "--directory",
+                repo.to_str().unwrap(),
+            ],
+        )
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Killed with the namespace; reaped here.
+    std::thread::spawn(move || server.wait());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !env
+        .in_netns("bash", &["-c", "exec 3<>/dev/tcp/127.0.0.1/8000"])
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the repository server did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The golden Debian tree with `/sbin/init` whited out and systemd-sysv
+/// gone from dpkg's status, its apt pointed at a repository on the bridge:
+/// banger-init installs systemd-sysv at the VM's first boot, and the VM
+/// boots into the systemd it provides.
+fn first_boot(env: &Env) {
+    let port = start_registry(env);
+    let golden = golden_tar(env);
+    let status =
+        file_in_tar(&golden, "var/lib/dpkg/status").expect("dpkg status in the golden tree");
+    let stanza = status
+        .split("\n\n")
+        .find(|s| s.starts_with("Package: systemd-sysv\n"))
+        .expect("systemd-sysv in the golden tree")
+        .to_owned();
+    let version = stanza
+        .lines()
+        .find_map(|l| l.strip_prefix("Version: "))
+        .unwrap()
+        .to_owned();
+    let without: Vec<&str> = status
+        .split("\n\n")
+        .filter(|s| !s.starts_with("Package: systemd-sysv\n"))
+        .collect();
+    let mut top = tar::Builder::new(Vec::new());
+    tar_entry(&mut top, "usr/sbin/.wh.init", tar::EntryType::Regular, b"");
+    tar_entry(
+        &mut top,
+        "var/lib/dpkg/status",
+        tar::EntryType::Regular,
+        without.join("\n\n").as_bytes(),
+    );
+    tar_entry(
+        &mut top,
+        "etc/apt/sources.list",
+        tar::EntryType::Regular,
+        b"deb [trusted=yes] http://10.77.0.1:8000/ ./\n",
+    );
+    tar_entry(
+        &mut top,
+        "etc/apt/sources.list.d/.wh..wh..opq",
+        tar::EntryType::Regular,
+        b"",
+    );
+    // A guest's clock may start behind the repository's Release date.
+    tar_entry(
+        &mut top,
+        "etc/apt/apt.conf.d/99banger-test",
+        tar::EntryType::Regular,
+        b"Acquire::Check-Date \"false\";\nAcquire::Check-Valid-Until \"false\";\n",
+    );
+    let top = top.into_inner().unwrap();
+    push(
+        env,
+        port,
+        "firstboot",
+        &[(golden, Compression::None), (top, Compression::Gzip)],
+    );
+    serve_repo(env, &version);
+
+    let reference = format!("127.0.0.1:{port}/firstboot:latest");
+    let pulled = env.ok(&["image", "pull", &reference, "--name", "fb"]);
+    assert!(
+        pulled.contains("its VMs install /sbin/init (systemd) at first boot with debian's package manager, which needs --nat"),
+        "{pulled}"
+    );
+    let err = fails(env, &["vm", "create", "--image", "fb", "--name", "nonat"]);
+    assert!(err.contains("needs --nat"), "{err}");
+    assert_eq!(env.ok(&["vm", "list", "-o", "json"]).trim(), "[]");
+
+    let out = env.banger(&[
+        "vm",
+        "run",
+        "--image",
+        "fb",
+        "--nat",
+        "--name",
+        "fresh",
+        "--",
+        "sh",
+        "-c",
+        "readlink -f /sbin/init; dpkg-query -W -f='${Status}\\n' systemd-sysv",
+    ]);
+    assert!(out.status.success(), "vm run: {}", stderr(&out));
+    let said = text(&out);
+    assert!(said.contains("/usr/lib/systemd/systemd"), "{said}");
+    assert!(said.contains("install ok installed"), "{said}");
+    let id = crate::support::show(env, "fresh")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let console =
+        std::fs::read_to_string(env.path(&format!("state/vms/{id}/console.log"))).unwrap();
+    assert!(console.contains("first boot: apt-get update"), "{console}");
+    assert!(console.contains("first boot: done"), "{console}");
+    env.ok(&["vm", "delete", "-f", "fresh"]);
 }
