@@ -495,6 +495,43 @@ fn hostile_layers_pulled_from_a_registry_are_refused_by_layer_and_entry() {
 }
 
 #[test]
+fn a_multi_platform_image_resolves_to_linux_amd64() {
+    let reg = registry();
+    let dir = tempfile::tempdir().unwrap();
+    let one = |text: &'static [u8]| {
+        vec![(
+            layer(&[("arch", EntryType::Regular, 0o644, 0, 0, text)], false),
+            Compression::Gzip,
+        )]
+    };
+    oci_util::write_index_layout(
+        dir.path(),
+        &[("arm64", one(b"arm64\n")), ("amd64", one(b"amd64\n"))],
+    )
+    .unwrap();
+    let mut args =
+        oci_util::skopeo_push_args(dir.path(), &format!("127.0.0.1:{}/multi:latest", reg.port));
+    args.insert(2, "--all".to_owned());
+    let out = Command::new("skopeo").args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let work = tempfile::tempdir().unwrap();
+    let (manifest, _) = pull(
+        &format!("127.0.0.1:{}/multi:latest", reg.port),
+        &work.path().join("cache"),
+        &work.path().join("out"),
+    );
+    manifest.unwrap();
+    assert_eq!(
+        debugfs(&work.path().join("out/rootfs.ext4"), "cat /arch"),
+        "amd64\n"
+    );
+}
+
+#[test]
 fn registry_errors_name_the_reference_and_the_registry() {
     let reg = registry();
     let work = tempfile::tempdir().unwrap();

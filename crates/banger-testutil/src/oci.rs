@@ -28,16 +28,18 @@ fn sha(bytes: &[u8]) -> String {
     )
 }
 
-/// Writes an OCI image layout into `dir` (tagged `latest`) of `layers`
-/// (uncompressed tars, stored as asked) with the image config's `config`
-/// part (`Env`, `WorkingDir`, `User`).
-pub fn write_layout(
-    dir: &Path,
+/// An image's layers: uncompressed tars and how each is stored.
+pub type Layers = Vec<(Vec<u8>, Compression)>;
+
+/// Writes one image's blobs (layers, config, manifest) under `blobs`;
+/// returns the manifest's digest and size.
+fn write_image(
+    blobs: &Path,
     layers: &[(Vec<u8>, Compression)],
     config: &serde_json::Value,
-) -> std::io::Result<()> {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs)?;
+    arch: &str,
+) -> std::io::Result<(String, usize)> {
+    std::fs::create_dir_all(blobs)?;
     let put = |bytes: &[u8]| -> std::io::Result<(String, usize)> {
         let digest = sha(bytes);
         std::fs::write(blobs.join(&digest[7..]), bytes)?;
@@ -66,7 +68,7 @@ pub fn write_layout(
         descs.push(json!({ "mediaType": media, "digest": digest, "size": size }));
     }
     let config = json!({
-        "architecture": "amd64",
+        "architecture": arch,
         "os": "linux",
         "config": config,
         "rootfs": { "type": "layers", "diff_ids": diff_ids },
@@ -80,21 +82,71 @@ pub fn write_layout(
         "layers": descs,
     })
     .to_string();
-    let (manifest_digest, manifest_size) = put(manifest.as_bytes())?;
+    put(manifest.as_bytes())
+}
+
+fn write_index(dir: &Path, media: &str, digest: &str, size: usize) -> std::io::Result<()> {
     std::fs::write(
         dir.join("index.json"),
         json!({
             "schemaVersion": 2,
             "manifests": [{
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": manifest_digest,
-                "size": manifest_size,
+                "mediaType": media,
+                "digest": digest,
+                "size": size,
                 "annotations": { "org.opencontainers.image.ref.name": "latest" },
             }],
         })
         .to_string(),
     )?;
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
+}
+
+/// Writes an OCI image layout into `dir` (tagged `latest`) of `layers`
+/// (uncompressed tars, stored as asked) with the image config's `config`
+/// part (`Env`, `WorkingDir`, `User`).
+pub fn write_layout(
+    dir: &Path,
+    layers: &[(Vec<u8>, Compression)],
+    config: &serde_json::Value,
+) -> std::io::Result<()> {
+    let (digest, size) = write_image(&dir.join("blobs/sha256"), layers, config, "amd64")?;
+    write_index(
+        dir,
+        "application/vnd.oci.image.manifest.v1+json",
+        &digest,
+        size,
+    )
+}
+
+/// Writes a multi-platform image (an image index, tagged `latest`): one
+/// linux image per `(architecture, layers)`. Push it with `--all`.
+pub fn write_index_layout(dir: &Path, images: &[(&str, Layers)]) -> std::io::Result<()> {
+    let blobs = dir.join("blobs/sha256");
+    let mut manifests = Vec::new();
+    for (arch, layers) in images {
+        let (digest, size) = write_image(&blobs, layers, &json!({}), arch)?;
+        manifests.push(json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": size,
+            "platform": { "architecture": arch, "os": "linux" },
+        }));
+    }
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    })
+    .to_string();
+    let digest = sha(index.as_bytes());
+    std::fs::write(blobs.join(&digest[7..]), &index)?;
+    write_index(
+        dir,
+        "application/vnd.oci.image.index.v1+json",
+        &digest,
+        index.len(),
+    )
 }
 
 /// `skopeo` arguments that push the layout in `layout` to `destination`
