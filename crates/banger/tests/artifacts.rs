@@ -716,6 +716,12 @@ fn daemon_killed_mid_build_leaves_no_broken_entry_and_a_new_pull_succeeds() {
     );
 
     kill(first, libc::SIGKILL);
+    // Until it is gone its listening socket still takes connections (and
+    // resets them as it dies): the next command must meet a new daemon.
+    assert!(
+        wait_until(Duration::from_secs(10), || !banger_sys::pid_alive(first)),
+        "the SIGKILLed daemon did not die"
+    );
     let out: Output = puller.wait_with_output().unwrap();
     assert!(
         !out.status.success(),

@@ -8,7 +8,10 @@ use crate::support::{Leftovers, Scenario, assert_log_lacks, code, leftovers, sho
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![
-        Scenario::new("three-creates-at-once-get-distinct-addresses", parallel),
+        // Alone: three TCG guests booting at once are all two cores take
+        // (one, starved beside a fourth, once calibrated its APIC timer
+        // as unusable and hung in SMP bring-up).
+        Scenario::new("three-creates-at-once-get-distinct-addresses", parallel).global(),
         Scenario::new("doctor-reports-a-real-kvm-probe", doctor),
         Scenario::new(
             "a-running-vm-keeps-its-vmm-across-a-config-change",
@@ -24,7 +27,11 @@ fn parallel(env: &Env) {
     env.ok(&["daemon", "start"]);
     let outs: Vec<Output> = std::thread::scope(|s| {
         let handles: Vec<_> = (1..=3)
-            .map(|n| s.spawn(move || env.banger(&["vm", "create", &format!("--name=par-{n}")])))
+            .map(|n| {
+                s.spawn(move || {
+                    env.banger(&["vm", "create", "--vcpu", "1", &format!("--name=par-{n}")])
+                })
+            })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
