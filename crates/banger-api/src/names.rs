@@ -31,6 +31,26 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// How many lowercase hex digits a VM id has.
+pub const VM_ID_LEN: usize = 16;
+
+/// Whether `text` is shaped like a whole VM id: 16 lowercase hex digits.
+pub fn is_vm_id(text: &str) -> bool {
+    text.len() == VM_ID_LEN && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Checks a new VM's name: a DNS label ([`validate_name`]) that is not
+/// shaped like a VM id, so a name can never stand for another VM's id.
+pub fn validate_vm_name(name: &str) -> Result<(), String> {
+    validate_name("vm", name)?;
+    if is_vm_id(name) {
+        return Err(format!(
+            "vm name {name:?} is shaped like a vm id ({VM_ID_LEN} hex digits); pick a name with another letter in it"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a kernel or image name: 1 to 63 of `a-z`, `0-9`, `.`, `_`, `-`,
 /// starting with a letter or digit and without `..`, so it is one plain
 /// path component (`generic-6.1`, `debian-bookworm`). Never rewritten.
@@ -107,6 +127,24 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn vm_names_shaped_like_ids_are_refused() {
+        let err = validate_vm_name("0a1b2c3d4e5f6071").unwrap_err();
+        assert!(err.contains("shaped like a vm id"), "{err}");
+        assert!(is_vm_id("0a1b2c3d4e5f6071"));
+        // One digit short, one too many, upper case or a non-hex letter: names.
+        for name in [
+            "0a1b2c3d4e5f607",
+            "0a1b2c3d4e5f60712",
+            "0a1b2c3d4e5f607g",
+            "deadbeef",
+        ] {
+            assert!(!is_vm_id(name), "{name}");
+            assert!(validate_vm_name(name).is_ok(), "{name}");
+        }
+        assert!(!is_vm_id("0A1B2C3D4E5F6071"));
+    }
 
     #[test]
     fn accepts_dns_labels() {

@@ -483,7 +483,7 @@ impl Artifacts {
             tracing::info!(name, peer = %peer.snapshot().id, "joining the running pull");
             return Ok(peer.snapshot());
         }
-        let handle = self.ops.begin(op_id, kind, name);
+        let handle = self.ops.begin(op_id, kind, name)?;
         if present {
             handle.succeed(format!("{name} is already present"));
             return Ok(handle.snapshot());

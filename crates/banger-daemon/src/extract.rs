@@ -112,7 +112,27 @@ fn body_error(rejection: BytesRejection) -> ApiError {
     }
 }
 
+/// Every body is a JSON object: serde would take an array for a struct
+/// (field by position), so `[]` or `["name","/path"]` would pass as a
+/// request made of defaults.
+fn require_object(bytes: &[u8]) -> Result<(), ApiError> {
+    let what = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | None => return Ok(()),
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        Some(b'-' | b'0'..=b'9') => "a number",
+        // Not JSON at all: the parser names the problem.
+        Some(_) => return Ok(()),
+    };
+    Err(ApiError::invalid(format!(
+        "invalid JSON body: expected a JSON object, got {what}"
+    )))
+}
+
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    require_object(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
@@ -155,6 +175,35 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[test]
+    fn only_an_object_is_a_body() {
+        #[derive(Debug, Deserialize, Default)]
+        #[allow(dead_code, reason = "only its shape is deserialized")]
+        struct Import {
+            name: Option<String>,
+            path: Option<String>,
+        }
+        for (body, what) in [
+            ("[]", "an array"),
+            (" [\"name\",\"/path\"]", "an array"),
+            ("[null, null]", "an array"),
+            ("\"stop\"", "a string"),
+            ("null", "null"),
+            ("true", "a boolean"),
+            ("-1", "a number"),
+        ] {
+            let err = parse::<Import>(body.as_bytes()).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidArgument);
+            assert!(
+                err.message
+                    .ends_with(&format!("expected a JSON object, got {what}")),
+                "{body}: {}",
+                err.message
+            );
+        }
+        assert!(parse::<Import>(b" {}").is_ok());
     }
 
     #[test]

@@ -13,6 +13,8 @@ use banger_api::{ErrorBody, ErrorCode, Operation, OperationKind, OperationStage,
 use banger_artifacts::{Progress, Stage};
 use banger_sys::Cancel;
 
+use crate::error::ApiError;
+
 /// Ended operations are forgotten after this long.
 const KEEP_ENDED: Duration = Duration::from_secs(3600);
 
@@ -141,8 +143,15 @@ impl Operations {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Registers a new running operation with id `id`.
-    pub fn begin(&self, id: &str, kind: OperationKind, target: &str) -> Arc<OpHandle> {
+    /// Registers a new running operation with id `id`. An id the daemon
+    /// still remembers is refused (`conflict`): taking it over would leave
+    /// the first operation impossible to poll or cancel.
+    pub fn begin(
+        &self,
+        id: &str,
+        kind: OperationKind,
+        target: &str,
+    ) -> Result<Arc<OpHandle>, ApiError> {
         let handle = Arc::new(OpHandle {
             op: Mutex::new(Operation {
                 id: id.to_owned(),
@@ -169,8 +178,16 @@ impl Operations {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .is_none_or(|t| t.elapsed() < KEEP_ENDED)
         });
+        if ops.contains_key(id) {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "operation id {id:?} is already in use; send another X-Banger-Op-Id or none"
+                ),
+            ));
+        }
         ops.insert(id.to_owned(), handle.clone());
-        handle
+        Ok(handle)
     }
 
     /// One operation.
@@ -197,7 +214,9 @@ mod tests {
     #[test]
     fn stages_and_end_states_show_in_snapshots() {
         let ops = Operations::default();
-        let h = ops.begin("op-1", OperationKind::KernelPull, "generic-6.1");
+        let h = ops
+            .begin("op-1", OperationKind::KernelPull, "generic-6.1")
+            .unwrap();
         h.stage(Stage {
             index: 2,
             total: 5,
@@ -214,9 +233,26 @@ mod tests {
     }
 
     #[test]
+    fn an_id_in_use_is_refused_and_the_first_operation_kept() {
+        let ops = Operations::default();
+        let first = ops.begin("op-3", OperationKind::VmCreate, "web").unwrap();
+        let err = ops
+            .begin("op-3", OperationKind::ImagePull, "other")
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::Conflict);
+        assert!(err.message.contains("already in use"), "{}", err.message);
+        assert!(Arc::ptr_eq(&ops.get("op-3").unwrap(), &first));
+        // An ended one is still remembered, so still refused.
+        first.succeed("done");
+        assert!(ops.begin("op-3", OperationKind::VmCreate, "web").is_err());
+    }
+
+    #[test]
     fn failure_after_cancel_is_cancelled() {
         let ops = Operations::default();
-        let h = ops.begin("op-2", OperationKind::ImagePull, "debian-bookworm");
+        let h = ops
+            .begin("op-2", OperationKind::ImagePull, "debian-bookworm")
+            .unwrap();
         h.cancel.cancel();
         h.fail(ErrorCode::OperationFailed, "cancelled");
         let snap = h.snapshot();

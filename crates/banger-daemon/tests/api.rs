@@ -220,7 +220,11 @@ async fn bad_input_gets_4xx_json_errors_naming_the_problem() {
         .await
         .unwrap();
     let body = assert_error(&resp, 400, ErrorCode::InvalidArgument);
-    assert!(body.message.contains("invalid type"), "{body:?}");
+    assert!(
+        body.message
+            .contains("expected a JSON object, got a string"),
+        "{body:?}"
+    );
 
     let text = [("content-type", "text/plain")];
     let resp = raw_request(s, "POST", "/v1/shutdown", &text, "{}")
@@ -236,6 +240,224 @@ async fn bad_input_gets_4xx_json_errors_naming_the_problem() {
 
     // Still serving after all that.
     assert_eq!(d.get("/v1/ping").await.status, 200);
+    d.stop().await;
+}
+
+/// The store rows a test daemon serves, written through a second handle
+/// as a later daemon would see them.
+fn insert_vms(d: &TestDaemon, vms: &[(&str, &str)]) {
+    let store = banger_store::Store::open(&d.layout.db_path()).unwrap();
+    for (i, (id, name)) in vms.iter().enumerate() {
+        store
+            .insert_vm(&banger_store::VmRecord {
+                ip: format!("10.77.0.{}", i + 2),
+                tap: format!("bgt{i}"),
+                ..banger_testutil::stopped_vm(id, name, "debian-bookworm")
+            })
+            .unwrap();
+    }
+}
+
+/// Long-polls operation `id` until it ends (60 s at most).
+async fn wait_ended(d: &TestDaemon, id: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let resp = d.get(&format!("/v1/operations/{id}?wait_ms=5000")).await;
+        let op: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        if op["state"] != "running" || std::time::Instant::now() > deadline {
+            return op;
+        }
+    }
+}
+
+async fn listed_operations(d: &TestDaemon) -> Vec<serde_json::Value> {
+    serde_json::from_slice(&d.get("/v1/operations").await.body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_take_an_exact_name_or_full_id_never_a_prefix() {
+    let d = TestDaemon::start_inert().await;
+    insert_vms(&d, &[("0a1b2c3d4e5f6071", "web-prod")]);
+    for (method, target) in [
+        ("DELETE", "/v1/vms/web?force=true"),
+        ("DELETE", "/v1/vms/0a1b2c3d?force=true"),
+        ("POST", "/v1/vms/web/start"),
+        ("POST", "/v1/vms/web/stop"),
+        ("POST", "/v1/vms/web/kill"),
+        ("POST", "/v1/vms/web/restart"),
+    ] {
+        let resp = raw_request(&d.socket, method, target, &[], "")
+            .await
+            .unwrap();
+        let err = assert_error(&resp, 404, ErrorCode::NotFound);
+        assert!(
+            err.message.contains("exact name or full id"),
+            "{target}: {err:?}"
+        );
+    }
+    let json = [("content-type", "application/json")];
+    let resp = raw_request(&d.socket, "PATCH", "/v1/vms/web", &json, r#"{"vcpus":2}"#)
+        .await
+        .unwrap();
+    assert_error(&resp, 404, ErrorCode::NotFound);
+    // web-prod is untouched, and views still take an id prefix.
+    let resp = d.get("/v1/vms/0a1b2c3d").await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    let vm: banger_api::Vm = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!(
+        (vm.name.as_str(), vm.state),
+        ("web-prod", banger_api::VmState::Stopped)
+    );
+    assert_error(&d.get("/v1/vms/web").await, 404, ErrorCode::NotFound);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_shaped_like_an_id_is_refused_and_cannot_shadow_one() {
+    let d = TestDaemon::start_inert().await;
+    let json = [("content-type", "application/json")];
+    let resp = raw_request(
+        &d.socket,
+        "POST",
+        "/v1/vms",
+        &json,
+        r#"{"name":"0a1b2c3d4e5f6071","no_start":true}"#,
+    )
+    .await
+    .unwrap();
+    let err = assert_error(&resp, 400, ErrorCode::InvalidArgument);
+    assert!(err.message.contains("shaped like a vm id"), "{err:?}");
+    // A row left by an older daemon with such a name: the reference is the
+    // other VM's id, and only that VM answers to it.
+    insert_vms(
+        &d,
+        &[
+            ("0a1b2c3d4e5f6071", "web"),
+            ("1111222233334444", "0a1b2c3d4e5f6071"),
+        ],
+    );
+    let vm: banger_api::Vm =
+        serde_json::from_slice(&d.get("/v1/vms/0a1b2c3d4e5f6071").await.body).unwrap();
+    assert_eq!(vm.name, "web");
+    assert!(listed_operations(&d).await.is_empty());
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_not_a_json_object_is_refused_before_anything_starts() {
+    let d = TestDaemon::start_inert().await;
+    let json = [("content-type", "application/json")];
+    for (target, body) in [
+        ("/v1/vms", "[]"),
+        ("/v1/vms", "[null, null]"),
+        ("/v1/images/import", r#"["name","/path"]"#),
+        ("/v1/images/pull", r#"["debian-bookworm"]"#),
+        ("/v1/kernels/pull", "null"),
+        ("/v1/shutdown", "[]"),
+    ] {
+        let resp = raw_request(&d.socket, "POST", target, &json, body)
+            .await
+            .unwrap();
+        let err = assert_error(&resp, 400, ErrorCode::InvalidArgument);
+        assert!(
+            err.message.contains("expected a JSON object"),
+            "{target} {body}: {err:?}"
+        );
+    }
+    assert!(listed_operations(&d).await.is_empty());
+    assert_eq!(d.get("/v1/ping").await.status, 200);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_op_id_is_refused_and_the_first_operation_kept() {
+    let d = TestDaemon::start().await;
+    // A tar archive: the import starts (whether it then builds is not the
+    // point; its operation is).
+    let file = d.layout.state_dir.join("rootfs.tar");
+    let mut tar = tar::Builder::new(std::fs::File::create(&file).unwrap());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(3);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "etc/hostname", &b"vm\n"[..])
+        .unwrap();
+    tar.finish().unwrap();
+    let body = format!(r#"{{"name":"imported","path":"{}"}}"#, file.display());
+    let headers = [
+        ("content-type", "application/json"),
+        (OP_ID_HEADER, "mine-1"),
+    ];
+    let first = raw_request(
+        &d.socket,
+        "POST",
+        "/v1/images/import",
+        &headers,
+        body.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.status, 202, "{:?}", first.body);
+    let body2 = body.replace("imported", "other");
+    let again = raw_request(&d.socket, "POST", "/v1/images/import", &headers, body2)
+        .await
+        .unwrap();
+    let err = assert_error(&again, 409, ErrorCode::Conflict);
+    assert!(err.message.contains("already in use"), "{err:?}");
+    let op: serde_json::Value =
+        serde_json::from_slice(&d.get("/v1/operations/mine-1").await.body).unwrap();
+    assert_eq!(op["target"], "imported");
+    d.stop().await;
+}
+
+/// A create whose image must be pulled first: the pull's operation has an
+/// id of its own that fits the id rules, even under a 64-character op id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_under_the_longest_op_id_pulls_under_a_valid_id() {
+    let d = TestDaemon::start_with(DaemonOptions {
+        catalog: banger_artifacts::catalog::Catalog {
+            kernels: Vec::new(),
+            images: vec![banger_artifacts::catalog::ImageEntry {
+                name: "unreachable".into(),
+                description: "a bundle nobody serves".into(),
+                source: banger_artifacts::catalog::ImageOrigin::Bundle {
+                    // Port 1 on loopback: refused at once.
+                    download: banger_artifacts::catalog::Download {
+                        url: "http://127.0.0.1:1/rootfs.tar".into(),
+                        sha256: "0".repeat(64),
+                    },
+                    kernel: "generic-6.1".into(),
+                },
+            }],
+        },
+        ..DaemonOptions::default()
+    })
+    .await;
+    let long = "x".repeat(64);
+    let headers = [
+        ("content-type", "application/json"),
+        (OP_ID_HEADER, long.as_str()),
+    ];
+    let resp = raw_request(
+        &d.socket,
+        "POST",
+        "/v1/vms",
+        &headers,
+        r#"{"name":"web","image":"unreachable","no_start":true}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 202, "{:?}", resp.body);
+    let op = wait_ended(&d, &long).await;
+    assert_eq!(op["state"], "failed", "{op}");
+    let ops = listed_operations(&d).await;
+    assert_eq!(ops.len(), 2, "{ops:?}");
+    for op in ops {
+        let id = op["id"].as_str().unwrap();
+        assert!(id.len() <= 64, "{id}");
+        let got = d.get(&format!("/v1/operations/{id}")).await;
+        assert_eq!(got.status, 200, "{id}: {:?}", got.body);
+    }
     d.stop().await;
 }
 

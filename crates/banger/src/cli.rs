@@ -119,30 +119,30 @@ pub enum VmCommand {
     },
     /// Start a stopped VM and wait until its SSH server answers.
     Start {
-        /// VM id, name, or an unambiguous prefix of either.
+        /// VM name or full id (exact: a change never acts on a prefix).
         vm: String,
     },
     /// Stop a VM: power it off over SSH (which syncs its disks), then with
     /// the ACPI power button, and kill it only if it does not stop in time.
     /// Disks are kept.
     Stop {
-        /// VM id, name, or an unambiguous prefix of either.
+        /// VM name or full id (exact: a change never acts on a prefix).
         vm: String,
     },
     /// Kill a VM's VMM at once (unsynced writes in the guest are lost).
     Kill {
-        /// VM id, name, or an unambiguous prefix of either.
+        /// VM name or full id (exact: a change never acts on a prefix).
         vm: String,
     },
     /// Stop a VM (if running), then start it.
     Restart {
-        /// VM id, name, or an unambiguous prefix of either.
+        /// VM name or full id (exact: a change never acts on a prefix).
         vm: String,
     },
     /// Delete a VM with its disks; a running one only with --force.
     #[command(visible_alias = "rm")]
     Delete {
-        /// VM id, name, or an unambiguous prefix of either.
+        /// VM name or full id (exact: a change never acts on a prefix).
         vm: String,
         /// Kill it first if it runs.
         #[arg(short, long)]
@@ -156,7 +156,7 @@ pub enum VmCommand {
     },
     /// Change a stopped VM's vCPUs, memory or work disk size (grow only).
     Set {
-        /// VM id, name, or an unambiguous prefix of either.
+        /// VM name or full id (exact: a change never acts on a prefix).
         vm: String,
         /// Virtual CPUs, 1-64.
         #[arg(long)]
@@ -176,12 +176,12 @@ pub enum VmCommand {
     },
     /// Show one VM (JSON).
     Show {
-        /// VM id, name, or an unambiguous prefix of either.
+        /// VM name, full id, or an unambiguous prefix of an id.
         vm: String,
     },
     /// Print a VM's serial console log.
     Logs {
-        /// VM id, name, or an unambiguous prefix of either.
+        /// VM name, full id, or an unambiguous prefix of an id.
         vm: String,
         /// Keep printing as the guest writes, until interrupted.
         #[arg(short, long)]
@@ -192,7 +192,7 @@ pub enum VmCommand {
     /// Uses banger's key and known_hosts with StrictHostKeyChecking=yes:
     /// the VM's host key was pinned at create time.
     Ssh {
-        /// VM id, name, or an unambiguous prefix of either.
+        /// VM name, full id, or an unambiguous prefix of an id.
         vm: String,
         /// A command to run instead of a shell, after `--`.
         #[arg(last = true)]

@@ -18,7 +18,7 @@ fn check_vm(what: &str, name: &str) -> anyhow::Result<()> {
 
 fn request(shape: VmShape, no_start: bool) -> anyhow::Result<CreateVmRequest> {
     if let Some(name) = &shape.name {
-        check_vm("vm name", name)?;
+        banger_api::names::validate_vm_name(name).map_err(anyhow::Error::msg)?;
     }
     for (what, value) in [("image", &shape.image), ("kernel", &shape.kernel)] {
         if let Some(v) = value {

@@ -32,7 +32,7 @@ impl Vms {
     ) -> Result<Operation, ApiError> {
         let name = match &req.name {
             Some(name) => {
-                banger_api::names::validate_name("vm name", name).map_err(ApiError::invalid)?;
+                banger_api::names::validate_vm_name(name).map_err(ApiError::invalid)?;
                 name.clone()
             }
             None => generated_name(),
@@ -53,7 +53,7 @@ impl Vms {
                 format!("a vm named {name:?} already exists"),
             ));
         }
-        let handle = self.ops.begin(op_id, OperationKind::VmCreate, &name);
+        let handle = self.ops.begin(op_id, OperationKind::VmCreate, &name)?;
         let this = self.clone();
         let h = handle.clone();
         std::thread::spawn(move || {
@@ -149,7 +149,8 @@ impl Vms {
         if self.db.get_image(image)?.is_none() {
             let pull = self
                 .artifacts
-                .pull_image(&format!("{}-image", op.id()), image)?;
+                .pull_image(crate::op_id::OpId::mint().as_str(), image)?;
+            tracing::info!(op = %op.id(), pull = %pull.id, image, "the create waits on a pull");
             self.wait_for(op, pull)?;
         }
         let record = self
@@ -161,7 +162,8 @@ impl Vms {
         if !bz.is_file() {
             let pull = self
                 .artifacts
-                .pull_kernel(&format!("{}-kernel", op.id()), &kernel)?;
+                .pull_kernel(crate::op_id::OpId::mint().as_str(), &kernel)?;
+            tracing::info!(op = %op.id(), pull = %pull.id, kernel, "the create waits on a pull");
             self.wait_for(op, pull)?;
         }
         Ok((image.to_owned(), kernel))
@@ -402,7 +404,7 @@ mod tests {
     #[test]
     fn generated_names_are_valid_vm_names() {
         for _ in 0..100 {
-            banger_api::names::validate_name("vm name", &generated_name()).unwrap();
+            banger_api::names::validate_vm_name(&generated_name()).unwrap();
         }
     }
 }

@@ -132,7 +132,7 @@ impl Vms {
 
     /// Stops then starts a VM.
     pub fn restart(&self, reference: &str) -> Result<Vm, ApiError> {
-        let vm = self.resolve(reference)?;
+        let vm = self.resolve_exact(reference)?;
         if self.handles(&vm.id).is_some() {
             self.stop(&vm.id)?;
         }

@@ -1,5 +1,6 @@
 //! VM names: refused everywhere when bad, matched exactly, referred to by
-//! id, name or unambiguous prefix.
+//! name or full id (views also by an unambiguous id prefix, changes never
+//! by a prefix).
 
 use crate::common::Env;
 use crate::support::{Leftovers, Scenario, fails, leftovers, show};
@@ -7,7 +8,7 @@ use crate::support::{Leftovers, Scenario, fails, leftovers, show};
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario::new("invalid-names-are-refused-with-nothing-stored", invalid),
-        Scenario::new("names-are-exact-and-refs-take-prefixes", exact),
+        Scenario::new("names-are-exact-and-changes-never-take-prefixes", exact),
     ]
 }
 
@@ -63,19 +64,30 @@ fn invalid(env: &Env) {
 }
 
 /// `beta` is a name of its own while `beta-sandbox` exists; an exact
-/// duplicate fails; a prefix finds a VM only when it is unambiguous.
+/// duplicate fails; a mistyped name never reaches another VM (`delete
+/// beta-s` deletes nothing); an id prefix works only for views; a name
+/// shaped like an id is refused.
 fn exact(env: &Env) {
     env.ok(&["vm", "create", "--no-start", "--name", "beta-sandbox"]);
     env.ok(&["vm", "create", "--no-start", "--name", "beta"]);
     let dup = fails(env, &["vm", "create", "--no-start", "--name", "beta"]);
     assert!(dup.contains("already exists"), "{dup}");
+    let idlike = fails(
+        env,
+        &["vm", "create", "--no-start", "--name", "0123456789abcdef"],
+    );
+    assert!(idlike.contains("shaped like a vm id"), "{idlike}");
 
     assert_eq!(show(env, "beta")["name"], "beta");
-    assert_eq!(show(env, "beta-s")["name"], "beta-sandbox");
+    let missing = fails(env, &["vm", "show", "beta-s"]);
+    assert!(missing.contains("no vm"), "{missing}");
+    let kept = fails(env, &["vm", "delete", "--force", "beta-s"]);
+    assert!(kept.contains("exact name or full id"), "{kept}");
+    assert_eq!(show(env, "beta-sandbox")["state"], "created");
     let id = show(env, "beta")["id"].as_str().unwrap().to_owned();
     assert_eq!(show(env, &id[..6])["name"], "beta");
-    let ambiguous = fails(env, &["vm", "show", "bet"]);
-    assert!(ambiguous.contains("ambiguous"), "{ambiguous}");
+    let by_prefix = fails(env, &["vm", "delete", &id[..6]]);
+    assert!(by_prefix.contains("exact name or full id"), "{by_prefix}");
     let missing = fails(env, &["vm", "show", "gamma"]);
     assert!(missing.contains("no vm"), "{missing}");
 
@@ -84,7 +96,7 @@ fn exact(env: &Env) {
     assert_eq!(vms.len(), 2);
     assert!(vms.iter().all(|v| v["state"] == "created"), "{vms:?}");
     assert_ne!(vms[0]["ip"], vms[1]["ip"]);
-    env.ok(&["vm", "delete", "beta"]);
+    env.ok(&["vm", "delete", &id]);
     env.ok(&["vm", "delete", "beta-sandbox"]);
     assert_eq!(leftovers(env), Leftovers::none());
 }
