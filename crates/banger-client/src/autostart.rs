@@ -2,6 +2,7 @@
 //! calls [`ensure_daemon`], which starts `bangerd` when nothing answers and
 //! waits, bounded, until it does.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,45 @@ pub struct Started {
     pub launched: bool,
 }
 
+/// The `PATH` a daemon started by the CLI runs with, whatever the caller's.
+pub const DAEMON_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Variables a daemon started by the CLI keeps from the caller's
+/// environment: those naming its user and directories, the locale, and
+/// banger's own. Nothing else reaches it (`LD_PRELOAD`, a `PATH` with a
+/// writable directory first, proxies, credentials).
+const KEPT: [&str; 13] = [
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "XDG_CONFIG_HOME",
+    "XDG_STATE_HOME",
+    "XDG_CACHE_HOME",
+    "XDG_RUNTIME_DIR",
+    "DOCKER_CONFIG",
+    "RUST_BACKTRACE",
+    "SUDO_USER",
+];
+
+/// The environment a daemon started from `caller`'s gets: the [`KEPT`]
+/// variables, every `BANGER_*` one, and [`DAEMON_PATH`].
+pub fn daemon_env(
+    caller: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = caller
+        .into_iter()
+        .filter(|(key, _)| {
+            key.to_str()
+                .is_some_and(|k| KEPT.contains(&k) || k.starts_with("BANGER_"))
+        })
+        .collect();
+    env.push(("PATH".into(), DAEMON_PATH.into()));
+    env
+}
+
 /// Returns a client of the running daemon, first starting `bangerd` (in its
 /// own session, with this layout) when nothing answers on the socket.
 pub async fn ensure_daemon(
@@ -83,7 +123,10 @@ pub async fn ensure_daemon(
     }
     layout.ensure()?;
     let log = layout.log_path();
-    let mut command = DetachedCommand::new(bangerd).arg("--detached");
+    let mut command = DetachedCommand::new(bangerd).arg("--detached").env_clear();
+    for (key, value) in daemon_env(std::env::vars_os()) {
+        command = command.env(key, value);
+    }
     for (key, dir) in layout.env_overrides() {
         command = command.env(key, dir);
     }
@@ -147,6 +190,28 @@ fn last_line(log: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_daemon_keeps_only_named_variables_and_gets_a_fixed_path() {
+        let caller = [
+            ("PATH", "/tmp/evil:/usr/bin"),
+            ("LD_PRELOAD", "/tmp/evil.so"),
+            ("HTTPS_PROXY", "http://127.0.0.1:9"),
+            ("HOME", "/home/u"),
+            ("BANGER_INIT_BIN", "/opt/banger-init"),
+            ("XDG_RUNTIME_DIR", "/run/user/1000"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let env = daemon_env(caller);
+        let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        assert_eq!(get("PATH"), Some(DAEMON_PATH.into()));
+        assert_eq!(get("HOME"), Some("/home/u".into()));
+        assert_eq!(get("BANGER_INIT_BIN"), Some("/opt/banger-init".into()));
+        assert_eq!(get("XDG_RUNTIME_DIR"), Some("/run/user/1000".into()));
+        assert_eq!(get("LD_PRELOAD"), None);
+        assert_eq!(get("HTTPS_PROXY"), None);
+        assert_eq!(env.iter().filter(|(k, _)| k == "PATH").count(), 1);
+    }
 
     #[test]
     fn last_line_prefers_json_message_and_error() {

@@ -80,7 +80,10 @@ impl Layout {
 
     /// Resolves the directories from `env`, for a user `uid`. `BANGER_*_DIR`
     /// wins, then the XDG variable, then the XDG default under `HOME`; the
-    /// runtime directory falls back to `/tmp/banger-<uid>`.
+    /// runtime directory falls back to `/run/banger` for root (a directory
+    /// in `/tmp` could be made first by any local user, to block or watch
+    /// the daemon) and to `/tmp/banger-<uid>` for anyone else (checked to
+    /// be theirs and private by [`Layout::ensure`]).
     pub fn resolve(env: impl Fn(&str) -> Option<OsString>, uid: u32) -> Result<Self, LayoutError> {
         let absolute = |var: &'static str| -> Result<Option<PathBuf>, LayoutError> {
             match env(var).filter(|v| !v.is_empty()).map(PathBuf::from) {
@@ -112,6 +115,7 @@ impl Layout {
             Some(p) => p,
             None => match absolute("XDG_RUNTIME_DIR")? {
                 Some(p) => p.join("banger"),
+                None if uid == 0 => PathBuf::from("/run/banger"),
                 None => PathBuf::from(format!("/tmp/banger-{uid}")),
             },
         };
@@ -161,6 +165,19 @@ impl Layout {
         self.check_socket_path()
     }
 
+    /// For a daemon running as root, refuses a config directory or
+    /// `config.toml` that someone else could have written: the config
+    /// names binaries (`firecracker_bin`, `jailer_bin`) that root then
+    /// runs. Each must be owned by root and not writable by group or
+    /// others; what does not exist is fine (the defaults apply).
+    pub fn check_config_trusted(&self, euid: u32) -> Result<(), LayoutError> {
+        if euid != 0 {
+            return Ok(());
+        }
+        check_trusted(&self.config_dir, 0)?;
+        check_trusted(&self.config_path(), 0)
+    }
+
     fn check_socket_path(&self) -> Result<(), LayoutError> {
         let path = self.socket_path();
         let len = path.as_os_str().len();
@@ -196,6 +213,42 @@ impl Layout {
     pub fn config_path(&self) -> PathBuf {
         self.config_dir.join("config.toml")
     }
+}
+
+/// `path`, when it exists, is owned by `owner` and writable by no one else.
+fn check_trusted(path: &Path, owner: u32) -> Result<(), LayoutError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(LayoutError::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let unsafe_path = |reason: String| LayoutError::Unsafe {
+        path: path.to_owned(),
+        reason,
+    };
+    if meta.file_type().is_symlink() {
+        return Err(unsafe_path(
+            "a symlink; root reads no config through one".into(),
+        ));
+    }
+    if meta.uid() != owner {
+        return Err(unsafe_path(format!(
+            "owned by uid {}, not {owner}: a daemon running as root reads no config another user could have written",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(unsafe_path(format!(
+            "mode {:o} lets group or others write it: a daemon running as root reads no such config (chmod go-w)",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 fn ensure_private_dir(dir: &Path, uid: u32) -> Result<(), LayoutError> {
@@ -246,6 +299,52 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), OsString::from(v)))
             .collect();
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn a_config_others_could_write_is_refused_for_root() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout::under(root.path());
+        // SAFETY: getuid cannot fail and touches no memory.
+        let me = unsafe { libc::getuid() };
+        // Nothing there: the defaults apply.
+        check_trusted(&layout.config_dir, me).unwrap();
+        std::fs::create_dir_all(&layout.config_dir).unwrap();
+        let mode = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+        mode(&layout.config_dir, 0o755).unwrap();
+        std::fs::write(layout.config_path(), "vmm = \"qemu\"\n").unwrap();
+        mode(&layout.config_path(), 0o644).unwrap();
+        check_trusted(&layout.config_dir, me).unwrap();
+        check_trusted(&layout.config_path(), me).unwrap();
+
+        let err = check_trusted(&layout.config_dir, me + 1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("owned by uid {me}")), "{err}");
+        mode(&layout.config_path(), 0o666).unwrap();
+        let err = check_trusted(&layout.config_path(), me)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("mode 666") && err.contains("config.toml"),
+            "{err}"
+        );
+        mode(&layout.config_dir, 0o777).unwrap();
+        assert!(check_trusted(&layout.config_dir, me).is_err());
+        // Only a daemon running as root asks.
+        layout.check_config_trusted(me.max(1)).unwrap();
+    }
+
+    #[test]
+    fn roots_runtime_directory_is_never_under_tmp() {
+        let layout = Layout::resolve(env(&[("HOME", "/root")]), 0).unwrap();
+        assert_eq!(layout.runtime_dir, Path::new("/run/banger"));
+        let layout = Layout::resolve(
+            env(&[("HOME", "/root"), ("XDG_RUNTIME_DIR", "/run/user/0")]),
+            0,
+        )
+        .unwrap();
+        assert_eq!(layout.runtime_dir, Path::new("/run/user/0/banger"));
     }
 
     #[test]

@@ -17,3 +17,9 @@ pub mod run;
 pub use lock::{InstanceLock, LockError};
 pub use process::{DetachedCommand, SpawnError, kill_groups_mentioning, pid_alive};
 pub use run::{Cancel, Cmd, HostRunner, RunError, Runner};
+
+/// This process's effective user id.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}

@@ -38,6 +38,7 @@ pub struct DetachedCommand {
     program: PathBuf,
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
+    clear_env: bool,
 }
 
 impl DetachedCommand {
@@ -47,7 +48,15 @@ impl DetachedCommand {
             program: program.into(),
             args: Vec::new(),
             envs: Vec::new(),
+            clear_env: false,
         }
+    }
+
+    /// Starts the child with only the variables set with [`Self::env`],
+    /// none of the caller's.
+    pub fn env_clear(mut self) -> Self {
+        self.clear_env = true;
+        self
     }
 
     /// Appends one argument; it is passed as is, never through a shell.
@@ -80,6 +89,9 @@ impl DetachedCommand {
         let stdout = open()?;
         let stderr = open()?;
         let mut command = Command::new(&self.program);
+        if self.clear_env {
+            command.env_clear();
+        }
         command
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))

@@ -53,6 +53,45 @@ fn vm_list_on_empty_state_starts_the_daemon_and_prints_an_empty_table() {
     assert!(env.path("state/state.db").is_file());
 }
 
+/// The daemon the CLI starts inherits none of the caller's environment but
+/// what places its directories, and a fixed PATH.
+#[test]
+fn a_started_daemon_gets_a_clean_environment() {
+    let env = Env::new();
+    let out = env
+        .command(&env.bin("banger"), &["vm", "list"])
+        .env("LD_LIBRARY_PATH", "/nonexistent-banger-leak")
+        .env(
+            "PATH",
+            format!(
+                "/nonexistent-banger-path:{}",
+                std::env::var("PATH").unwrap()
+            ),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pid = env.daemon_pid().unwrap();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let vars: Vec<String> = environ
+        .split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    assert!(
+        !vars.iter().any(|v| v.starts_with("LD_LIBRARY_PATH=")),
+        "{vars:?}"
+    );
+    assert!(
+        vars.contains(&format!("PATH={}", banger_client::autostart::DAEMON_PATH)),
+        "{vars:?}"
+    );
+    assert!(
+        vars.iter().any(|v| v.starts_with("BANGER_STATE_DIR=")),
+        "{vars:?}"
+    );
+}
+
 #[test]
 fn sigkilled_daemon_is_replaced_on_the_next_command() {
     let env = Env::new();

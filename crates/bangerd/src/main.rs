@@ -58,6 +58,7 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> anyhow::Result<()> {
     let layout = Layout::from_env()?;
     layout.ensure()?;
+    layout.check_config_trusted(banger_sys::euid())?;
     let loaded = Config::load(&layout.config_path())?;
     logging::init(&layout.log_path(), loaded.config.log_level, !args.detached)
         .context("set up logging")?;

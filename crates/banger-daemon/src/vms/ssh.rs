@@ -195,6 +195,24 @@ fn banner(addr: SocketAddr) -> Option<Vec<u8>> {
     Some(buf[..n].to_vec())
 }
 
+/// The daemon's own `ssh` to `target`: no `~/.ssh/config` or system
+/// config (`-F /dev/null`: a user's `ProxyCommand`, `Include` or agent
+/// forwarding must not reach the daemon's connections), no global
+/// known_hosts, never a prompt.
+fn daemon_ssh(target: &banger_api::SshTarget) -> Cmd {
+    Cmd::new("ssh")
+        .args(["-F", "/dev/null"])
+        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])
+        .args([
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "UpdateHostKeys=no",
+        ])
+        .args(["-o", "ForwardAgent=no", "-o", "ClearAllForwardings=yes"])
+        .args(target.ssh_args())
+}
+
 /// Asks the guest over SSH to flush its disks and power off, giving up
 /// after `timeout`. The connection may drop as the guest goes down; the
 /// caller judges by whether the VMM exits.
@@ -204,9 +222,7 @@ pub fn poweroff_guest(
     log: &Path,
     timeout: Duration,
 ) -> Result<(), RunError> {
-    let cmd = Cmd::new("ssh")
-        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])
-        .args(target.ssh_args())
+    let cmd = daemon_ssh(target)
         // A fixed string for the guest's shell: nothing is interpolated.
         .arg("sync; systemctl --no-block poweroff || poweroff");
     let cancel = Cancel::new();
@@ -229,6 +245,31 @@ pub fn poweroff_guest(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_daemons_ssh_reads_no_user_or_system_config() {
+        let target = banger_api::SshTarget {
+            name: "web".into(),
+            user: "root".into(),
+            host: "10.77.0.2".into(),
+            port: 22,
+            identity_file: "/s/ssh/id_ed25519".into(),
+            known_hosts_file: "/s/ssh/known_hosts".into(),
+        };
+        let cmd = daemon_ssh(&target);
+        // `-F` must come first: ssh reads the config named by the first one.
+        assert_eq!(cmd.args[..2], ["-F", "/dev/null"]);
+        let line = cmd.display();
+        for want in [
+            "BatchMode=yes",
+            "GlobalKnownHostsFile=/dev/null",
+            "UserKnownHostsFile=/s/ssh/known_hosts",
+            "StrictHostKeyChecking=yes",
+            "root@10.77.0.2",
+        ] {
+            assert!(line.contains(want), "{line}");
+        }
+    }
 
     #[test]
     fn pin_replaces_the_vms_and_the_addresss_old_entries_and_unpin_removes_them() {
