@@ -12,6 +12,7 @@ pub mod names;
 pub mod ping;
 pub mod routes;
 pub mod shutdown;
+pub mod text;
 pub mod vm;
 
 pub use artifact::{

@@ -158,7 +158,9 @@ pub struct DeleteVmQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ConsoleQuery {
-    /// Byte offset to read from; default 0.
+    /// Byte offset to read from, counted over everything the console has
+    /// held; default 0. Only the last 4 to 8 MiB are kept: an older offset
+    /// reads from the oldest byte kept, one past the end is refused (400).
     #[serde(default)]
     pub offset: u64,
 }

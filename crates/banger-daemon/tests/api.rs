@@ -462,6 +462,58 @@ async fn a_create_under_the_longest_op_id_pulls_under_a_valid_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_the_host_has_no_room_for_is_refused_before_anything_is_stored() {
+    let d = TestDaemon::start_inert().await;
+    std::fs::create_dir_all(d.layout.state_dir.join("vms")).unwrap();
+    let room = banger_sys::host::room(&d.layout.state_dir.join("vms")).unwrap();
+    let json = [("content-type", "application/json")];
+    let too_big_disk = (room.free_disk_bytes + (1 << 30)).div_ceil(1 << 20) << 20;
+    let too_much_memory = room.memory_mib + 1;
+    for (body, says) in [
+        (
+            format!(r#"{{"name":"huge","disk_bytes":{too_big_disk},"no_start":true}}"#),
+            "free for VMs",
+        ),
+        (
+            format!(r#"{{"name":"huge","memory_mib":{too_much_memory},"no_start":true}}"#),
+            "MiB of memory asked for",
+        ),
+    ] {
+        let resp = raw_request(&d.socket, "POST", "/v1/vms", &json, body.clone())
+            .await
+            .unwrap();
+        let err = assert_error(&resp, 409, ErrorCode::Conflict);
+        assert!(err.message.contains(says), "{body}: {err:?}");
+    }
+    assert!(listed_operations(&d).await.is_empty());
+    assert_eq!(&d.get("/v1/vms").await.body[..], b"[]");
+    d.stop().await;
+}
+
+/// The console endpoint takes any u64 offset: one past the end is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_offset_past_the_end_is_a_400() {
+    let d = TestDaemon::start_inert().await;
+    insert_vms(&d, &[("0a1b2c3d4e5f6071", "web")]);
+    let dir = d.layout.state_dir.join("vms/0a1b2c3d4e5f6071");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("console.log"), "boot\n\u{1b}]0;title\u{7}login:").unwrap();
+    for offset in [u64::MAX, 1 << 63, 100] {
+        let resp = d.get(&format!("/v1/vms/web/console?offset={offset}")).await;
+        let err = assert_error(&resp, 400, ErrorCode::InvalidArgument);
+        assert!(
+            err.message.contains("past the end of the console log"),
+            "{err:?}"
+        );
+    }
+    let chunk: banger_api::ConsoleChunk =
+        serde_json::from_slice(&d.get("/v1/vms/web/console?offset=5").await.body).unwrap();
+    // The API hands back the guest's bytes; the CLI strips them for a terminal.
+    assert_eq!(chunk.data, "\u{1b}]0;title\u{7}login:");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn well_formed_caller_op_id_is_adopted_and_bad_one_replaced() {
     let d = TestDaemon::start().await;
     let resp = raw_request(

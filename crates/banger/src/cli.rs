@@ -186,6 +186,11 @@ pub enum VmCommand {
         /// Keep printing as the guest writes, until interrupted.
         #[arg(short, long)]
         follow: bool,
+        /// Print the guest's bytes as they are, escape sequences included
+        /// (by default control characters and escape sequences are removed:
+        /// the guest must not drive your terminal).
+        #[arg(long)]
+        raw: bool,
     },
     /// Open a shell in a running VM over SSH, or run a command there.
     ///

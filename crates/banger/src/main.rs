@@ -140,7 +140,12 @@ fn fail(err: &anyhow::Error) -> ExitCode {
         .chain()
         .find_map(|e| e.downcast_ref::<ClientError>())
         .and_then(|e| e.op_id().map(str::to_owned));
-    let mut line = format!("error: {err:#}");
+    // A daemon message can quote the guest (a console tail, a command's
+    // output): only printable text reaches the terminal.
+    let mut line = format!(
+        "error: {}",
+        banger_api::text::printable(&format!("{err:#}"))
+    );
     if let Some(op_id) = op_id {
         line.push_str(&format!(" (op {op_id})"));
     }

@@ -104,7 +104,7 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
                 render::human_bytes(vm.disk_bytes)
             ))?;
         }
-        VmCommand::Logs { vm, follow } => logs(&client, &vm, follow).await?,
+        VmCommand::Logs { vm, follow, raw } => logs(&client, &vm, follow, raw).await?,
         VmCommand::Ssh { vm, command } => {
             let target = client.vm_ssh_target(&vm).await?;
             let err = banger_sys::process::exec("ssh", ssh_argv(&target, &command));
@@ -238,12 +238,16 @@ async fn prune(client: &Client, force: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn logs(client: &Client, vm: &str, follow: bool) -> anyhow::Result<()> {
+async fn logs(client: &Client, vm: &str, follow: bool, raw: bool) -> anyhow::Result<()> {
     let mut offset = 0;
     loop {
         let chunk = client.vm_console(vm, offset).await?;
         if !chunk.data.is_empty() {
-            print(&chunk.data)?;
+            if raw {
+                print(&chunk.data)?;
+            } else {
+                print(&banger_api::text::printable(&chunk.data))?;
+            }
         }
         let more = chunk.next_offset > offset;
         offset = chunk.next_offset;

@@ -47,6 +47,7 @@ impl Vms {
                 .map_err(ApiError::invalid)?;
         }
         let size = Size::checked(req.vcpus, req.memory_mib, req.disk_bytes, None)?;
+        size.check_room(&self.room()?, size.disk_bytes, 0)?;
         if self.db.list_vms()?.iter().any(|v| v.name == name) {
             return Err(ApiError::new(
                 ErrorCode::AlreadyExists,
@@ -366,6 +367,59 @@ impl Size {
     }
 }
 
+impl Size {
+    /// Refuses a shape this host has no room for: a work disk growing by
+    /// `disk_growth` bytes beyond what its file system has free (disks
+    /// are sparse, but a guest that fills one must not fill the host's),
+    /// more vCPUs than the host has, more memory than the host has.
+    /// `running_memory_mib` is what running VMs already hold; 0 when the
+    /// VM is not about to start. vCPUs of different VMs share the host's
+    /// CPUs by time, so only one VM's count is bounded; memory is not
+    /// shared, so the sum is.
+    pub(super) fn check_room(
+        &self,
+        room: &banger_sys::host::Room,
+        disk_growth: u64,
+        running_memory_mib: u64,
+    ) -> Result<(), ApiError> {
+        let full = |message: String| ApiError::new(ErrorCode::Conflict, message);
+        if disk_growth > room.free_disk_bytes {
+            return Err(full(format!(
+                "the work disk needs {} more but the host has {} free for VMs",
+                gib(disk_growth),
+                gib(room.free_disk_bytes)
+            )));
+        }
+        if self.vcpus > room.cpus {
+            return Err(full(format!(
+                "{} vCPUs asked for but the host has {} CPUs",
+                self.vcpus, room.cpus
+            )));
+        }
+        let wanted = running_memory_mib + u64::from(self.memory_mib);
+        if wanted > room.memory_mib {
+            return Err(full(if running_memory_mib == 0 {
+                format!(
+                    "{} MiB of memory asked for but the host has {} MiB",
+                    self.memory_mib, room.memory_mib
+                )
+            } else {
+                format!(
+                    "{} MiB of memory asked for but running VMs already hold {running_memory_mib} of the host's {} MiB",
+                    self.memory_mib, room.memory_mib
+                )
+            }));
+        }
+        Ok(())
+    }
+}
+
+fn gib(bytes: u64) -> String {
+    #[allow(clippy::cast_precision_loss, reason = "a figure for people")]
+    let g = bytes as f64 / f64::from(1u32 << 30);
+    format!("{g:.1} GiB")
+}
+
 /// A create request, validated.
 #[derive(Debug)]
 pub(super) struct Spec {
@@ -398,6 +452,56 @@ mod tests {
             let err = Size::checked(v, m, d, cur).unwrap_err();
             assert_eq!(err.code, ErrorCode::InvalidArgument);
             assert!(err.message.contains(needle), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn a_shape_the_host_has_no_room_for_is_refused_naming_what() {
+        let room = banger_sys::host::Room {
+            free_disk_bytes: 20 << 30,
+            memory_mib: 4096,
+            cpus: 2,
+        };
+        let size = |vcpus, memory_mib, disk_bytes| Size {
+            vcpus,
+            memory_mib,
+            disk_bytes,
+        };
+        size(2, 1024, 8 << 30)
+            .check_room(&room, 8 << 30, 0)
+            .unwrap();
+        size(2, 1024, 8 << 30)
+            .check_room(&room, 8 << 30, 3072)
+            .unwrap();
+        for (s, growth, running, says) in [
+            (
+                size(2, 1024, 1 << 40),
+                1 << 40,
+                0,
+                "1024.0 GiB more but the host has 20.0 GiB free",
+            ),
+            (
+                size(4, 1024, 8 << 30),
+                0,
+                0,
+                "4 vCPUs asked for but the host has 2",
+            ),
+            (
+                size(1, 8192, 8 << 30),
+                0,
+                0,
+                "8192 MiB of memory asked for but the host has 4096",
+            ),
+            (
+                size(1, 2048, 8 << 30),
+                0,
+                3072,
+                "running VMs already hold 3072 of the host's 4096 MiB",
+            ),
+        ] {
+            let err = s.check_room(&room, growth, running).unwrap_err();
+            assert_eq!(err.code, ErrorCode::Conflict);
+            assert!(err.message.contains(says), "{}", err.message);
         }
     }
 

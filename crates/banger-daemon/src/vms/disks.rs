@@ -63,7 +63,7 @@ pub fn overlay_tar(settings: &GuestSettings<'_>) -> std::io::Result<Vec<u8>> {
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{name}.vm {name}\n"
     );
     let fstab = format!(
-        "# Written by banger at create time.\nLABEL={WORK_LABEL}\t/root\text4\tdefaults\t0\t0\n"
+        "# Written by banger at create time.\nLABEL={WORK_LABEL}\t/root\text4\tdefaults,x-systemd.growfs\t0\t0\n"
     );
     // Only the per-VM key is served: the image may carry keys shared by
     // every VM made from it.
@@ -206,7 +206,18 @@ pub fn make_work(
         log,
         "copy the work seed",
     )?;
-    grow_work(runner, work, size_bytes, log)?;
+    // The seed is banger's own (built with the image), never guest-written,
+    // so e2fsprogs may grow it here.
+    grow_work(work, size_bytes)?;
+    run(
+        runner,
+        &Cmd::new("resize2fs")
+            .arg("-f")
+            .arg(work)
+            .arg(format!("{}K", size_bytes / 1024)),
+        log,
+        "grow the work seed's file system",
+    )?;
     run(
         runner,
         &Cmd::new("tune2fs").args(["-L", WORK_LABEL]).arg(work),
@@ -245,33 +256,61 @@ pub fn make_work(
     result
 }
 
-/// Grows the work disk's file system to `size_bytes` (never shrinks).
-pub fn grow_work(
-    runner: &Arc<dyn Runner>,
-    work: &Path,
-    size_bytes: u64,
-    log: &Path,
-) -> Result<(), String> {
-    let current = std::fs::metadata(work)
+/// Grows the work disk file to `size_bytes` (never shrinks). Only the
+/// file: the guest wrote that file system, so no e2fsprogs runs on it on
+/// the host (they have had memory-corruption bugs on crafted images). The
+/// guest's own systemd grows the mounted file system at boot, asked to by
+/// `x-systemd.growfs` in the fstab line [`overlay_tar`] writes.
+pub fn grow_work(work: &Path, size_bytes: u64) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(work)
+        .map_err(|e| format!("open {}: {e}", work.display()))?;
+    let current = file
+        .metadata()
         .map_err(|e| format!("stat {}: {e}", work.display()))?
         .len();
     if size_bytes <= current {
         return Ok(());
     }
-    run(
-        runner,
-        &Cmd::new("resize2fs")
-            .arg("-f")
-            .arg(work)
-            .arg(format!("{}K", size_bytes / 1024)),
-        log,
-        "grow the work disk",
-    )
+    file.set_len(size_bytes)
+        .map_err(|e| format!("grow {} to {size_bytes} bytes: {e}", work.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn growing_the_work_disk_touches_only_the_file_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work.ext4");
+        std::fs::write(&work, b"guest-written bytes").unwrap();
+        grow_work(&work, 1 << 20).unwrap();
+        let bytes = std::fs::read(&work).unwrap();
+        assert_eq!(bytes.len(), 1 << 20);
+        assert!(bytes.starts_with(b"guest-written bytes"));
+        // Never shrinks.
+        grow_work(&work, 10).unwrap();
+        assert_eq!(std::fs::metadata(&work).unwrap().len(), 1 << 20);
+        // A symlink in its place is refused, not followed.
+        let link = dir.path().join("link.ext4");
+        std::os::unix::fs::symlink(&work, &link).unwrap();
+        assert!(grow_work(&link, 2 << 20).is_err());
+        assert_eq!(std::fs::metadata(&work).unwrap().len(), 1 << 20);
+    }
+
+    #[test]
+    fn the_guest_grows_its_work_file_system_itself() {
+        let files = overlay_files(&[]);
+        let fstab = &files["upper/etc/fstab"].1;
+        assert!(
+            fstab.contains("/root\text4\tdefaults,x-systemd.growfs\t"),
+            "{fstab}"
+        );
+    }
 
     fn overlay_files(
         nameservers: &[Ipv4Addr],

@@ -176,10 +176,10 @@ impl Vms {
                 req.disk_bytes.or(Some(vm.disk_bytes)),
                 Some(vm.disk_bytes),
             )?;
+            size.check_room(&self.room()?, size.disk_bytes - vm.disk_bytes, 0)?;
             if size.disk_bytes > vm.disk_bytes {
                 let work = DiskFiles::in_dir(&self.vm_dir(&vm.id)).work;
-                let log = self.vm_dir(&vm.id).join("set.log");
-                disks::grow_work(&self.runner, &work, size.disk_bytes, &log).map_err(failed)?;
+                disks::grow_work(&work, size.disk_bytes).map_err(failed)?;
             }
             self.db.set_vm_size(
                 &vm.id,

@@ -12,6 +12,7 @@
 
 mod accel;
 mod choice;
+pub mod console;
 mod create;
 pub mod disks;
 mod doctor;
@@ -43,6 +44,7 @@ use banger_vmm::{VmFiles, Vmm};
 use crate::artifacts::Artifacts;
 use crate::error::ApiError;
 use crate::operations::Operations;
+use console::{ConsoleError, ConsoleLog};
 use handles::Handles;
 use ssh::SshFiles;
 
@@ -172,6 +174,26 @@ impl Vms {
         }
     }
 
+    /// What the host has room for, measured now.
+    fn room(&self) -> Result<banger_sys::host::Room, ApiError> {
+        std::fs::create_dir_all(&self.vms_dir)
+            .map_err(|e| ApiError::internal(format!("create {}: {e}", self.vms_dir.display())))?;
+        banger_sys::host::room(&self.vms_dir)
+            .map_err(|e| ApiError::internal(format!("measure the host's room for VMs: {e}")))
+    }
+
+    /// Memory held by running VMs other than `except`.
+    fn running_memory_mib(&self, except: &str) -> Result<u64, ApiError> {
+        let running: Vec<String> = lock(&self.running).keys().cloned().collect();
+        Ok(self
+            .db
+            .list_vms()?
+            .iter()
+            .filter(|v| v.id != except && running.contains(&v.id))
+            .map(|v| u64::from(v.memory_mib))
+            .sum())
+    }
+
     fn vm_dir(&self, id: &str) -> PathBuf {
         self.vms_dir.join(id)
     }
@@ -293,26 +315,16 @@ impl Vms {
 
     /// The console log from `offset`, at most 1 MiB at a time.
     pub fn console(&self, reference: &str, offset: u64) -> Result<ConsoleChunk, ApiError> {
-        use std::io::{Read, Seek, SeekFrom};
         let vm = self.resolve(reference)?;
-        let path = self.files(&vm.id).console();
-        let mut file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(ConsoleChunk {
-                    data: String::new(),
-                    next_offset: 0,
-                });
-            }
-            Err(e) => return Err(ApiError::internal(format!("open {}: {e}", path.display()))),
-        };
-        let mut buf = Vec::new();
-        file.seek(SeekFrom::Start(offset))
-            .and_then(|_| file.take(1 << 20).read_to_end(&mut buf))
-            .map_err(|e| ApiError::internal(format!("read {}: {e}", path.display())))?;
+        let chunk = ConsoleLog::new(self.files(&vm.id).console())
+            .read(offset, 1 << 20)
+            .map_err(|e| match e {
+                ConsoleError::PastEnd { .. } => ApiError::invalid(e.to_string()),
+                ConsoleError::Io { .. } => ApiError::internal(crate::error::error_chain(&e)),
+            })?;
         Ok(ConsoleChunk {
-            data: String::from_utf8_lossy(&buf).into_owned(),
-            next_offset: offset + buf.len() as u64,
+            data: String::from_utf8_lossy(&chunk.data).into_owned(),
+            next_offset: chunk.next_offset,
         })
     }
 }

@@ -74,6 +74,10 @@ impl Vms {
             .collect();
         for (id, h) in running {
             if self.driver(&h.vmm).is_running(&self.files(&id), h.pid) {
+                let console = super::console::ConsoleLog::new(self.files(&id).console());
+                if let Err(e) = console.rotate_if_over(super::console::MAX_SEGMENT) {
+                    tracing::warn!(vm = %id, error = %e, "cannot rotate the console log");
+                }
                 continue;
             }
             let vm_lock = self.vm_lock(&id);

@@ -94,6 +94,12 @@ impl Vms {
             }
         }
         self.check_vmm_can_boot(&vm.kernel)?;
+        let size = super::create::Size {
+            vcpus: vm.vcpus,
+            memory_mib: vm.memory_mib,
+            disk_bytes: vm.disk_bytes,
+        };
+        size.check_room(&self.room()?, 0, self.running_memory_mib(&vm.id)?)?;
         progress(1, "booting");
         let initramfs = self.initramfs()?;
         // The KVM probe boots the bzImage under QEMU, whichever VMM runs.
@@ -231,7 +237,10 @@ impl Vms {
         if let Err(e) = ssh::wait_for_sshd(ip, self.settings.boot_timeout, alive) {
             lock(&self.running).remove(&vm.id);
             undo.rollback();
-            let console = std::fs::read_to_string(files.console()).unwrap_or_default();
+            // Only the tail is read (the guest decides the log's size), and
+            // only printable text goes into the error a terminal shows.
+            let tail = super::console::ConsoleLog::new(files.console()).tail(4096);
+            let console = banger_api::text::printable(&String::from_utf8_lossy(&tail));
             let tail: Vec<&str> = console.lines().rev().take(3).collect();
             return Err(failed(format!(
                 "{e}; console ({}) ends: {}",

@@ -108,6 +108,25 @@ fn keeps_data(env: &Env) {
         2,
         "{console}"
     );
+    // The guest wrote escape sequences (systemd's colours, a shell's title,
+    // anything): shown on a terminal only as text, given raw on request.
+    // The guest's own write goes through its console device (one string:
+    // ssh hands it to the guest's shell).
+    env.ok(&[
+        "vm",
+        "ssh",
+        "keeper",
+        "--",
+        "printf 'marker \\033]0;owned\\007 end\\n' > /dev/ttyS0",
+    ]);
+    let shown = env.ok(&["vm", "logs", "keeper"]);
+    assert!(shown.contains("marker  end"), "{shown}");
+    assert!(
+        !shown.contains('\u{1b}'),
+        "an escape sequence reached the terminal"
+    );
+    let raw = env.ok(&["vm", "logs", "--raw", "keeper"]);
+    assert!(raw.contains("marker \u{1b}]0;owned\u{7} end"), "{raw}");
     assert_eq!(
         env.ok(&[
             "vm",
@@ -127,7 +146,8 @@ fn keeps_data(env: &Env) {
 }
 
 /// `vm set` resizes a stopped VM (and only a stopped one); the guest sees
-/// the new vCPU count and memory; the work disk never shrinks.
+/// the new vCPU count and memory, and a work disk the guest grew itself
+/// at boot (the host only grows the file); the work disk never shrinks.
 fn set_shape(env: &Env) {
     env.ok(&[
         "vm",
@@ -146,6 +166,10 @@ fn set_shape(env: &Env) {
     );
     let shrink = fails(env, &["vm", "set", "shape", "--disk-size", "1G"]);
     assert!(shrink.contains("can only grow"), "{shrink}");
+    assert_eq!(
+        env.ok(&["vm", "set", "shape", "--disk-size", "9G"]),
+        "shape: 2 vCPU, 1024 MiB, work disk 9.0 GiB\n"
+    );
 
     env.ok(&["vm", "start", "shape"]);
     let out = env.ok(&[
@@ -155,7 +179,9 @@ fn set_shape(env: &Env) {
         "--",
         "sh",
         "-c",
-        "nproc; awk '/MemTotal/ {print $2}' /proc/meminfo",
+        // Waits for the boot's growfs run (a no-op once it has run).
+        "nproc; awk '/MemTotal/ {print $2}' /proc/meminfo; \
+         systemctl start systemd-growfs@root.service; df -B1 --output=size /root | tail -n 1",
     ]);
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("2"), "{out}");
@@ -163,6 +189,11 @@ fn set_shape(env: &Env) {
     assert!(
         (900 * 1024..=1024 * 1024).contains(&mem_kib),
         "MemTotal {mem_kib} KiB for a 1 GiB VM"
+    );
+    let work_bytes: u64 = lines.next().unwrap().trim().parse().unwrap();
+    assert!(
+        work_bytes > (8 << 30) + (512 << 20),
+        "/root is {work_bytes} bytes after growing the disk to 9 GiB: {out}"
     );
     let busy = fails(env, &["vm", "set", "shape", "--vcpu", "1"]);
     assert!(busy.contains("is running"), "{busy}");
