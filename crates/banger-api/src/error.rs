@@ -19,6 +19,12 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// The request body was not `application/json`.
     UnsupportedMediaType,
+    /// The request target (path and query) was longer than the daemon
+    /// accepts.
+    UriTooLong,
+    /// The request's header fields were larger or more than the daemon
+    /// accepts.
+    HeadersTooLarge,
     /// An object with that name already exists.
     AlreadyExists,
     /// The object is in a state that does not allow the operation.
@@ -37,12 +43,14 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for exhaustive tests and documentation.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 14] = [
         Self::InvalidArgument,
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::PayloadTooLarge,
         Self::UnsupportedMediaType,
+        Self::UriTooLong,
+        Self::HeadersTooLarge,
         Self::AlreadyExists,
         Self::Conflict,
         Self::NotRunning,
@@ -60,6 +68,8 @@ impl ErrorCode {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::UriTooLong => "uri_too_long",
+            Self::HeadersTooLarge => "headers_too_large",
             Self::AlreadyExists => "already_exists",
             Self::Conflict => "conflict",
             Self::NotRunning => "not_running",

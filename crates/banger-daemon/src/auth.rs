@@ -60,7 +60,13 @@ impl Listener for PeerCredListener {
                         cred.uid(),
                         self.owner_uid
                     );
-                    tokio::spawn(refuse(stream, message, op_id));
+                    tokio::spawn(refuse(
+                        stream,
+                        "403 Forbidden",
+                        ErrorCode::PermissionDenied,
+                        message,
+                        op_id,
+                    ));
                 }
                 Err(err) => {
                     tracing::warn!(%err, "connection refused: cannot read peer credentials")
@@ -74,15 +80,23 @@ impl Listener for PeerCredListener {
     }
 }
 
-async fn refuse(mut stream: UnixStream, message: String, op_id: OpId) {
+/// Answers one request on `stream` with `status` and the JSON error body,
+/// then closes it: for connections that never reach the router.
+pub(crate) async fn refuse(
+    mut stream: UnixStream,
+    status: &'static str,
+    code: ErrorCode,
+    message: String,
+    op_id: OpId,
+) {
     let body = serde_json::to_string(&ErrorBody {
-        code: ErrorCode::PermissionDenied,
+        code,
         message,
         op_id: op_id.as_str().to_owned(),
     })
     .unwrap_or_default();
     let response = format!(
-        "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{OP_ID_HEADER}: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{OP_ID_HEADER}: {}\r\nconnection: close\r\n\r\n{body}",
         body.len(),
         op_id.as_str()
     );

@@ -12,6 +12,7 @@ pub mod artifacts;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod http;
 pub mod logging;
 pub mod op_id;
 pub mod openapi;

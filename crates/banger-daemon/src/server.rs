@@ -85,6 +85,8 @@ pub struct DaemonOptions {
     pub vmm: Option<Arc<dyn banger_vmm::Vmm>>,
     /// Host networking; `ip` and `iptables` when `None`.
     pub net: Option<Arc<dyn banger_net::Network>>,
+    /// Connection and request-head bounds.
+    pub http: crate::http::HttpLimits,
 }
 
 impl DaemonOptions {
@@ -108,6 +110,7 @@ impl DaemonOptions {
             },
             vmm: None,
             net: None,
+            http: crate::http::HttpLimits::default(),
         }
     }
 }
@@ -229,6 +232,7 @@ impl Daemon {
             ops,
             artifacts,
             vms,
+            http: options.http,
         };
         Ok(BoundDaemon {
             listener,
@@ -284,10 +288,14 @@ impl BoundDaemon {
             let _ = began_tx.send(());
         };
         let reaper = tokio::spawn(reap_forever(state.vms.clone()));
+        let limits = state.http;
         let app = crate::routes::router(state);
-        let server = axum::serve(PeerCredListener::new(listener, owner_uid), app)
-            .with_graceful_shutdown(signal)
-            .into_future();
+        let server = crate::http::serve(
+            PeerCredListener::new(listener, owner_uid),
+            app,
+            limits,
+            signal,
+        );
         let drain_deadline = async {
             if began_rx.await.is_ok() {
                 tokio::time::sleep(DRAIN_TIMEOUT).await;
@@ -296,7 +304,7 @@ impl BoundDaemon {
             }
         };
         let result = tokio::select! {
-            r = server => r.map_err(DaemonError::Serve),
+            () = server => Ok(()),
             () = drain_deadline => {
                 tracing::warn!(timeout_secs = DRAIN_TIMEOUT.as_secs(), "in-flight requests did not finish; stopping anyway");
                 Ok(())

@@ -23,4 +23,6 @@ pub struct AppState {
     pub artifacts: Arc<crate::artifacts::Artifacts>,
     /// Virtual machines.
     pub vms: Arc<crate::vms::Vms>,
+    /// The bounds every connection and request head is served under.
+    pub http: crate::http::HttpLimits,
 }

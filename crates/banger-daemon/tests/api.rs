@@ -513,6 +513,120 @@ async fn a_console_offset_past_the_end_is_a_400() {
     d.stop().await;
 }
 
+/// A daemon with tight connection bounds, and nothing in its catalog.
+async fn start_limited(max_connections: usize) -> TestDaemon {
+    TestDaemon::start_with(DaemonOptions {
+        catalog: banger_artifacts::catalog::Catalog::default(),
+        http: banger_daemon::http::HttpLimits {
+            header_timeout: std::time::Duration::from_secs(1),
+            max_connections,
+            ..banger_daemon::http::HttpLimits::default()
+        },
+        ..DaemonOptions::default()
+    })
+    .await
+}
+
+/// Reads until the daemon closes the connection (10 s at most); returns
+/// what it sent.
+async fn read_to_close(stream: &mut tokio::net::UnixStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut all = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut all),
+    );
+    assert!(read.await.is_ok(), "the daemon kept the connection open");
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_head_or_an_idle_connection_is_closed_after_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let d = start_limited(256).await;
+    let mut idle = tokio::net::UnixStream::connect(&d.socket).await.unwrap();
+    let mut slow = tokio::net::UnixStream::connect(&d.socket).await.unwrap();
+    slow.write_all(b"GET /v1/ping HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    read_to_close(&mut slow).await;
+    read_to_close(&mut idle).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // A keep-alive connection that answered once is closed when idle too.
+    let mut kept = tokio::net::UnixStream::connect(&d.socket).await.unwrap();
+    kept.write_all(b"GET /v1/ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = read_to_close(&mut kept).await;
+    assert!(
+        answered.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answered)
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_get_a_json_503_and_idle_ones_make_room_again() {
+    use tokio::io::AsyncWriteExt;
+    let d = start_limited(4).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::UnixStream::connect(&d.socket).await.unwrap());
+    }
+    // Connections are accepted in the order they were made: the fifth
+    // finds no room.
+    let mut extra = tokio::net::UnixStream::connect(&d.socket).await.unwrap();
+    extra
+        .write_all(b"GET /v1/ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = String::from_utf8(read_to_close(&mut extra).await).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    let body: ErrorBody = serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body.code, ErrorCode::Unavailable);
+    assert!(body.message.contains("too many connections"), "{body:?}");
+    // The held ones send nothing: after the header timeout they are
+    // closed and the daemon answers again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if d.get("/v1/ping").await.status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ping never answered again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    drop(held);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_target_or_large_head_gets_a_json_414_or_431() {
+    let d = TestDaemon::start_inert().await;
+    let long = format!("/v1/ping?pad={}", "a".repeat(10 * 1024));
+    let body = assert_error(&d.get(&long).await, 414, ErrorCode::UriTooLong);
+    assert!(body.message.contains("request target"), "{body:?}");
+    let big = "b".repeat(40 * 1024);
+    let resp = raw_request(&d.socket, "GET", "/v1/ping", &[("x-pad", big.as_str())], "")
+        .await
+        .unwrap();
+    let body = assert_error(&resp, 431, ErrorCode::HeadersTooLarge);
+    assert!(body.message.contains("bytes, more than"), "{body:?}");
+    let names: Vec<String> = (0..150).map(|i| format!("x-h{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    let resp = raw_request(&d.socket, "GET", "/v1/ping", &many, "")
+        .await
+        .unwrap();
+    let body = assert_error(&resp, 431, ErrorCode::HeadersTooLarge);
+    assert!(body.message.contains("header fields"), "{body:?}");
+    assert_eq!(d.get("/v1/ping").await.status, 200);
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn well_formed_caller_op_id_is_adopted_and_bad_one_replaced() {
     let d = TestDaemon::start().await;

@@ -25,6 +25,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The full API: routes, JSON fallbacks for unknown routes and methods,
 /// panic catching, body limit and the op-id middleware (outermost).
 pub fn router(state: AppState) -> Router {
+    let limits = state.http;
     Router::new()
         .route(routes::PING, get(ping::ping))
         .route(routes::VMS, get(vms::list).post(vms::create))
@@ -60,6 +61,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            crate::http::check_head,
+        ))
         .layer(axum::middleware::from_fn(crate::op_id::layer))
         .with_state(state)
 }
