@@ -21,6 +21,7 @@ pub mod image;
 pub mod initramfs;
 pub mod kernel;
 pub mod oci;
+pub mod policy;
 pub mod progress;
 pub mod store;
 pub mod tarscan;

@@ -2,6 +2,7 @@
 //! them: nothing may point outside the tree, and every name must be one
 //! ext4 can hold. Also cuts the work seed (the tree's `/root`) out of one.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
@@ -44,7 +45,19 @@ pub struct TarSummary {
     pub bytes: u64,
 }
 
-/// Checks every entry of the tarball at `path`; see [`check_path`].
+/// What an earlier entry made at a path, for the checks of later ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Dir,
+    File,
+    Symlink,
+    Other,
+}
+
+/// Checks every entry of the tarball at `path`: its path ([`check_path`]),
+/// its type and devices ([`crate::policy`]), no entry written through a
+/// symbolic link an earlier entry made, and hard links only to regular
+/// files made earlier. The same rules as a flattened registry image.
 pub fn scan(path: &Path) -> Result<TarSummary, TarError> {
     let io = |source| TarError::Io {
         path: path.to_owned(),
@@ -52,6 +65,7 @@ pub fn scan(path: &Path) -> Result<TarSummary, TarError> {
     };
     let mut archive = tar::Archive::new(BufReader::new(File::open(path).map_err(io)?));
     let mut summary = TarSummary::default();
+    let mut seen: HashMap<Vec<u8>, Seen> = HashMap::new();
     for entry in archive.entries().map_err(io)? {
         let entry = entry.map_err(io)?;
         let raw = entry.path_bytes().into_owned();
@@ -61,15 +75,31 @@ pub fn scan(path: &Path) -> Result<TarSummary, TarError> {
             reason,
         };
         check_path(&raw).map_err(refuse)?;
+        let parts = normalize(&raw);
+        for depth in 1..parts.len() {
+            match seen.get(&parts[..depth].join(&b'/')) {
+                Some(Seen::Symlink) => {
+                    return Err(refuse(format!(
+                        "its parent {:?} is a symbolic link: the entry would be written through it",
+                        String::from_utf8_lossy(&parts[..depth].join(&b'/'))
+                    )));
+                }
+                Some(Seen::File | Seen::Other) => {
+                    return Err(refuse(format!(
+                        "its parent {:?} is not a directory",
+                        String::from_utf8_lossy(&parts[..depth].join(&b'/'))
+                    )));
+                }
+                Some(Seen::Dir) | None => {}
+            }
+        }
         let kind = entry.header().entry_type();
-        match kind {
-            EntryType::Regular
-            | EntryType::Continuous
-            | EntryType::Directory
-            | EntryType::Symlink
-            | EntryType::Char
-            | EntryType::Block
-            | EntryType::Fifo => {}
+        crate::policy::check_device(kind, entry.header()).map_err(refuse)?;
+        let made = match kind {
+            EntryType::Regular | EntryType::Continuous => Seen::File,
+            EntryType::Directory => Seen::Dir,
+            EntryType::Symlink => Seen::Symlink,
+            EntryType::Char | EntryType::Block | EntryType::Fifo => Seen::Other,
             EntryType::Link => {
                 let target = entry
                     .link_name_bytes()
@@ -80,8 +110,18 @@ pub fn scan(path: &Path) -> Result<TarSummary, TarError> {
                         String::from_utf8_lossy(&target)
                     ))
                 })?;
+                if seen.get(&normalize(&target).join(&b'/')) != Some(&Seen::File) {
+                    return Err(refuse(format!(
+                        "hard link to {:?}, which is not a regular file an earlier entry made",
+                        String::from_utf8_lossy(&target)
+                    )));
+                }
+                Seen::File
             }
             other => return Err(refuse(format!("unsupported entry type {other:?}"))),
+        };
+        if !parts.is_empty() {
+            seen.insert(parts.join(&b'/'), made);
         }
         summary.entries += 1;
         if kind.is_file() {
@@ -245,10 +285,77 @@ mod tests {
             &[
                 (b"./ok", EntryType::Regular, b""),
                 (b"./dev", EntryType::Directory, b""),
+                (b"./ok-too", EntryType::Link, b"ok"),
             ],
         )
         .unwrap();
-        assert_eq!(scan(&tar).unwrap().entries, 2);
+        assert_eq!(scan(&tar).unwrap().entries, 3);
+    }
+
+    /// A tarball import is held to the registry pull's rules.
+    #[test]
+    fn scan_refuses_what_a_registry_pull_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = dir.path().join("t.tar");
+        let devices = |kind, major, minor| {
+            let mut b = tar::Builder::new(File::create(&tar).unwrap());
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(0o666);
+            h.set_size(0);
+            h.set_device_major(major).unwrap();
+            h.set_device_minor(minor).unwrap();
+            h.set_cksum();
+            b.append_data(&mut h, "dev/x", &b""[..]).unwrap();
+            b.into_inner().unwrap();
+        };
+        devices(EntryType::Block, 8, 0);
+        assert!(
+            scan(&tar)
+                .unwrap_err()
+                .to_string()
+                .contains("block devices are not allowed")
+        );
+        devices(EntryType::Char, 1, 1);
+        assert!(
+            scan(&tar)
+                .unwrap_err()
+                .to_string()
+                .contains("character device 1:1")
+        );
+        devices(EntryType::Char, 1, 3);
+        assert_eq!(scan(&tar).unwrap().entries, 1);
+        for (entries, expect) in [
+            (
+                vec![
+                    (&b"./etc"[..], EntryType::Symlink, &b"/etc"[..]),
+                    (b"./etc/cron.d", EntryType::Regular, b""),
+                ],
+                "\"etc\" is a symbolic link",
+            ),
+            (
+                vec![
+                    (&b"./f"[..], EntryType::Regular, &b""[..]),
+                    (b"./f/g", EntryType::Regular, b""),
+                ],
+                "is not a directory",
+            ),
+            (
+                vec![(&b"./h"[..], EntryType::Link, &b"etc/shadow"[..])],
+                "which is not a regular file an earlier entry made",
+            ),
+            (
+                vec![
+                    (&b"./d"[..], EntryType::Directory, &b""[..]),
+                    (b"./h", EntryType::Link, b"d"),
+                ],
+                "which is not a regular file",
+            ),
+        ] {
+            hostile_tar(&tar, &entries).unwrap();
+            let err = scan(&tar).unwrap_err().to_string();
+            assert!(err.contains(expect), "{err}");
+        }
     }
 
     #[test]

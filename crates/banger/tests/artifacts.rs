@@ -498,6 +498,25 @@ fn hostile_tarballs_are_refused_naming_the_entry_and_nothing_is_published() {
             vec![(b"./h", tar::EntryType::Link, b"../../etc/shadow")],
             "hard link target",
         ),
+        // Held to the registry pull's rules.
+        (
+            "blockdev",
+            vec![(b"./dev/sda", tar::EntryType::Block, b"")],
+            "\"./dev/sda\" refused: block devices are not allowed",
+        ),
+        (
+            "chardev",
+            vec![(b"./dev/mem", tar::EntryType::Char, b"")],
+            "\"./dev/mem\" refused: character device",
+        ),
+        (
+            "through-symlink",
+            vec![
+                (b"./etc", tar::EntryType::Symlink, b"/etc"),
+                (b"./etc/cron.d", tar::EntryType::Regular, b""),
+            ],
+            "is a symbolic link",
+        ),
     ];
     for (name, entries, expect) in cases {
         let tar = dir.path().join(format!("{name}.tar"));

@@ -71,18 +71,6 @@ pub enum FlattenError {
     },
 }
 
-/// Character devices an image may carry: the ones every Linux has.
-const ALLOWED_CHAR_DEVICES: [(u32, u32); 8] = [
-    (1, 3), // null
-    (1, 5), // zero
-    (1, 7), // full
-    (1, 8), // random
-    (1, 9), // urandom
-    (5, 0), // tty
-    (5, 1), // console
-    (5, 2), // ptmx
-];
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct Pos {
     layer: usize,
@@ -290,21 +278,9 @@ fn plan(layers: &[Layer]) -> Result<Tree, FlattenError> {
                 EntryType::Regular | EntryType::Continuous => Kind::File,
                 EntryType::Symlink => Kind::Symlink,
                 EntryType::Fifo => Kind::Other,
-                EntryType::Char => {
-                    let dev = (
-                        header.device_major().ok().flatten().unwrap_or(u32::MAX),
-                        header.device_minor().ok().flatten().unwrap_or(u32::MAX),
-                    );
-                    if !ALLOWED_CHAR_DEVICES.contains(&dev) {
-                        return Err(refuse(format!(
-                            "character device {}:{} is not one of the usual ones (null, zero, full, random, urandom, tty, console, ptmx)",
-                            dev.0, dev.1
-                        )));
-                    }
+                kind @ (EntryType::Char | EntryType::Block) => {
+                    crate::policy::check_device(kind, header).map_err(refuse)?;
                     Kind::Other
-                }
-                EntryType::Block => {
-                    return Err(refuse("block devices are not allowed in an image".into()));
                 }
                 EntryType::Link => {
                     let raw_target = entry
