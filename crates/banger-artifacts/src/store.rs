@@ -144,6 +144,18 @@ impl ArtifactStore {
         name: &str,
         mut staging: Staging,
     ) -> Result<PathBuf, StoreError> {
+        // The build's scratch goes; only what it made is published.
+        let scratch = staging.path.join(BUILD_TMP);
+        fs::remove_dir_all(&scratch)
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(io("remove", &scratch))?;
+        let _ = fs::remove_file(staging.path.join(BUILD_GROUP));
         let dst = self.dir(kind, name);
         let retired = self
             .kind_dir(kind)
@@ -239,16 +251,59 @@ impl ArtifactStore {
     }
 }
 
-/// Kills what is left of a build that wrote into `dir`: its parent (a
-/// killed daemon) is gone, and grandchildren of the build command (those
-/// mmdebstrap forks) outlive their parent-death signal.
+/// Where a build's running command records its process group, inside
+/// the staging directory.
+pub const BUILD_GROUP: &str = ".build-group";
+
+/// Where a build's commands keep their temporary files (`TMPDIR`), inside
+/// the staging directory, so a cancelled or crashed build leaves nothing
+/// in `/tmp` (mmdebstrap's unpacked tree is hundreds of MB).
+pub const BUILD_TMP: &str = ".tmp";
+
+/// Stops what is left of a build that wrote into `dir`, as its group
+/// record says: TERM, then KILL after a grace. Only that group: nothing
+/// is judged by command line.
 fn stop_builds_in(dir: &Path) {
-    let needle = dir.display().to_string();
-    for _ in 0..100 {
-        if banger_sys::kill_groups_mentioning(&needle).is_empty() {
-            return;
+    if let Some(group) = banger_sys::GroupRecord::read(&dir.join(BUILD_GROUP)) {
+        group.stop(std::time::Duration::from_secs(5));
+    }
+}
+
+/// A runner for one build: every command gets `TMPDIR` inside the staging
+/// directory and records its process group there ([`BUILD_GROUP`]).
+#[derive(Debug)]
+pub struct StagedRunner<'a> {
+    inner: &'a dyn banger_sys::Runner,
+    staging: PathBuf,
+}
+
+impl<'a> StagedRunner<'a> {
+    /// Commands of the build staged in `staging`, run by `inner`.
+    pub fn new(inner: &'a dyn banger_sys::Runner, staging: &Path) -> Self {
+        Self {
+            inner,
+            staging: staging.to_owned(),
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+impl banger_sys::Runner for StagedRunner<'_> {
+    fn run(
+        &self,
+        cmd: &banger_sys::Cmd,
+        log: &Path,
+        cancel: &banger_sys::Cancel,
+    ) -> Result<(), banger_sys::RunError> {
+        let tmp = self.staging.join(BUILD_TMP);
+        fs::create_dir_all(&tmp).map_err(|source| banger_sys::RunError::Start {
+            command: cmd.display(),
+            source,
+        })?;
+        let cmd = cmd
+            .clone()
+            .env("TMPDIR", &tmp)
+            .record_group(self.staging.join(BUILD_GROUP));
+        self.inner.run(&cmd, log, cancel)
     }
 }
 
@@ -272,6 +327,52 @@ mod tests {
     struct M {
         name: String,
         n: u32,
+    }
+
+    use banger_sys::Runner as _;
+
+    #[derive(Debug, Default)]
+    struct Recorder(std::sync::Mutex<Vec<banger_sys::Cmd>>);
+
+    impl banger_sys::Runner for Recorder {
+        fn run(
+            &self,
+            cmd: &banger_sys::Cmd,
+            _log: &Path,
+            _cancel: &banger_sys::Cancel,
+        ) -> Result<(), banger_sys::RunError> {
+            self.0.lock().unwrap().push(cmd.clone());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_builds_commands_keep_temporary_files_and_their_group_in_staging() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::new(dir.path());
+        let s = store.stage(Kind::Image, "deb").unwrap();
+        let recorder = Recorder::default();
+        StagedRunner::new(&recorder, s.path())
+            .run(
+                &banger_sys::Cmd::new("mmdebstrap"),
+                &dir.path().join("l"),
+                &banger_sys::Cancel::new(),
+            )
+            .unwrap();
+        let cmd = recorder.0.lock().unwrap().pop().unwrap();
+        let tmp = s.path().join(BUILD_TMP);
+        assert!(tmp.is_dir());
+        assert!(
+            cmd.env
+                .contains(&("TMPDIR".into(), tmp.clone().into_os_string()))
+        );
+        assert_eq!(cmd.group_record, Some(s.path().join(BUILD_GROUP)));
+        // Scratch left by the build is not published.
+        fs::write(tmp.join("leftover"), b"x").unwrap();
+        fs::write(s.path().join(BUILD_GROUP), b"1 2 3").unwrap();
+        let published = store.publish(Kind::Image, "deb", s).unwrap();
+        assert!(!published.join(BUILD_TMP).exists());
+        assert!(!published.join(BUILD_GROUP).exists());
     }
 
     #[test]

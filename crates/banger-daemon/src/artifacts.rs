@@ -547,8 +547,10 @@ impl Artifacts {
             .store
             .stage(kind, name)
             .map_err(|e| BuildError::Recipe(error_chain(&e)))?;
+        let runner =
+            banger_artifacts::store::StagedRunner::new(self.runner.as_ref(), staging.path());
         let env = BuildEnv {
-            runner: self.runner.as_ref(),
+            runner: &runner,
             progress: handle.as_ref(),
             cancel: &handle.cancel,
             log: &log,

@@ -369,10 +369,48 @@ async fn debris_of_a_killed_daemon_is_swept_at_start() {
         .join("images/.staging-debian-bookworm-0123456789abcdef");
     std::fs::create_dir_all(&staging).unwrap();
     std::fs::write(staging.join("rootfs.tar"), b"half").unwrap();
+    // What a killed daemon's build leaves running: a process group whose
+    // leader died (so only the record tells it), recorded in the staging
+    // directory; beside it a user's own process naming that directory.
+    let record = staging.join(banger_artifacts::store::BUILD_GROUP);
+    let (r, log) = (record.clone(), dir.path().join("build.log"));
+    let build = std::thread::spawn(move || {
+        banger_sys::HostRunner.run(
+            &Cmd::new("/bin/sh")
+                .args(["-c", "sleep 60 & wait"])
+                .record_group(&r),
+            &log,
+            &Cancel::new(),
+        )
+    });
+    while banger_sys::GroupRecord::read(&record).is_none() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let group = banger_sys::GroupRecord::read(&record).unwrap();
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a bystander process of the user's"
+    )]
+    let mut bystander = std::process::Command::new("/bin/sh")
+        .args(["-c", "sleep 60"])
+        .arg(&staging)
+        .spawn()
+        .unwrap();
     let bound = Daemon::bind(&layout, DaemonOptions::default())
         .await
         .unwrap();
     assert!(!staging.exists());
+    assert!(
+        group.members(Path::new("/proc")).is_empty(),
+        "the build survived"
+    );
+    assert!(build.join().unwrap().is_err());
+    assert!(
+        matches!(bystander.try_wait(), Ok(None)),
+        "the user's process was killed"
+    );
+    let _ = bystander.kill();
+    let _ = bystander.wait();
     drop(bound);
 }
 

@@ -8,14 +8,16 @@
 // This crate is the one place allowed to build `Command`s (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
 
+pub mod group;
 pub mod host;
 pub mod lock;
 pub mod mount;
 pub mod process;
 pub mod run;
 
+pub use group::GroupRecord;
 pub use lock::{InstanceLock, LockError};
-pub use process::{DetachedCommand, SpawnError, kill_groups_mentioning, pid_alive};
+pub use process::{DetachedCommand, SpawnError, pid_alive};
 pub use run::{Cancel, Cmd, HostRunner, RunError, Runner};
 
 /// This process's effective user id.

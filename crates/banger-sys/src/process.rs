@@ -242,21 +242,6 @@ pub fn groups_mentioning(proc_root: &Path, needle: &str) -> Vec<u32> {
     groups
 }
 
-/// SIGKILLs every process group whose members mention `needle` on their
-/// command line (a build whose parent died: its leader may be gone, its
-/// children not), and returns the groups signalled.
-pub fn kill_groups_mentioning(needle: &str) -> Vec<u32> {
-    let groups = groups_mentioning(Path::new("/proc"), needle);
-    for pgid in &groups {
-        if let Ok(pgid) = i32::try_from(*pgid) {
-            // SAFETY: kill with a negative pid signals a process group; no
-            // memory is involved.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        }
-    }
-    groups
-}
-
 fn stat_pgid(stat: &str) -> Option<u32> {
     // pid (comm) state ppid pgrp ...
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -361,30 +346,6 @@ mod tests {
         assert_eq!(groups_mentioning(proc.path(), ".staging-deb-01"), [10]);
         assert_eq!(groups_mentioning(proc.path(), "/c/"), [10, 11]);
         assert!(groups_mentioning(proc.path(), "nothing").is_empty());
-    }
-
-    #[test]
-    fn kill_groups_mentioning_kills_an_orphaned_build() {
-        let dir = tempfile::tempdir().unwrap();
-        let marker = dir.path().join("staging-marker");
-        let mut child = DetachedCommand::new("/bin/sh")
-            .arg("-c")
-            .arg("sleep 60 & wait")
-            .arg(&marker)
-            .spawn(&dir.path().join("out"))
-            .unwrap();
-        let needle = marker.display().to_string();
-        // Until the child has exec'd sh, its command line is ours.
-        for _ in 0..500 {
-            if !groups_mentioning(Path::new("/proc"), &needle).is_empty() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        let groups = kill_groups_mentioning(&needle);
-        assert_eq!(groups, [child.id()]);
-        let status = child.wait().unwrap();
-        assert!(!status.success());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A shared "stop now" flag. Cheap to clone; every clone sees the same flag.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +43,9 @@ pub struct Cmd {
     pub env: Vec<(OsString, OsString)>,
     /// The working directory, when not the caller's.
     pub cwd: Option<PathBuf>,
+    /// Where to record the command's process group while it runs
+    /// ([`crate::GroupRecord`]), for a later daemon to stop it by.
+    pub group_record: Option<PathBuf>,
 }
 
 impl Cmd {
@@ -53,6 +56,7 @@ impl Cmd {
             args: Vec::new(),
             env: Vec::new(),
             cwd: None,
+            group_record: None,
         }
     }
 
@@ -81,6 +85,12 @@ impl Cmd {
     /// Sets the working directory.
     pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Records the process group at `path` while the command runs.
+    pub fn record_group(mut self, path: impl Into<PathBuf>) -> Self {
+        self.group_record = Some(path.into());
         self
     }
 
@@ -182,41 +192,72 @@ impl Runner for HostRunner {
             command: cmd.display(),
             source,
         })?;
-        let pgid = i32::try_from(child.id()).unwrap_or(i32::MAX);
-        // Most commands (ip, tune2fs) finish in a few milliseconds: poll
-        // fast first and back off, so they are not charged a whole tick
-        // while a cancel is still seen within 50 ms.
-        let mut tick = Duration::from_millis(1);
-        loop {
-            if cancel.is_cancelled() {
-                // SAFETY: signalling the process group we created.
-                unsafe { libc::kill(-pgid, libc::SIGKILL) };
-                let _ = child.wait();
-                return Err(RunError::Cancelled);
+        let pgid = child.id();
+        let recorded = cmd.group_record.as_deref().filter(|path| {
+            match crate::GroupRecord::of(Path::new("/proc"), pgid).map(|r| r.write(path)) {
+                Some(Ok(())) => true,
+                // Unrecorded, a crash leaves the group to its parent-death
+                // signal alone; the command itself is fine.
+                Some(Err(_)) | None => false,
             }
-            match child.try_wait() {
-                Ok(Some(status)) if status.success() => return Ok(()),
-                Ok(Some(status)) => {
-                    // Reap anything the leader left in its group.
-                    // SAFETY: as above.
-                    unsafe { libc::kill(-pgid, libc::SIGKILL) };
-                    return Err(RunError::Failed {
-                        command: cmd.display(),
-                        status,
-                        log: log.to_owned(),
-                    });
-                }
-                Ok(None) => {
-                    std::thread::sleep(tick);
-                    tick = (tick * 2).min(Duration::from_millis(50));
-                }
-                Err(source) => {
-                    return Err(RunError::Failed {
-                        command: cmd.display(),
-                        status: ExitStatus::from_raw(source.raw_os_error().unwrap_or(1) << 8),
-                        log: log.to_owned(),
-                    });
-                }
+        });
+        let result = wait(&mut child, pgid, cmd, log, cancel);
+        if let Some(path) = recorded {
+            let _ = std::fs::remove_file(path);
+        }
+        result
+    }
+}
+
+/// How long a cancelled command's group gets between SIGTERM and SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(5);
+
+/// Waits for `child` (leader of group `pgid`), stopping the group on cancel.
+fn wait(
+    child: &mut std::process::Child,
+    pgid: u32,
+    cmd: &Cmd,
+    log: &Path,
+    cancel: &Cancel,
+) -> Result<(), RunError> {
+    // Most commands (ip, tune2fs) finish in a few milliseconds: poll
+    // fast first and back off, so they are not charged a whole tick
+    // while a cancel is still seen within 50 ms.
+    let mut tick = Duration::from_millis(1);
+    loop {
+        if cancel.is_cancelled() {
+            // TERM first: a build (mmdebstrap) removes its temporary
+            // files on it; KILL what is left after the grace.
+            crate::group::signal_group(pgid, libc::SIGTERM);
+            let deadline = Instant::now() + TERM_GRACE;
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            crate::group::signal_group(pgid, libc::SIGKILL);
+            let _ = child.wait();
+            return Err(RunError::Cancelled);
+        }
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => {
+                // Reap anything the leader left in its group.
+                crate::group::signal_group(pgid, libc::SIGKILL);
+                return Err(RunError::Failed {
+                    command: cmd.display(),
+                    status,
+                    log: log.to_owned(),
+                });
+            }
+            Ok(None) => {
+                std::thread::sleep(tick);
+                tick = (tick * 2).min(Duration::from_millis(50));
+            }
+            Err(source) => {
+                return Err(RunError::Failed {
+                    command: cmd.display(),
+                    status: ExitStatus::from_raw(source.raw_os_error().unwrap_or(1) << 8),
+                    log: log.to_owned(),
+                });
             }
         }
     }
@@ -225,7 +266,7 @@ impl Runner for HostRunner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
+    use crate::GroupRecord;
 
     #[test]
     fn output_goes_to_the_log_and_failure_names_it() {
@@ -275,5 +316,103 @@ mod tests {
             !crate::pid_alive(grandchild)
         });
         assert!(gone, "the grandchild must die with its group");
+    }
+
+    #[test]
+    fn cancel_asks_with_sigterm_before_sigkill() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("l");
+        let mark = dir.path().join("term");
+        let ready = dir.path().join("ready");
+        let cancel = Cancel::new();
+        let flag = cancel.clone();
+        let script = format!(
+            "trap 'echo term > {}; exit 0' TERM; sleep 60 & touch {}; wait",
+            mark.display(),
+            ready.display()
+        );
+        let t = std::thread::spawn(move || {
+            HostRunner.run(&Cmd::new("/bin/sh").args(["-c", &script]), &log, &flag)
+        });
+        while !ready.exists() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let started = Instant::now();
+        cancel.cancel();
+        assert!(matches!(t.join().unwrap(), Err(RunError::Cancelled)));
+        assert_eq!(std::fs::read_to_string(&mark).unwrap(), "term\n");
+        assert!(
+            started.elapsed() < TERM_GRACE,
+            "it went at TERM, not at KILL"
+        );
+    }
+
+    #[test]
+    fn the_group_is_recorded_while_the_command_runs_and_removed_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join(".build-group");
+        let copy = dir.path().join("copy");
+        let script = format!(
+            "while [ ! -s {r} ]; do sleep 0.01; done; cat {r} > {c}; echo $$ >> {c}",
+            r = record.display(),
+            c = copy.display()
+        );
+        HostRunner
+            .run(
+                &Cmd::new("/bin/sh")
+                    .args(["-c", &script])
+                    .record_group(&record),
+                &dir.path().join("l"),
+                &Cancel::new(),
+            )
+            .unwrap();
+        assert!(!record.exists(), "the record outlived its command");
+        let text = std::fs::read_to_string(&copy).unwrap();
+        let mut lines = text.lines();
+        let seen = lines.next().unwrap();
+        let pid = lines.next().unwrap();
+        assert!(seen.starts_with(&format!("{pid} ")), "{text}");
+    }
+
+    /// What a daemon starting after a crash does: the recorded group stops,
+    /// a bystander whose command line names the same directory does not.
+    #[test]
+    fn a_recorded_group_is_stopped_and_a_bystander_naming_its_path_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join(".build-group");
+        let (r, l) = (record.clone(), dir.path().join("l"));
+        let build = std::thread::spawn(move || {
+            HostRunner.run(
+                &Cmd::new("/bin/sh")
+                    .args(["-c", "sleep 60 & wait"])
+                    .record_group(&r),
+                &l,
+                &Cancel::new(),
+            )
+        });
+        let mut bystander = Command::new("/bin/sh")
+            .args(["-c", "sleep 60"])
+            .arg(dir.path())
+            .spawn()
+            .unwrap();
+        while GroupRecord::read(&record).is_none() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let group = GroupRecord::read(&record).unwrap();
+        assert!(group.stop(Duration::from_secs(5)));
+        assert!(matches!(
+            build.join().unwrap(),
+            Err(RunError::Failed { .. })
+        ));
+        assert!(
+            matches!(bystander.try_wait(), Ok(None)),
+            "the bystander was killed"
+        );
+        let _ = bystander.kill();
+        let _ = bystander.wait();
+        assert!(
+            !group.stop(Duration::from_secs(1)),
+            "nothing is left to stop"
+        );
     }
 }

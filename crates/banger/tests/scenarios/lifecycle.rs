@@ -191,8 +191,10 @@ fn set_shape(env: &Env) {
         "MemTotal {mem_kib} KiB for a 1 GiB VM"
     );
     let work_bytes: u64 = lines.next().unwrap().trim().parse().unwrap();
+    // An 8 GiB ext4 shows less than 8 GiB (its own metadata); more can
+    // only be the grown file system.
     assert!(
-        work_bytes > (8 << 30) + (512 << 20),
+        work_bytes > 8 << 30,
         "/root is {work_bytes} bytes after growing the disk to 9 GiB: {out}"
     );
     let busy = fails(env, &["vm", "set", "shape", "--vcpu", "1"]);
