@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use banger_sys::{Cancel, Cmd, RunError, Runner};
 
+use crate::links::{IpLinks, Link, LinkTable};
 use crate::{NetError, Network, Subnet, TAP_PREFIX, check_ifname, check_tag};
 
 /// Host networking through `ip` and `iptables`, with their output in `log`.
@@ -14,7 +15,7 @@ use crate::{NetError, Network, Subnet, TAP_PREFIX, check_ifname, check_tag};
 pub struct HostNetwork {
     runner: Arc<dyn Runner>,
     log: PathBuf,
-    sys_class_net: PathBuf,
+    links: Arc<dyn LinkTable>,
     /// Parallel starts must not race to create the bridge.
     bridge: std::sync::Mutex<()>,
 }
@@ -22,12 +23,20 @@ pub struct HostNetwork {
 impl HostNetwork {
     /// Runs commands through `runner`, logging to `log`.
     pub fn new(runner: Arc<dyn Runner>, log: impl Into<PathBuf>) -> Self {
+        let log = log.into();
         Self {
             runner,
-            log: log.into(),
-            sys_class_net: PathBuf::from("/sys/class/net"),
+            links: Arc::new(IpLinks::new(log.clone())),
+            log,
             bridge: std::sync::Mutex::new(()),
         }
+    }
+
+    /// Reads interfaces from `links` instead of `ip`.
+    #[must_use]
+    pub fn with_links(mut self, links: Arc<dyn LinkTable>) -> Self {
+        self.links = links;
+        self
     }
 
     fn run(&self, what: impl FnOnce() -> String, cmd: &Cmd) -> Result<(), NetError> {
@@ -39,8 +48,8 @@ impl HostNetwork {
             })
     }
 
-    fn exists(&self, ifname: &str) -> bool {
-        self.sys_class_net.join(ifname).exists()
+    fn link(&self, ifname: &str) -> Result<Option<Link>, NetError> {
+        Ok(self.links.links()?.into_iter().find(|l| l.name == ifname))
     }
 
     fn need_root(what: &'static str) -> Result<(), NetError> {
@@ -117,7 +126,7 @@ impl Network for HostNetwork {
             .bridge
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !self.exists(bridge) {
+        if self.link(bridge)?.is_none() {
             self.run(
                 || format!("create bridge {bridge}"),
                 &Cmd::new("ip").args(["link", "add", "name", bridge, "type", "bridge"]),
@@ -158,7 +167,7 @@ impl Network for HostNetwork {
 
     fn remove_tap(&self, tap: &str) -> Result<(), NetError> {
         check_ifname("tap", tap, TAP_PREFIX)?;
-        if !self.exists(tap) {
+        if self.link(tap)?.is_none() {
             return Ok(());
         }
         Self::need_root("removing a tap")?;
@@ -174,17 +183,11 @@ impl Network for HostNetwork {
             bridge: bridge.to_owned(),
             state,
         };
-        if !self.exists(tap) {
-            return Err(detached("missing".to_owned()));
-        }
-        // /sys/class/net/<tap>/master links to the bridge it is a port of.
-        match std::fs::read_link(self.sys_class_net.join(tap).join("master")) {
-            Ok(master) if master.file_name() == Some(bridge.as_ref()) => Ok(()),
-            Ok(master) => Err(detached(format!(
-                "on {}",
-                master.file_name().unwrap_or_default().to_string_lossy()
-            ))),
-            Err(_) => Err(detached("on no bridge".to_owned())),
+        match self.link(tap)?.map(|l| l.master) {
+            None => Err(detached("missing".to_owned())),
+            Some(Some(master)) if master == bridge => Ok(()),
+            Some(Some(master)) => Err(detached(format!("on {master}"))),
+            Some(None) => Err(detached("on no bridge".to_owned())),
         }
     }
 
@@ -264,21 +267,28 @@ mod tests {
         );
     }
 
+    #[derive(Debug)]
+    struct Links(Vec<Link>);
+
+    impl LinkTable for Links {
+        fn links(&self) -> Result<Vec<Link>, NetError> {
+            Ok(self.0.clone())
+        }
+    }
+
     #[test]
     fn a_tap_counts_only_as_a_port_of_its_bridge() {
-        let sys = tempfile::tempdir().unwrap();
-        let mut net = HostNetwork::new(Arc::new(Recorder::default()), "/dev/null");
-        net.sys_class_net = sys.path().to_owned();
-        let tap = |name: &str, master: Option<&str>| {
-            let dir = sys.path().join(name);
-            std::fs::create_dir(&dir).unwrap();
-            if let Some(m) = master {
-                std::os::unix::fs::symlink(format!("../{m}"), dir.join("master")).unwrap();
-            }
+        let link = |name: &str, master: Option<&str>| Link {
+            name: name.into(),
+            master: master.map(Into::into),
         };
-        tap("bgt1", Some("banger0"));
-        tap("bgt2", None);
-        tap("bgt3", Some("docker0"));
+        let net = HostNetwork::new(Arc::new(Recorder::default()), "/dev/null").with_links(
+            Arc::new(Links(vec![
+                link("bgt1", Some("banger0")),
+                link("bgt2", None),
+                link("bgt3", Some("docker0")),
+            ])),
+        );
         net.check_tap("bgt1", "banger0").unwrap();
         for (name, state) in [
             ("bgt2", "on no bridge"),
@@ -291,6 +301,34 @@ mod tests {
                 "{name}: {err}"
             );
         }
+    }
+
+    /// The daemon in a network namespace of its own while /sys shows the
+    /// host's: the bridge and taps it makes are found where it made them.
+    #[test]
+    fn interfaces_are_read_in_the_daemons_own_namespace_not_sysfs() {
+        if !banger_testutil::have_root("the network namespace test") {
+            return;
+        }
+        let worked = std::thread::spawn(|| {
+            // SAFETY: unshare(CLONE_NEWNET) moves only this thread (and the
+            // processes it spawns) into a new, empty network namespace; it
+            // touches no memory of ours.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            let net = HostNetwork::new(Arc::new(banger_sys::HostRunner), "/dev/null");
+            let tap = "bgt0a1b2c3d4e5f";
+            net.ensure_bridge("bgtestbr0", &"10.199.0.1/24".parse().unwrap())?;
+            net.add_tap(tap, "bgtestbr0", 0)?;
+            net.check_tap(tap, "bgtestbr0")?;
+            net.remove_tap(tap)?;
+            let gone = net.check_tap(tap, "bgtestbr0").unwrap_err().to_string();
+            assert!(gone.contains("missing"), "{gone}");
+            // Idempotent: the bridge is found, not created twice.
+            net.ensure_bridge("bgtestbr0", &"10.199.0.1/24".parse().unwrap())
+        })
+        .join()
+        .unwrap();
+        worked.unwrap();
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!   `iptables` (argv, never a shell).
 
 mod host;
+pub mod links;
 mod subnet;
 
 pub use host::HostNetwork;

@@ -18,7 +18,7 @@ pub mod run;
 pub use group::GroupRecord;
 pub use lock::{InstanceLock, LockError};
 pub use process::{DetachedCommand, SpawnError, pid_alive};
-pub use run::{Cancel, Cmd, HostRunner, RunError, Runner};
+pub use run::{Cancel, Cmd, HostRunner, RunError, Runner, output};
 
 /// This process's effective user id.
 pub fn euid() -> u32 {

@@ -209,6 +209,56 @@ impl Runner for HostRunner {
     }
 }
 
+/// Runs `cmd` to completion and returns its standard output, at most
+/// `max` bytes of it (more is an error, not a silent cut); standard error
+/// goes to `log`. For short queries whose answer is parsed (`ip -json`).
+pub fn output(cmd: &Cmd, log: &Path, max: usize) -> Result<Vec<u8>, RunError> {
+    use std::io::Read;
+    let stderr = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(log)
+        .map_err(|source| RunError::Log {
+            path: log.to_owned(),
+            source,
+        })?;
+    let start = |source| RunError::Start {
+        command: cmd.display(),
+        source,
+    };
+    let mut child = Command::new(&cmd.program)
+        .args(&cmd.args)
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .map_err(start)?;
+    let mut out = Vec::new();
+    let read = child
+        .stdout
+        .take()
+        .map(|s| s.take(max as u64 + 1).read_to_end(&mut out));
+    let status = child.wait().map_err(start)?;
+    if let Some(Err(e)) = read {
+        return Err(start(e));
+    }
+    if out.len() > max {
+        return Err(start(std::io::Error::other(format!(
+            "printed more than {max} bytes"
+        ))));
+    }
+    if !status.success() {
+        return Err(RunError::Failed {
+            command: cmd.display(),
+            status,
+            log: log.to_owned(),
+        });
+    }
+    Ok(out)
+}
+
 /// How long a cancelled command's group gets between SIGTERM and SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(5);
 
@@ -316,6 +366,25 @@ mod tests {
             !crate::pid_alive(grandchild)
         });
         assert!(gone, "the grandchild must die with its group");
+    }
+
+    #[test]
+    fn output_is_captured_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("l");
+        let out = output(&Cmd::new("/bin/echo").arg("hi"), &log, 16).unwrap();
+        assert_eq!(out, b"hi\n");
+        let err = output(&Cmd::new("/bin/echo").arg("x".repeat(64)), &log, 16).unwrap_err();
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert!(cause.contains("more than 16 bytes"), "{cause}");
+        let err = output(
+            &Cmd::new("/bin/sh").args(["-c", "echo no >&2; exit 3"]),
+            &log,
+            16,
+        )
+        .unwrap_err();
+        assert!(matches!(err, RunError::Failed { .. }));
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "no\n");
     }
 
     #[test]
