@@ -188,18 +188,25 @@ pub fn build(
     Ok(manifest)
 }
 
-/// Imports a root file system tarball (e.g. `docker export` output) as
-/// image `name` into `out`.
+/// Imports a root file system tarball as image `name`. `source` is the
+/// file the caller opened (and checked is a regular file): it is copied
+/// into the staging directory first, and only the copy is scanned and
+/// built from, so the file cannot change between the check and the build.
 pub fn import_tar(
     name: &str,
     kernel: &str,
-    tar: &Path,
+    source: &mut Opened,
     out: &Path,
     env: BuildEnv<'_>,
 ) -> Result<ImageManifest, BuildError> {
-    let mut stages = Stages::new(env.progress, 3);
+    let mut stages = Stages::new(env.progress, 4);
+    stages.begin("copying the tarball");
+    let scratch = out.join(crate::store::BUILD_TMP);
+    std::fs::create_dir_all(&scratch).map_err(io_err("create", &scratch))?;
+    let tar = scratch.join("import.tar");
+    copy_sparse(source, &tar, env.cancel)?;
     from_tar(
-        tar,
+        &tar,
         out,
         &mut stages,
         env,
@@ -214,26 +221,19 @@ pub fn import_tar(
     )
 }
 
-/// Imports an existing ext4 file as image `name`: copied (sparse) as the
-/// root file system, with an empty work seed.
+/// Imports an existing ext4 file as image `name`: copied (holes kept) from
+/// the file the caller opened as the root file system, with an empty work
+/// seed.
 pub fn import_ext4(
     name: &str,
     kernel: &str,
-    file: &Path,
+    source: &mut Opened,
     out: &Path,
     env: BuildEnv<'_>,
 ) -> Result<ImageManifest, BuildError> {
     let mut stages = Stages::new(env.progress, 2);
-    stages.begin(format!("copying {}", file.display()));
-    let rootfs = out.join(ROOTFS);
-    env.runner.run(
-        &Cmd::new("cp")
-            .args(["--sparse=always", "--reflink=auto", "--"])
-            .arg(file)
-            .arg(&rootfs),
-        env.log,
-        env.cancel,
-    )?;
+    stages.begin("copying the ext4 file");
+    copy_sparse(source, &out.join(ROOTFS), env.cancel)?;
     stages.begin("writing an empty work seed");
     empty_work_seed(out, env)?;
     finish(
@@ -247,6 +247,52 @@ pub fn import_ext4(
             oci: None,
         },
     )
+}
+
+/// A file the caller opened (and checked), with the path it was opened by
+/// for messages.
+#[derive(Debug)]
+pub struct Opened {
+    /// The open file.
+    pub file: std::fs::File,
+    /// Its path, as given.
+    pub path: std::path::PathBuf,
+}
+
+/// Copies `source` from its start to a new file `dst`, leaving runs of
+/// zeros as holes; checks `cancel` between chunks.
+pub fn copy_sparse(
+    source: &mut Opened,
+    dst: &Path,
+    cancel: &banger_sys::Cancel,
+) -> Result<u64, BuildError> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    const CHUNK: usize = 1 << 20;
+    let src_path = source.path.clone();
+    let read_err = |e| io_err("read", &src_path)(e);
+    let source = &mut source.file;
+    source.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    let mut out = std::fs::File::create(dst).map_err(io_err("create", dst))?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0u64;
+    loop {
+        if cancel.is_cancelled() {
+            return Err(BuildError::Run(banger_sys::RunError::Cancelled));
+        }
+        let n = source.read(&mut buf).map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().all(|b| *b == 0) {
+            out.seek(SeekFrom::Current(i64::try_from(n).unwrap_or(i64::MAX)))
+                .map_err(io_err("seek", dst))?;
+        } else {
+            out.write_all(&buf[..n]).map_err(io_err("write", dst))?;
+        }
+        total += n as u64;
+    }
+    out.set_len(total).map_err(io_err("write", dst))?;
+    Ok(total)
 }
 
 /// Writes an empty `work-seed.ext4` into `out`.

@@ -440,7 +440,7 @@ impl Artifacts {
                 "no kernel {kernel:?} in the catalog; see `banger kernel catalog`"
             )));
         }
-        let format = detect_format(path)?;
+        let (opened, format) = open_import(path)?;
         if self.db.get_image(name)?.is_some()
             || self
                 .inflight()
@@ -451,7 +451,7 @@ impl Artifacts {
                 format!("image {name:?} already exists; delete it first or pick another name"),
             ));
         }
-        let path = path.to_owned();
+        let opened = Mutex::new(opened);
         self.start(
             op_id,
             KindKey::Image,
@@ -460,9 +460,12 @@ impl Artifacts {
             false,
             Box::new(move |_, out, env| {
                 let name = out_name(out);
+                let mut opened = opened
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 match format {
-                    Format::Ext4 => image::import_ext4(&name, &kernel, &path, out, env),
-                    Format::Tar => image::import_tar(&name, &kernel, &path, out, env),
+                    Format::Ext4 => image::import_ext4(&name, &kernel, &mut opened, out, env),
+                    Format::Tar => image::import_tar(&name, &kernel, &mut opened, out, env),
                 }
                 .map(|m| Done::Image(Box::new(m)))
             }),
@@ -705,24 +708,56 @@ enum Format {
 }
 
 /// Decides what an import file is from its first bytes.
-fn detect_format(path: &Path) -> Result<Format, ApiError> {
+/// Opens the file to import once and judges that open file: the path is
+/// never looked up again, so it cannot be swapped (for a FIFO that would
+/// hang the import, or a symlink to a file the user may not read) between
+/// the check and the copy. `O_NOFOLLOW` refuses a symlink in the last
+/// component and `O_NONBLOCK` keeps the open of a FIFO or device from
+/// blocking, so the check can refuse it.
+fn open_import(path: &Path) -> Result<(image::Opened, Format), ApiError> {
     use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     if !path.is_absolute() {
         return Err(ApiError::invalid(format!(
             "import path {} must be absolute",
             path.display()
         )));
     }
-    let meta = std::fs::metadata(path)
-        .map_err(|e| ApiError::invalid(format!("cannot read {}: {e}", path.display())))?;
-    if !meta.is_file() {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                ApiError::invalid(format!(
+                    "{} is a symbolic link; give the path of the file itself",
+                    path.display()
+                ))
+            } else {
+                ApiError::invalid(format!("cannot open {}: {e}", path.display()))
+            }
+        })?;
+    let kind = file
+        .metadata()
+        .map_err(|e| ApiError::invalid(format!("cannot read {}: {e}", path.display())))?
+        .file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_block_device() || kind.is_char_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
         return Err(ApiError::invalid(format!(
-            "{} is not a regular file",
+            "{} is {what}; banger imports a regular file (a plain tar or an ext4 file)",
             path.display()
         )));
     }
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| ApiError::invalid(format!("cannot open {}: {e}", path.display())))?;
     let mut head = [0u8; 512];
     let n = file.read(&mut head).unwrap_or(0);
     let head = &head[..n];
@@ -740,19 +775,24 @@ fn detect_format(path: &Path) -> Result<Format, ApiError> {
         }
     }
     let mut magic = [0u8; 2];
-    if file.seek(SeekFrom::Start(1080)).is_ok()
+    let format = if file.seek(SeekFrom::Start(1080)).is_ok()
         && file.read_exact(&mut magic).is_ok()
         && magic == [0x53, 0xef]
     {
-        return Ok(Format::Ext4);
-    }
-    if head.len() >= 262 && &head[257..262] == b"ustar" {
-        return Ok(Format::Tar);
-    }
-    Err(ApiError::invalid(format!(
-        "{} is neither a tar archive nor an ext4 file system",
-        path.display()
-    )))
+        Format::Ext4
+    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
+        Format::Tar
+    } else {
+        return Err(ApiError::invalid(format!(
+            "{} is neither a tar archive nor an ext4 file system",
+            path.display()
+        )));
+    };
+    let opened = image::Opened {
+        file,
+        path: path.to_owned(),
+    };
+    Ok((opened, format))
 }
 
 #[cfg(test)]
@@ -768,7 +808,29 @@ mod tests {
     }
 
     #[test]
-    fn detect_format_tells_tar_ext4_and_compressed_apart() {
+    fn open_import_refuses_a_fifo_without_blocking_and_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo on a NUL-terminated path of our own temp dir.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Nobody writes to it: a blocking open would never return.
+        let err = open_import(&fifo).unwrap_err();
+        assert!(err.message.contains("is a FIFO"), "{}", err.message);
+        let target = dir.path().join("t.tar");
+        std::fs::write(&target, b"x").unwrap();
+        let link = dir.path().join("link.tar");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = open_import(&link).unwrap_err();
+        assert!(
+            err.message.contains("is a symbolic link"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn open_import_tells_tar_ext4_and_compressed_apart() {
         let dir = tempfile::tempdir().unwrap();
         let tar_path = dir.path().join("t.tar");
         let mut b = tar::Builder::new(std::fs::File::create(&tar_path).unwrap());
@@ -777,12 +839,12 @@ mod tests {
         h.set_cksum();
         b.append_data(&mut h, "a", &b""[..]).unwrap();
         b.into_inner().unwrap();
-        assert_eq!(detect_format(&tar_path).unwrap(), Format::Tar);
+        assert_eq!(open_import(&tar_path).unwrap().1, Format::Tar);
 
         let gz = dir.path().join("t.tar.gz");
         std::fs::write(&gz, [0x1f, 0x8b, 8, 0]).unwrap();
         assert!(
-            detect_format(&gz)
+            open_import(&gz)
                 .unwrap_err()
                 .message
                 .contains("gzip-compressed")
@@ -793,27 +855,22 @@ mod tests {
         bytes[1080] = 0x53;
         bytes[1081] = 0xef;
         std::fs::write(&ext4, bytes).unwrap();
-        assert_eq!(detect_format(&ext4).unwrap(), Format::Ext4);
+        assert_eq!(open_import(&ext4).unwrap().1, Format::Ext4);
 
         assert!(
-            detect_format(Path::new("rel.tar"))
+            open_import(Path::new("rel.tar"))
                 .unwrap_err()
                 .message
                 .contains("absolute")
         );
         assert!(
-            detect_format(dir.path())
+            open_import(dir.path())
                 .unwrap_err()
                 .message
-                .contains("not a regular file")
+                .contains("is a directory")
         );
         let junk = dir.path().join("junk");
         std::fs::write(&junk, b"hello").unwrap();
-        assert!(
-            detect_format(&junk)
-                .unwrap_err()
-                .message
-                .contains("neither")
-        );
+        assert!(open_import(&junk).unwrap_err().message.contains("neither"));
     }
 }

@@ -627,6 +627,38 @@ async fn a_long_target_or_large_head_gets_a_json_414_or_431() {
     d.stop().await;
 }
 
+/// Imports of a FIFO (which a blocking open would wait on forever) are
+/// refused at once and the API keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn importing_a_fifo_is_refused_without_stalling_the_api() {
+    let d = TestDaemon::start().await;
+    let fifo = d.layout.state_dir.join("rootfs.tar");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo on a NUL-terminated path in the test's own directory.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let body = format!(r#"{{"name":"from-fifo","path":"{}"}}"#, fifo.display());
+    let json = [("content-type", "application/json")];
+    let imports: Vec<_> = (0..3)
+        .map(|_| {
+            let (socket, body) = (d.socket.clone(), body.clone());
+            tokio::spawn(async move {
+                raw_request(&socket, "POST", "/v1/images/import", &json, body).await
+            })
+        })
+        .collect();
+    for import in imports {
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(10), import)
+            .await
+            .expect("an import of a FIFO hung")
+            .unwrap()
+            .unwrap();
+        let err = assert_error(&resp, 400, ErrorCode::InvalidArgument);
+        assert!(err.message.contains("is a FIFO"), "{err:?}");
+    }
+    assert_eq!(d.get("/v1/ping").await.status, 200);
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn well_formed_caller_op_id_is_adopted_and_bad_one_replaced() {
     let d = TestDaemon::start().await;

@@ -98,12 +98,20 @@ pub async fn import(
     if let Some(kernel) = &req.kernel {
         check("kernel", kernel)?;
     }
-    let op = state.artifacts.import_image(
-        op_id.as_str(),
-        &req.name,
-        Path::new(&req.path),
-        req.kernel.as_deref(),
-    )?;
+    // The file is opened and checked here: off the async workers, so a
+    // slow file system cannot stall the API.
+    let artifacts = state.artifacts.clone();
+    let op_id = op_id.as_str().to_owned();
+    let op = tokio::task::spawn_blocking(move || {
+        artifacts.import_image(
+            &op_id,
+            &req.name,
+            Path::new(&req.path),
+            req.kernel.as_deref(),
+        )
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
     Ok((StatusCode::ACCEPTED, Json(op)))
 }
 

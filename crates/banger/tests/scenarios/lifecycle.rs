@@ -110,13 +110,14 @@ fn keeps_data(env: &Env) {
     );
     // The guest wrote escape sequences (systemd's colours, a shell's title,
     // anything): shown on a terminal only as text, given raw on request.
-    // The guest's own write goes through its console device (one string:
-    // ssh hands it to the guest's shell).
+    // The guest's own write goes through its console device.
     env.ok(&[
         "vm",
         "ssh",
         "keeper",
         "--",
+        "sh",
+        "-c",
         "printf 'marker \\033]0;owned\\007 end\\n' > /dev/ttyS0",
     ]);
     let shown = env.ok(&["vm", "logs", "keeper"]);
