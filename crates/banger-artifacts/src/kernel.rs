@@ -64,6 +64,9 @@ pub enum BuildError {
     /// The tarball was refused.
     #[error(transparent)]
     Tar(#[from] crate::tarscan::TarError),
+    /// A registry image's layers could not be flattened.
+    #[error(transparent)]
+    Flatten(#[from] crate::oci::flatten::FlattenError),
     /// The recipe could not be read or used.
     #[error("{0}")]
     Recipe(String),

@@ -12,6 +12,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use banger_artifacts::oci::flatten::{FlattenError, Layer, flatten};
+use banger_artifacts::oci::limits::UnpackLimits;
 use tar::{EntryType, Header};
 
 /// One entry of a test layer.
@@ -172,7 +173,7 @@ fn run(entries: &[&[E<'_>]]) -> (tempfile::TempDir, Result<Flat, FlattenError>) 
     let dir = tempfile::tempdir().unwrap();
     let ls = layers(dir.path(), entries);
     let out: PathBuf = dir.path().join("out.tar");
-    let result = flatten(&ls, &out).map(|_| read_out(&out));
+    let result = flatten(&ls, &out, UnpackLimits::default()).map(|_| read_out(&out));
     (dir, result)
 }
 
@@ -340,10 +341,57 @@ fn a_corrupt_layer_is_an_error_naming_it() {
             digest: "sha256:bad".into(),
         }],
         &dir.path().join("out.tar"),
+        UnpackLimits::default(),
     )
     .unwrap_err();
     assert!(
         err.to_string().starts_with("layer 1 (sha256:bad):"),
         "{err}"
     );
+}
+
+/// A layer declaring a 1 GiB GNU long name is refused at its header (the
+/// `tar` crate would have read the record whole), and a pull's layers
+/// together are held to one entry count.
+#[test]
+fn a_hostile_layer_is_refused_at_the_bound_it_breaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("long-name.tar");
+    let mut header = Header::new_gnu();
+    header.set_entry_type(EntryType::GNULongName);
+    header.set_size(1 << 30);
+    header.set_cksum();
+    std::fs::write(&path, header.as_bytes()).unwrap();
+    let layer = |path: PathBuf, digest: &str| Layer {
+        path,
+        media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+        digest: digest.into(),
+    };
+    let err = flatten(
+        &[layer(path, "sha256:long")],
+        &dir.path().join("out.tar"),
+        UnpackLimits::default(),
+    )
+    .unwrap_err();
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(chain.starts_with("layer 1 (sha256:long):"), "{chain}");
+    assert!(
+        chain.contains("GNU long-name record of 1073741824 bytes"),
+        "{chain}"
+    );
+
+    let limits = UnpackLimits {
+        max_entries: 5,
+        ..UnpackLimits::default()
+    };
+    let three: Vec<E<'_>> = vec![
+        E::File("a", 0o644, 0, b"1"),
+        E::File("b", 0o644, 0, b"2"),
+        E::File("c", 0o644, 0, b"3"),
+    ];
+    let ls = layers(dir.path(), &[&three, &three]);
+    let err = flatten(&ls, &dir.path().join("out.tar"), limits).unwrap_err();
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(chain.starts_with("layer 2 "), "{chain}");
+    assert!(chain.contains("more than 5 tar entries"), "{chain}");
 }

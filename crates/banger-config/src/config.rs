@@ -94,6 +94,10 @@ pub struct Config {
     pub firecracker_bin: String,
     /// The jailer binary; empty runs Firecracker without it.
     pub jailer_bin: String,
+    /// Most a registry image may unpack to, all layers together, in GiB.
+    pub image_max_unpacked_gib: u64,
+    /// Most tar entries a registry image may hold, all layers together.
+    pub image_max_entries: u64,
 }
 
 /// Which VMM runs guests.
@@ -145,6 +149,8 @@ impl Default for Config {
             vmm: VmmChoice::Auto,
             firecracker_bin: "firecracker".to_owned(),
             jailer_bin: String::new(),
+            image_max_unpacked_gib: 64,
+            image_max_entries: 4_000_000,
         }
     }
 }
@@ -172,6 +178,8 @@ impl Config {
         ("vmm", "\"auto\""),
         ("firecracker_bin", "\"firecracker\""),
         ("jailer_bin", "\"\""),
+        ("image_max_unpacked_gib", "64"),
+        ("image_max_entries", "4000000"),
     ];
 
     /// Loads `path`; a missing file gives the defaults.
@@ -240,6 +248,24 @@ impl Config {
                     format!("must be between 1 and 3600 seconds, got {secs}"),
                 ));
             }
+        }
+        if !(1..=16384).contains(&self.image_max_unpacked_gib) {
+            return Err(value(
+                "image_max_unpacked_gib",
+                format!(
+                    "must be between 1 and 16384 GiB, got {}",
+                    self.image_max_unpacked_gib
+                ),
+            ));
+        }
+        if !(1000..=1_000_000_000).contains(&self.image_max_entries) {
+            return Err(value(
+                "image_max_entries",
+                format!(
+                    "must be between 1000 and 1000000000, got {}",
+                    self.image_max_entries
+                ),
+            ));
         }
         if !(1..=600).contains(&self.daemon_start_timeout_secs) {
             return Err(ConfigError::Value {
@@ -409,6 +435,25 @@ mod tests {
             .to_string();
         assert!(err.contains("`daemon_start_timeout_secs`"), "{err}");
         assert!(err.contains("between 1 and 600"), "{err}");
+
+        for (text, key) in [
+            ("image_max_unpacked_gib = 0\n", "`image_max_unpacked_gib`"),
+            ("image_max_entries = 10\n", "`image_max_entries`"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(
+                err.contains(key) && err.contains("must be between"),
+                "{err}"
+            );
+        }
+        let ok = parse("image_max_unpacked_gib = 2\nimage_max_entries = 5000\n").unwrap();
+        assert_eq!(
+            (
+                ok.config.image_max_unpacked_gib,
+                ok.config.image_max_entries
+            ),
+            (2, 5000)
+        );
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct Artifacts {
     /// Digests running pulls use, with how many use each: a cache prune
     /// leaves them alone.
     blobs_in_use: Mutex<HashMap<String, usize>>,
+    /// What one registry pull may unpack.
+    unpack: oci::limits::UnpackLimits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,7 +96,15 @@ impl Artifacts {
             inflight: Mutex::new(HashMap::new()),
             blobs: BlobCache::new(cache_dir),
             blobs_in_use: Mutex::new(HashMap::new()),
+            unpack: oci::limits::UnpackLimits::default(),
         }
+    }
+
+    /// Holds registry pulls to `limits`.
+    #[must_use]
+    pub fn with_unpack_limits(mut self, limits: oci::limits::UnpackLimits) -> Self {
+        self.unpack = limits;
+        self
     }
 
     fn blobs_in_use(&self) -> MutexGuard<'_, HashMap<String, usize>> {
@@ -161,6 +171,7 @@ impl Artifacts {
         let options = oci::PullOptions {
             insecure: req.insecure,
             docker_config: docker_config(),
+            limits: self.unpack,
         };
         let reference = reference.to_owned();
         self.start(

@@ -87,6 +87,8 @@ pub struct DaemonOptions {
     pub net: Option<Arc<dyn banger_net::Network>>,
     /// Connection and request-head bounds.
     pub http: crate::http::HttpLimits,
+    /// What one registry pull may unpack.
+    pub unpack: banger_artifacts::oci::limits::UnpackLimits,
 }
 
 impl DaemonOptions {
@@ -111,6 +113,11 @@ impl DaemonOptions {
             vmm: None,
             net: None,
             http: crate::http::HttpLimits::default(),
+            unpack: banger_artifacts::oci::limits::UnpackLimits {
+                max_bytes: config.image_max_unpacked_gib << 30,
+                max_entries: config.image_max_entries,
+                ..banger_artifacts::oci::limits::UnpackLimits::default()
+            },
         }
     }
 }
@@ -173,14 +180,17 @@ impl Daemon {
         let store = Arc::new(store);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let ops = Arc::new(crate::operations::Operations::default());
-        let artifacts = Arc::new(crate::artifacts::Artifacts::new(
-            &layout.cache_dir,
-            store.clone(),
-            ops.clone(),
-            options.runner.clone(),
-            options.debian_mirror,
-            options.catalog,
-        ));
+        let artifacts = Arc::new(
+            crate::artifacts::Artifacts::new(
+                &layout.cache_dir,
+                store.clone(),
+                ops.clone(),
+                options.runner.clone(),
+                options.debian_mirror,
+                options.catalog,
+            )
+            .with_unpack_limits(options.unpack),
+        );
         // Holding the instance lock, no other build can be running: what a
         // killed daemon left half-built goes now.
         artifacts.sweep();

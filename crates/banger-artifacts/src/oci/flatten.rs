@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use tar::{EntryType, Header};
 
+use super::limits::{Budget, Guarded, UnpackLimits};
 use crate::tarscan::{TarSummary, check_path};
 
 /// One layer blob, as the manifest lists it.
@@ -131,10 +132,15 @@ fn lossy(bytes: &[u8]) -> String {
 
 /// Opens a layer blob decompressed, by its media type (gzip, zstd, or a
 /// plain tar).
-fn open(layer: &Layer) -> std::io::Result<Box<dyn Read>> {
+/// Everything read is held to `limits`, counted in `budget`.
+fn open(
+    layer: &Layer,
+    limits: UnpackLimits,
+    budget: &Budget,
+) -> std::io::Result<Guarded<Box<dyn Read>>> {
     let file = BufReader::new(File::open(&layer.path)?);
     let media = layer.media_type.as_str();
-    Ok(if media.ends_with("gzip") {
+    let decompressed: Box<dyn Read> = if media.ends_with("gzip") {
         Box::new(flate2::read::MultiGzDecoder::new(file))
     } else if media.ends_with("zstd") {
         Box::new(
@@ -148,7 +154,8 @@ fn open(layer: &Layer) -> std::io::Result<Box<dyn Read>> {
             std::io::ErrorKind::Unsupported,
             format!("media type {media} is not a tar layer banger can read"),
         ));
-    })
+    };
+    Ok(Guarded::new(decompressed, limits, budget.clone()))
 }
 
 /// PAX records kept with an entry (its extended attributes).
@@ -198,7 +205,8 @@ fn pax_records(entry: &mut tar::Entry<'_, impl Read>) -> std::io::Result<Pax> {
 }
 
 /// Builds the final tree of `layers`, refusing hostile entries.
-fn plan(layers: &[Layer]) -> Result<Tree, FlattenError> {
+fn plan(layers: &[Layer], limits: UnpackLimits) -> Result<Tree, FlattenError> {
+    let budget = Budget::default();
     let mut tree = Tree {
         table: BTreeMap::new(),
         dirs: HashMap::new(),
@@ -215,7 +223,8 @@ fn plan(layers: &[Layer]) -> Result<Tree, FlattenError> {
                 source,
             }
         };
-        let mut archive = tar::Archive::new(open(layer).map_err(read_err("open"))?);
+        let mut archive =
+            tar::Archive::new(open(layer, limits, &budget).map_err(read_err("open"))?);
         for (ei, entry) in archive.entries().map_err(read_err("read"))?.enumerate() {
             let mut entry = entry.map_err(read_err("read an entry"))?;
             let raw = entry.path_bytes().into_owned();
@@ -419,8 +428,14 @@ impl Tree {
 }
 
 /// Writes the flattened tree of `layers` to the tarball `out`.
-pub fn flatten(layers: &[Layer], out: &Path) -> Result<Flattened, FlattenError> {
-    let tree = plan(layers)?;
+pub fn flatten(
+    layers: &[Layer],
+    out: &Path,
+    limits: UnpackLimits,
+) -> Result<Flattened, FlattenError> {
+    let tree = plan(layers, limits)?;
+    // The second pass reads the same layers; it gets a budget of its own.
+    let budget = Budget::default();
     let has_init = tree.resolves_to_file("/sbin/init");
     let has_sshd = tree.resolves_to_file("/usr/sbin/sshd") || tree.resolves_to_file("/sbin/sshd");
     let os_release = ["/etc/os-release", "/usr/lib/os-release"]
@@ -494,7 +509,8 @@ pub fn flatten(layers: &[Layer], out: &Path) -> Result<Flattened, FlattenError> 
                 source,
             }
         };
-        let mut archive = tar::Archive::new(open(layer).map_err(read_err("open"))?);
+        let mut archive =
+            tar::Archive::new(open(layer, limits, &budget).map_err(read_err("open"))?);
         for (ei, entry) in archive.entries().map_err(read_err("read"))?.enumerate() {
             let mut entry = entry.map_err(read_err("read an entry"))?;
             let pos = Pos {

@@ -8,6 +8,7 @@
 
 pub mod blobs;
 pub mod flatten;
+pub mod limits;
 pub mod registry;
 
 use std::path::Path;
@@ -106,8 +107,7 @@ pub fn pull(
         mib(fetched.downloaded)
     ));
     let tar = out.join("rootfs.tar");
-    let flat =
-        flatten::flatten(&fetched.layers, &tar).map_err(|e| BuildError::Recipe(e.to_string()))?;
+    let flat = flatten::flatten(&fetched.layers, &tar, options.limits)?;
     let config = &fetched.config["config"];
     let text = |key: &str| {
         config[key]

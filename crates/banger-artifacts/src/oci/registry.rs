@@ -33,6 +33,8 @@ pub struct PullOptions {
     pub insecure: bool,
     /// Docker's `config.json`, for credentials; `None` for anonymous.
     pub docker_config: Option<PathBuf>,
+    /// What the layers may unpack to.
+    pub limits: super::limits::UnpackLimits,
 }
 
 /// What a pull fetched.
@@ -141,6 +143,8 @@ pub fn parse_reference(text: &str) -> Result<Reference, FetchError> {
 /// Counts bytes on their way to the file and stops on cancel.
 struct Counting<'a, W> {
     inner: W,
+    /// The blob's declared size: a registry that sends more is cut off.
+    limit: u64,
     written: &'a AtomicU64,
     cancel: &'a Cancel,
     report: &'a (dyn Fn(u64) + Sync),
@@ -160,6 +164,15 @@ impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counting<'_, W>
             )));
         }
         let this = &mut *self;
+        if this.written.load(Ordering::Relaxed) + buf.len() as u64 > this.limit {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the registry sent more than the {} bytes the manifest declares",
+                    this.limit
+                ),
+            )));
+        }
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &polled {
             let total = this.written.fetch_add(*n as u64, Ordering::Relaxed) + *n as u64;
@@ -360,6 +373,7 @@ async fn download(
     let written = AtomicU64::new(0);
     let writer = Counting {
         inner: tokio::io::BufWriter::new(file),
+        limit: u64::try_from(desc.size).unwrap_or(0),
         written: &written,
         cancel,
         report,
@@ -384,6 +398,32 @@ async fn download(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blob_is_cut_off_past_its_declared_size() {
+        use tokio::io::AsyncWriteExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let written = AtomicU64::new(0);
+        let cancel = Cancel::new();
+        let mut writer = Counting {
+            inner: tokio::io::sink(),
+            limit: 8,
+            written: &written,
+            cancel: &cancel,
+            report: &|_| {},
+            reported: std::time::Instant::now(),
+        };
+        rt.block_on(writer.write_all(b"12345678")).unwrap();
+        let err = rt.block_on(writer.write_all(b"9")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("more than the 8 bytes the manifest declares"),
+            "{err}"
+        );
+        assert_eq!(written.load(Ordering::Relaxed), 8);
+    }
 
     #[test]
     fn loopback_registries_are_recognised_with_or_without_port() {
