@@ -23,4 +23,4 @@ pub mod state;
 pub mod vms;
 
 pub use error::ApiError;
-pub use server::{BoundDaemon, Daemon, DaemonError, DaemonOptions};
+pub use server::{BoundDaemon, Daemon, DaemonError, DaemonOptions, Stopped};

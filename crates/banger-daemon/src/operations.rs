@@ -195,6 +195,37 @@ impl Operations {
         self.lock().get(id).cloned()
     }
 
+    /// Cancels every running operation (the daemon is stopping); returns
+    /// how many there were.
+    pub fn cancel_running(&self) -> usize {
+        let running: Vec<Arc<OpHandle>> = self
+            .lock()
+            .values()
+            .filter(|h| !h.is_ended())
+            .cloned()
+            .collect();
+        for h in &running {
+            h.cancel.cancel();
+        }
+        running.len()
+    }
+
+    /// Waits, up to `timeout`, until no operation is running; returns
+    /// whether none is.
+    pub async fn all_ended(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let running = self.lock().values().filter(|h| !h.is_ended()).count();
+            if running == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Snapshots of all, oldest first.
     pub fn list(&self) -> Vec<Operation> {
         let mut all: Vec<Operation> = self.lock().values().map(|h| h.snapshot()).collect();

@@ -21,6 +21,8 @@ use crate::state::AppState;
 
 /// How long in-flight requests get to finish after a shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long cancelled operations (builds, creates) get to clean up.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Errors starting or running the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -265,12 +267,16 @@ impl BoundDaemon {
         self.state.shutdown.clone()
     }
 
-    /// Serves until `/v1/shutdown`, the shutdown handle, or `stop` fires,
-    /// then drains in-flight requests (bounded) and removes the socket.
+    /// Serves until `/v1/shutdown`, the shutdown handle, or `stop` fires;
+    /// then cancels running operations and boots, lets requests drain and
+    /// operations clean up (both bounded), and removes the socket. The
+    /// instance lock comes back in [`Stopped`]: the caller holds it until
+    /// the process has stopped touching state, so no second daemon starts
+    /// on this state directory while this one still works in it.
     pub async fn serve(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), DaemonError> {
+    ) -> Result<Stopped, DaemonError> {
         // SAFETY: geteuid cannot fail and touches no memory.
         let owner_uid = unsafe { libc::geteuid() };
         let Self {
@@ -289,15 +295,20 @@ impl BoundDaemon {
             "bangerd serving"
         );
         let (began_tx, began_rx) = tokio::sync::oneshot::channel::<()>();
+        let (vms, ops) = (state.vms.clone(), state.ops.clone());
         let signal = async move {
             tokio::select! {
                 () = stop => {}
                 _ = shutdown_rx.wait_for(|stop| *stop) => {}
             }
-            tracing::info!("shutting down");
+            // Work in flight is asked to stop and clean up, not cut off.
+            vms.begin_shutdown();
+            let cancelled = ops.cancel_running();
+            tracing::info!(cancelled_operations = cancelled, "shutting down");
             let _ = began_tx.send(());
         };
         let reaper = tokio::spawn(reap_forever(state.vms.clone()));
+        let ops = state.ops.clone();
         let limits = state.http;
         let app = crate::routes::router(state);
         let server = crate::http::serve(
@@ -321,11 +332,24 @@ impl BoundDaemon {
             }
         };
         reaper.abort();
+        if !ops.all_ended(CANCEL_TIMEOUT).await {
+            tracing::warn!(
+                timeout_secs = CANCEL_TIMEOUT.as_secs(),
+                "cancelled operations did not end; stopping anyway"
+            );
+        }
         let _ = std::fs::remove_file(&socket_path);
         tracing::info!("bangerd stopped");
-        drop(lock);
-        result
+        result.map(|()| Stopped { _lock: lock })
     }
+}
+
+/// A daemon that has stopped serving. It still holds the instance lock:
+/// drop it when nothing of this process touches state any more (bangerd
+/// does, after its runtime's blocking threads are shut down).
+#[derive(Debug)]
+pub struct Stopped {
+    _lock: InstanceLock,
 }
 
 /// Every second, cleans up after VMs that powered off by themselves.

@@ -25,7 +25,7 @@ struct TestDaemon {
     layout: Layout,
     socket: PathBuf,
     stop: watch::Sender<bool>,
-    task: JoinHandle<Result<(), DaemonError>>,
+    task: JoinHandle<Result<banger_daemon::Stopped, DaemonError>>,
 }
 
 impl TestDaemon {

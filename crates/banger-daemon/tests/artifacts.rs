@@ -25,6 +25,10 @@ struct FakeBuilder {
     open: Mutex<bool>,
     calls: Mutex<Vec<String>>,
     fail_mkfs: bool,
+    /// How long a cancelled mmdebstrap takes to clean up.
+    cleanup: Duration,
+    /// Set when a cancel was seen.
+    cancelled: Mutex<bool>,
 }
 
 impl FakeBuilder {
@@ -51,6 +55,8 @@ impl Runner for FakeBuilder {
         if line.starts_with("mmdebstrap") {
             while !*self.open.lock().unwrap() {
                 if cancel.is_cancelled() {
+                    *self.cancelled.lock().unwrap() = true;
+                    std::thread::sleep(self.cleanup);
                     return Err(RunError::Cancelled);
                 }
                 std::thread::sleep(Duration::from_millis(5));
@@ -412,6 +418,68 @@ async fn debris_of_a_killed_daemon_is_swept_at_start() {
     let _ = bystander.kill();
     let _ = bystander.wait();
     drop(bound);
+}
+
+/// A shutdown with a build running: the build is cancelled and cleans up,
+/// and until it has, the daemon keeps its instance lock (a second daemon
+/// on the same state directory is refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cancels_a_build_and_keeps_the_lock_until_it_cleaned_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::under(dir.path());
+    let runner = Arc::new(FakeBuilder {
+        cleanup: Duration::from_millis(1500),
+        ..FakeBuilder::default()
+    });
+    let options = DaemonOptions {
+        debian_mirror: "http://mirror.invalid/debian".into(),
+        runner: runner.clone(),
+        catalog: banger_artifacts::catalog::Catalog::embedded(),
+        ..DaemonOptions::default()
+    };
+    let bound = Daemon::bind(&layout, options).await.unwrap();
+    let socket = bound.socket_path().to_owned();
+    let task = tokio::spawn(bound.serve(std::future::pending()));
+    let json = [("content-type", "application/json")];
+    let resp = raw_request(
+        &socket,
+        "POST",
+        "/v1/images/pull",
+        &json,
+        r#"{"name":"debian-bookworm"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 202, "{:?}", resp.body);
+    while runner.bootstraps() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let resp = raw_request(&socket, "POST", "/v1/shutdown", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 202);
+    // The build is still cleaning up: the state directory is not free.
+    let err = Daemon::bind(&layout, DaemonOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, banger_daemon::DaemonError::AlreadyRunning { .. }),
+        "{err}"
+    );
+    let stopped = task.await.unwrap().unwrap();
+    assert!(
+        *runner.cancelled.lock().unwrap(),
+        "the build was cut off, not cancelled"
+    );
+    let staging: Vec<_> = std::fs::read_dir(layout.cache_dir.join("images"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(staging.is_empty(), "{staging:?}");
+    drop(stopped);
+    let again = Daemon::bind(&layout, DaemonOptions::default())
+        .await
+        .unwrap();
+    drop(again);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,8 +10,9 @@ use banger_client::ClientError;
 use crate::cli::{DaemonCommand, Output};
 use crate::{Ctx, print};
 
-/// How long `daemon stop` waits for the process to exit.
-const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long `daemon stop` waits for the process to exit: longer than the daemon's own bounds on draining requests and letting
+/// cancelled operations clean up.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Exit code of `daemon status` when the daemon is not running.
 const EXIT_NOT_RUNNING: u8 = 3;
 

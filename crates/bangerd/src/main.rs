@@ -69,9 +69,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    runtime.block_on(async {
+    let stopped = runtime.block_on(async {
         let daemon = Daemon::bind(&layout, DaemonOptions::from_config(&loaded.config)).await?;
-        daemon.serve(server::termination_signal()).await?;
-        anyhow::Ok(())
-    })
+        anyhow::Ok(daemon.serve(server::termination_signal()).await?)
+    })?;
+    // A request still running on a blocking thread gets a moment more;
+    // only then is the instance lock released, as the process ends.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    drop(stopped);
+    Ok(())
 }

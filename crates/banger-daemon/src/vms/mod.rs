@@ -95,6 +95,9 @@ pub struct Vms {
     running: Mutex<HashMap<String, Handles>>,
     kvm: Mutex<Option<KvmVerdict>>,
     initramfs: Mutex<Option<PathBuf>>,
+    /// Set when the daemon begins to stop: boots waiting for their guest
+    /// give up and roll back instead of holding the daemon (and its lock).
+    stopping: banger_sys::Cancel,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -171,6 +174,7 @@ impl Vms {
             running: Mutex::new(HashMap::new()),
             kvm: Mutex::new(None),
             initramfs: Mutex::new(None),
+            stopping: banger_sys::Cancel::new(),
         }
     }
 
@@ -192,6 +196,11 @@ impl Vms {
             .filter(|v| v.id != except && running.contains(&v.id))
             .map(|v| u64::from(v.memory_mib))
             .sum())
+    }
+
+    /// The daemon is stopping: starts waiting for a guest roll back.
+    pub fn begin_shutdown(&self) {
+        self.stopping.cancel();
     }
 
     fn vm_dir(&self, id: &str) -> PathBuf {

@@ -171,11 +171,12 @@ pub fn wait_for_sshd(
     let addr = SocketAddr::from((ip, 22));
     let deadline = Instant::now() + timeout;
     loop {
-        if banner(addr).is_some_and(|b| b.starts_with(b"SSH-")) {
-            return Ok(());
-        }
+        // Asked first: no connection is tried for a guest that is gone.
         if !alive() {
             return Err("the VM stopped before its SSH server answered".to_owned());
+        }
+        if banner(addr).is_some_and(|b| b.starts_with(b"SSH-")) {
+            return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(format!(

@@ -233,8 +233,13 @@ impl Vms {
             return Err(failed(error_chain(&e)));
         }
         progress(2, "waiting for the guest's SSH server");
-        let alive = || self.vmm.is_running(&files, pid);
+        let alive = || self.vmm.is_running(&files, pid) && !self.stopping.is_cancelled();
         if let Err(e) = ssh::wait_for_sshd(ip, self.settings.boot_timeout, alive) {
+            let e = if self.stopping.is_cancelled() {
+                "the daemon is shutting down".to_owned()
+            } else {
+                e
+            };
             lock(&self.running).remove(&vm.id);
             undo.rollback();
             // Only the tail is read (the guest decides the log's size), and
@@ -337,9 +342,10 @@ mod tests {
         }
     }
 
-    /// A VMM that starts, then is never running (it died during boot).
+    /// A VMM that starts, then is never running (it died during boot), or,
+    /// for the "shutdown" case, runs until killed.
     #[derive(Debug)]
-    struct DyingVmm(Log);
+    struct DyingVmm(Log, std::sync::atomic::AtomicBool);
 
     impl Vmm for DyingVmm {
         fn name(&self) -> &'static str {
@@ -363,10 +369,11 @@ mod tests {
             Ok(())
         }
         fn is_running(&self, _: &VmFiles, _: u32) -> bool {
-            false
+            self.1.load(std::sync::atomic::Ordering::SeqCst)
         }
         fn kill(&self, _: u32) {
             self.0.lock().unwrap().push("vmm kill".into());
+            self.1.store(false, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
@@ -416,7 +423,7 @@ mod tests {
                 state_dir: &state,
             },
             runner,
-            Arc::new(DyingVmm(log.clone())),
+            Arc::new(DyingVmm(log.clone(), (fail == "shutdown").into())),
             Arc::new(FakeNet {
                 log: log.clone(),
                 fail,
@@ -460,6 +467,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::default();
         let (vms, vm) = service(dir.path(), fail, &log);
+        if fail == "shutdown" {
+            vms.begin_shutdown();
+        }
         let message = vms.start("web").unwrap_err().message;
         let steps = log.lock().unwrap().clone();
         FailedStart {
@@ -533,6 +543,32 @@ mod tests {
                 "add_nat 0a1b2c3d4e5f6071",
                 "vmm start",
                 "check_tap bgt0a1b2c3d4e5f",
+                "remove_nat 0a1b2c3d4e5f6071",
+                "remove_tap bgt0a1b2c3d4e5f",
+            ]
+        );
+        f.assert_recorded_and_released();
+    }
+
+    /// A boot still waiting for its guest when the daemon stops is rolled
+    /// back (tap, NAT, the VMM killed), not left for the process exit to cut.
+    #[test]
+    fn a_boot_waiting_when_the_daemon_stops_is_rolled_back() {
+        let f = failed_start("shutdown");
+        assert!(
+            f.message.starts_with("the daemon is shutting down"),
+            "{}",
+            f.message
+        );
+        assert_eq!(
+            f.steps,
+            [
+                "ensure_bridge banger0",
+                "add_tap bgt0a1b2c3d4e5f",
+                "add_nat 0a1b2c3d4e5f6071",
+                "vmm start",
+                "check_tap bgt0a1b2c3d4e5f",
+                "vmm kill",
                 "remove_nat 0a1b2c3d4e5f6071",
                 "remove_tap bgt0a1b2c3d4e5f",
             ]
