@@ -951,7 +951,28 @@ struct Case {
     method: &'static str,
     target: String,
     content_type: Option<String>,
+    op_id: Option<&'static str>,
     body: Vec<u8>,
+}
+
+/// What a `{vm}`, `{name}` or `{id}` in a documented path becomes: a VM
+/// the fuzzed daemon holds (`web`, for views only: a change would try to
+/// boot it), one it does not, an id, an id prefix, a bad name.
+fn fill(path: &str, method: &str, pick: prop::sample::Index) -> String {
+    let vms: &[&str] = if method == "GET" {
+        &["web", "0a1b2c3d4e5f6071", "0a1b", "nope", "Bad%20Name"]
+    } else {
+        &["nope", "1111222233334444", "1111", "Bad%20Name"]
+    };
+    let names = ["debian-bookworm", "nope", "a..b"];
+    let long = "x".repeat(80);
+    let ids = ["fuzz-1", "fuzz-2", "op-0000000000000000", long.as_str()];
+    let vm = *pick.get::<&str>(vms);
+    let name = *pick.get::<&str>(&names);
+    let id = *pick.get::<&str>(&ids);
+    path.replace("{vm}", vm)
+        .replace("{name}", name)
+        .replace("{id}", id)
 }
 
 fn case(ops: Vec<(String, String)>) -> impl Strategy<Value = Case> {
@@ -969,6 +990,9 @@ fn case(ops: Vec<(String, String)>) -> impl Strategy<Value = Case> {
     let suffix = prop_oneof![
         6 => Just(String::new()),
         2 => "\\?[a-z0-9_=&%+.-]{0,24}",
+        // Offsets and waits up to and past u64.
+        1 => "\\?offset=[0-9]{1,25}",
+        1 => "\\?wait_ms=[0-9]{1,25}",
         1 => "/[a-z0-9._-]{0,12}",
         1 => "/\\.\\./[a-z]{1,6}",
     ];
@@ -981,18 +1005,33 @@ fn case(ops: Vec<(String, String)>) -> impl Strategy<Value = Case> {
     ];
     let body = prop_oneof![
         2 => json_value().prop_map(|v| serde_json::to_vec(&v).unwrap()),
+        // Arrays where objects belong (serde would read them by position).
+        1 => prop::collection::vec(json_value(), 0..3)
+            .prop_map(|v| serde_json::to_vec(&serde_json::Value::Array(v)).unwrap()),
         1 => prop::collection::vec(any::<u8>(), 0..128),
         1 => "\\{\"[a-z_]{1,8}\":[0-9a-z\"]{0,6}\\}".prop_map(String::into_bytes),
         1 => Just(Vec::new()),
     ];
-    (methods, paths, suffix, content_type, body).prop_map(
-        |(method, path, suffix, content_type, body)| Case {
-            method,
-            target: path + &suffix,
-            content_type,
-            body,
-        },
+    // A few op ids, so some are reused while their operation is known.
+    let op_id = prop::option::of(prop::sample::select(vec!["fuzz-1", "fuzz-2", "fuzz-3"]));
+    (
+        methods,
+        paths,
+        suffix,
+        content_type,
+        op_id,
+        body,
+        any::<prop::sample::Index>(),
     )
+        .prop_map(
+            |(method, path, suffix, content_type, op_id, body, pick)| Case {
+                method,
+                target: fill(&path, method, pick) + &suffix,
+                content_type,
+                op_id,
+                body,
+            },
+        )
 }
 
 /// The schema-driven fuzzer: random methods, query strings, content types
@@ -1009,6 +1048,10 @@ fn no_input_to_any_documented_route_gets_a_5xx() {
     );
     // A POST /v1/vms of `{}` is valid and would pull the default image.
     let d = rt.block_on(TestDaemon::start_inert());
+    insert_vms(&d, &[("0a1b2c3d4e5f6071", "web")]);
+    let console = d.layout.state_dir.join("vms/0a1b2c3d4e5f6071/console.log");
+    std::fs::create_dir_all(console.parent().unwrap()).unwrap();
+    std::fs::write(&console, "boot\n\u{1b}[31mred\u{1b}[0m\n").unwrap();
     let cases: u32 = std::env::var("BANGER_FUZZ_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -1028,6 +1071,9 @@ fn no_input_to_any_documented_route_gets_a_5xx() {
             let mut headers = Vec::new();
             if let Some(ct) = &c.content_type {
                 headers.push(("content-type", ct.as_str()));
+            }
+            if let Some(id) = c.op_id {
+                headers.push((OP_ID_HEADER, id));
             }
             let resp = match rt2.block_on(raw_request(
                 &socket,
