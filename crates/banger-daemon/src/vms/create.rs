@@ -15,6 +15,10 @@ use super::{Vms, failed, lock, ssh};
 use crate::error::ApiError;
 use crate::operations::OpHandle;
 
+/// A marker in a VM's directory while its disks are being written: a
+/// daemon that starts and finds it knows the create never finished.
+pub(super) const CREATING: &str = ".creating";
+
 /// The image a VM gets when none is named.
 pub const DEFAULT_IMAGE: &str = "debian-bookworm";
 const DEFAULT_VCPUS: u32 = 2;
@@ -252,6 +256,16 @@ impl Vms {
         let dir = self.vm_dir(&vm.id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| failed(format!("create {}: {e}", dir.display())))?;
+        let marker = dir.join(CREATING);
+        std::fs::write(&marker, b"")
+            .map_err(|e| failed(format!("write {}: {e}", marker.display())))?;
+        self.write_disks(vm, &dir)?;
+        std::fs::remove_file(&marker)
+            .map_err(|e| failed(format!("remove {}: {e}", marker.display())))
+    }
+
+    fn write_disks(&self, vm: &VmRecord, dir: &std::path::Path) -> Result<(), ApiError> {
+        let dir = dir.to_owned();
         let log = dir.join("create.log");
         self.ssh.ensure_identity(&self.runner).map_err(failed)?;
         let key = dir.join("host_key");

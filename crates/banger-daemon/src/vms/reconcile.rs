@@ -16,13 +16,19 @@ impl Vms {
             return;
         };
         for vm in all {
+            if vm.state == VmState::Created.as_str() && self.half_created(&vm) {
+                tracing::warn!(vm = %vm.name, "a create was interrupted before its disks were written; removing the vm");
+                self.discard(&vm);
+                continue;
+            }
             let files = self.files(&vm.id);
             let recorded = handles::read(files.dir());
             let adopted = match recorded.clone() {
                 Some(h) if self.driver(&h.vmm).is_running(&files, h.pid) => Some(h),
                 // Handles lost or stale (a daemon killed between spawning
-                // the VMM and recording it): ask each driver.
-                recorded if vm.state == VmState::Running.as_str() => {
+                // the VMM and recording it): ask each driver, whatever the
+                // recorded state.
+                recorded => {
                     self.drivers().find_map(|vmm| {
                         let pid = vmm.recover_pid(&files)?;
                         tracing::info!(vm = %vm.name, pid, vmm = vmm.name(), "found the vm's VMM from the host");
@@ -40,9 +46,21 @@ impl Vms {
                         Some(h)
                     })
                 }
-                _ => None,
             };
             match adopted {
+                // Found only from the host, for a vm whose start never
+                // finished: undo that start (the VMM holds the disks'
+                // write lock and the tap; nothing else will stop it).
+                Some(h) if recorded.is_none() && vm.state != VmState::Running.as_str() => {
+                    tracing::warn!(vm = %vm.name, pid = h.pid, "a start was interrupted after its VMM was spawned; stopping the VMM");
+                    self.after_exit(&vm, Some(&h));
+                    let _ = self.db.set_vm_state(
+                        &vm.id,
+                        VmState::Error.as_str(),
+                        Some("the daemon stopped while this vm was starting; its VMM was stopped: start it again"),
+                        &now_rfc3339(),
+                    );
+                }
                 Some(h) => {
                     tracing::info!(vm = %vm.name, pid = h.pid, "adopted a running vm");
                     lock(&self.running).insert(vm.id.clone(), h);
@@ -63,6 +81,13 @@ impl Vms {
                 }
             }
         }
+    }
+
+    /// Whether a `created` VM's create stopped before its disks were
+    /// written: no directory yet, or the marker `prepare` removes last.
+    fn half_created(&self, vm: &banger_store::VmRecord) -> bool {
+        let dir = self.vm_dir(&vm.id);
+        !dir.is_dir() || dir.join(super::create::CREATING).exists()
     }
 
     /// Notices VMs that powered off by themselves and cleans up after
@@ -91,5 +116,81 @@ impl Vms {
                 lock(&self.running).remove(&id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::start::tests::{Log, service};
+    use super::*;
+
+    #[test]
+    fn a_vmm_spawned_by_a_start_that_never_finished_is_stopped_not_orphaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::default();
+        let (vms, vm) = service(dir.path(), "orphan", &log);
+        // No handles.json: the daemon died between spawn and record.
+        vms.adopt();
+        let steps = log.lock().unwrap().clone();
+        assert_eq!(
+            steps,
+            [
+                "vmm kill",
+                "remove_nat 0a1b2c3d4e5f6071",
+                "remove_tap bgt0a1b2c3d4e5f"
+            ]
+        );
+        assert!(vms.handles(&vm.id).is_none());
+        let stored = vms.db.get_vm(&vm.id).unwrap().unwrap();
+        assert_eq!(stored.state, "error");
+        assert!(
+            stored
+                .last_error
+                .unwrap()
+                .contains("while this vm was starting")
+        );
+    }
+
+    #[test]
+    fn a_vm_whose_create_was_cut_short_is_removed_and_a_finished_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::default();
+        let (vms, web) = service(dir.path(), "nothing", &log);
+        let created = |id: &str, name: &str, n: u8| banger_store::VmRecord {
+            state: VmState::Created.as_str().into(),
+            ip: format!("10.77.0.{n}"),
+            tap: format!("bgt{id}"),
+            ..banger_testutil::stopped_vm(id, name, "img")
+        };
+        // No directory yet (killed right after the row), a directory still
+        // marked, and a finished `create --no-start`.
+        let (early, marked, done) = (
+            created("1111111111111111", "early", 11),
+            created("2222222222222222", "marked", 12),
+            created("3333333333333333", "done", 13),
+        );
+        for vm in [&early, &marked, &done] {
+            vms.db.insert_vm(vm).unwrap();
+        }
+        for vm in [&marked, &done] {
+            std::fs::create_dir_all(vms.vm_dir(&vm.id)).unwrap();
+        }
+        std::fs::write(
+            vms.vm_dir(&marked.id).join(super::super::create::CREATING),
+            b"",
+        )
+        .unwrap();
+        vms.adopt();
+        let mut left: Vec<String> = vms
+            .db
+            .list_vms()
+            .unwrap()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        left.sort();
+        assert_eq!(left, ["done".to_owned(), web.name.clone()]);
+        assert!(!vms.vm_dir(&marked.id).exists());
+        assert!(vms.vm_dir(&done.id).exists());
     }
 }

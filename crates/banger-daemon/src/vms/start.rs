@@ -285,7 +285,7 @@ fn millis(d: std::time::Duration) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::path::{Path, PathBuf};
     use std::sync::{Arc, Mutex};
@@ -298,7 +298,7 @@ mod tests {
     use crate::operations::Operations;
     use crate::vms::{Parts, VmSettings};
 
-    type Log = Arc<Mutex<Vec<String>>>;
+    pub(in crate::vms) type Log = Arc<Mutex<Vec<String>>>;
 
     #[derive(Debug)]
     struct FakeNet {
@@ -343,9 +343,10 @@ mod tests {
     }
 
     /// A VMM that starts, then is never running (it died during boot), or,
-    /// for the "shutdown" case, runs until killed.
+    /// for the "shutdown" and "orphan" cases, runs until killed; for
+    /// "orphan" the host also shows it (its pidfile) to `recover_pid`.
     #[derive(Debug)]
-    struct DyingVmm(Log, std::sync::atomic::AtomicBool);
+    struct DyingVmm(Log, std::sync::atomic::AtomicBool, bool);
 
     impl Vmm for DyingVmm {
         fn name(&self) -> &'static str {
@@ -355,7 +356,7 @@ mod tests {
             "bzImage"
         }
         fn recover_pid(&self, _: &VmFiles) -> Option<u32> {
-            None
+            (self.2 && self.1.load(std::sync::atomic::Ordering::SeqCst)).then_some(4242)
         }
         fn start(&self, spec: &BootSpec) -> Result<u32, VmmError> {
             self.0.lock().unwrap().push("vmm start".into());
@@ -387,8 +388,13 @@ mod tests {
     }
 
     /// A service over a temp dir with one stopped VM `web` and the files a
-    /// start checks for.
-    fn service(dir: &Path, fail: &'static str, log: &Log) -> (Arc<Vms>, VmRecord) {
+    /// start checks for. `fail` names the network step that fails, or
+    /// the VMM's behaviour (see [`DyingVmm`]).
+    pub(in crate::vms) fn service(
+        dir: &Path,
+        fail: &'static str,
+        log: &Log,
+    ) -> (Arc<Vms>, VmRecord) {
         let (cache, state) = (dir.join("cache"), dir.join("state"));
         for f in ["kernels/generic-6.1/bzImage", "images/img/rootfs.ext4"] {
             std::fs::create_dir_all(cache.join(f).parent().unwrap()).unwrap();
@@ -423,7 +429,11 @@ mod tests {
                 state_dir: &state,
             },
             runner,
-            Arc::new(DyingVmm(log.clone(), (fail == "shutdown").into())),
+            Arc::new(DyingVmm(
+                log.clone(),
+                matches!(fail, "shutdown" | "orphan").into(),
+                fail == "orphan",
+            )),
             Arc::new(FakeNet {
                 log: log.clone(),
                 fail,
