@@ -227,6 +227,49 @@ impl ArtifactStore {
         Ok(true)
     }
 
+    /// Where VM `vm_id`'s own link to the root file system it was created
+    /// from lives (`images/.pins/<id>.ext4`).
+    pub fn pinned_rootfs(&self, vm_id: &str) -> PathBuf {
+        self.kind_dir(Kind::Image)
+            .join(PINS)
+            .join(format!("{vm_id}.ext4"))
+    }
+
+    /// Hard-links image `image`'s root file system for VM `vm_id`, so the
+    /// VM keeps the generation it was created from: a re-pull publishes a
+    /// new file under the image's name, the VM's link still names the old
+    /// one, and the old blocks are freed when the last VM that uses them
+    /// is deleted. (An overlay written over one base is garbage over
+    /// another.) The link is in the same directory tree as the image, so
+    /// on the same file system. Links are removed only by their VM's
+    /// delete: installations may share a cache, so none prunes another's.
+    pub fn pin_rootfs(&self, image: &str, vm_id: &str) -> Result<PathBuf, StoreError> {
+        if vm_id.is_empty() || !vm_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::Io {
+                what: "pin the root file system for",
+                path: PathBuf::from(vm_id),
+                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            });
+        }
+        let src = self.dir(Kind::Image, image).join(crate::image::ROOTFS);
+        let pin = self.pinned_rootfs(vm_id);
+        if let Some(dir) = pin.parent() {
+            fs::create_dir_all(dir).map_err(io("create", dir))?;
+        }
+        let _ = fs::remove_file(&pin);
+        fs::hard_link(&src, &pin).map_err(io("link", &src))?;
+        Ok(pin)
+    }
+
+    /// Removes VM `vm_id`'s link; a missing one is fine.
+    pub fn unpin_rootfs(&self, vm_id: &str) -> Result<(), StoreError> {
+        let pin = self.pinned_rootfs(vm_id);
+        match fs::remove_file(&pin) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &pin)(e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Removes staging and retired directories left by an interrupted
     /// process. Only call while no build runs (daemon start).
     pub fn sweep(&self) -> Result<Vec<PathBuf>, StoreError> {
@@ -250,6 +293,9 @@ impl ArtifactStore {
         Ok(removed)
     }
 }
+
+/// Where VMs' links to their root file systems live, under `images/`.
+const PINS: &str = ".pins";
 
 /// Where a build's running command records its process group, inside
 /// the staging directory.
@@ -344,6 +390,42 @@ mod tests {
             self.0.lock().unwrap().push(cmd.clone());
             Ok(())
         }
+    }
+
+    /// A re-pull publishes a new root file system under the image's name;
+    /// a VM created before it keeps booting the one it was created from.
+    #[test]
+    fn a_vm_keeps_its_generation_of_the_root_file_system_across_a_re_pull() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::new(dir.path());
+        let publish = |bytes: &[u8]| {
+            let s = store.stage(Kind::Image, "deb").unwrap();
+            fs::write(s.path().join(crate::image::ROOTFS), bytes).unwrap();
+            store.publish(Kind::Image, "deb", s).unwrap();
+        };
+        publish(b"generation 1");
+        let pin = store.pin_rootfs("deb", "0a1b2c3d4e5f6071").unwrap();
+        publish(b"generation 2");
+        assert_eq!(fs::read(&pin).unwrap(), b"generation 1");
+        let current = store.dir(Kind::Image, "deb").join(crate::image::ROOTFS);
+        assert_eq!(fs::read(current).unwrap(), b"generation 2");
+        // A VM created now gets the new one.
+        let newer = store.pin_rootfs("deb", "1111222233334444").unwrap();
+        assert_eq!(fs::read(&newer).unwrap(), b"generation 2");
+        // A VM's unpin removes only its own link, and is quiet when there
+        // is nothing to remove.
+        store.unpin_rootfs("1111222233334444").unwrap();
+        assert!(pin.exists());
+        store.unpin_rootfs("1111222233334444").unwrap();
+        assert!(!newer.exists());
+        assert!(store.pin_rootfs("deb", "../x").is_err());
+        // Pins are not images.
+        assert!(
+            store
+                .list::<serde_json::Value>(Kind::Image)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

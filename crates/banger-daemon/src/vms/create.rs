@@ -265,6 +265,9 @@ impl Vms {
     }
 
     fn write_disks(&self, vm: &VmRecord, dir: &std::path::Path) -> Result<(), ApiError> {
+        self.art_store
+            .pin_rootfs(&vm.image, &vm.id)
+            .map_err(|e| failed(crate::error::error_chain(&e)))?;
         let dir = dir.to_owned();
         let log = dir.join("create.log");
         self.ssh.ensure_identity(&self.runner).map_err(failed)?;
@@ -317,6 +320,9 @@ impl Vms {
     pub(super) fn discard(&self, vm: &VmRecord) {
         if let Err(e) = self.ssh.unpin(&vm.id) {
             tracing::warn!(vm = %vm.name, error = %e, "cannot unpin the host key");
+        }
+        if let Err(e) = self.art_store.unpin_rootfs(&vm.id) {
+            tracing::warn!(vm = %vm.name, error = %crate::error::error_chain(&e), "cannot remove the vm's root file system link");
         }
         let dir = self.vm_dir(&vm.id);
         if let Err(e) = std::fs::remove_dir_all(&dir)

@@ -76,10 +76,16 @@ impl Vms {
         let files = self.files(&vm.id);
         let kernel_dir = self.art_store.dir(Kind::Kernel, &vm.kernel);
         let kernel = kernel_dir.join(self.vmm.kernel_file());
-        let rootfs = self
-            .art_store
-            .dir(Kind::Image, &vm.image)
-            .join(banger_artifacts::image::ROOTFS);
+        // The generation the VM was created from; VMs made before links
+        // existed use the image's current one.
+        let pinned = self.art_store.pinned_rootfs(&vm.id);
+        let rootfs = if pinned.is_file() {
+            pinned
+        } else {
+            self.art_store
+                .dir(Kind::Image, &vm.image)
+                .join(banger_artifacts::image::ROOTFS)
+        };
         for (what, path) in [("kernel", &kernel), ("image", &rootfs)] {
             if !path.is_file() {
                 return Err(failed(format!(
@@ -360,6 +366,12 @@ pub(super) mod tests {
         }
         fn start(&self, spec: &BootSpec) -> Result<u32, VmmError> {
             self.0.lock().unwrap().push("vmm start".into());
+            // Which base it was given, for the generation test.
+            std::fs::write(
+                spec.files.dir().join("fake-base-disk"),
+                spec.disks[0].path.as_os_str().as_encoded_bytes(),
+            )
+            .unwrap();
             assert!(
                 spec.cmdline
                     .contains("ip=10.77.0.2::10.77.0.1:255.255.255.0:web:eth0:off")
@@ -584,6 +596,22 @@ pub(super) mod tests {
             ]
         );
         f.assert_recorded_and_released();
+    }
+
+    /// A VM boots the root file system it was created from, even after the
+    /// image was published again under the same name.
+    #[test]
+    fn a_vm_boots_its_own_generation_of_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::default();
+        let (vms, vm) = service(dir.path(), "nothing", &log);
+        let pin = vms.art_store.pin_rootfs("img", &vm.id).unwrap();
+        let s = vms.art_store.stage(Kind::Image, "img").unwrap();
+        std::fs::write(s.path().join(banger_artifacts::image::ROOTFS), b"new").unwrap();
+        vms.art_store.publish(Kind::Image, "img", s).unwrap();
+        let _ = vms.start("web");
+        let booted = std::fs::read(vms.vm_dir(&vm.id).join("fake-base-disk")).unwrap();
+        assert_eq!(booted, pin.as_os_str().as_encoded_bytes());
     }
 
     #[test]
