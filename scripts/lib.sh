@@ -6,8 +6,9 @@ BANGER_PACKAGES=(
   build-essential ca-certificates curl git
   # banger-init links statically against glibc; tests read cpio archives
   libc6-dev cpio
-  # tests: a loopback web server for download entries
-  python3
+  # tests: a loopback web server for download entries; a venv for
+  # schemathesis (the API contract test)
+  python3 python3-venv
   # kernel builds (banger kernel pull generic-6.1)
   linux-source-6.1 bc bison flex libelf-dev libssl-dev xz-utils
   # image builds (banger image pull debian-bookworm); mke2fs -d reads
@@ -106,6 +107,22 @@ ensure_packages() {
 
 # banger-init runs as PID 1 in the guest's initramfs, where there is no
 # dynamic loader: build it static (glibc's static libs come with libc6-dev).
+# schemathesis, from PyPI, in a venv of its own outside the repository
+# (reused across runs; keyed by version). Exports BANGER_SCHEMATHESIS for
+# the contract test (crates/banger-daemon/tests/schemathesis.rs).
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/banger-test/schemathesis-$SCHEMATHESIS_VERSION"
+  if [ ! -x "$venv/bin/st" ]; then
+    log "installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv" &&
+      "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" ||
+      { rm -rf "$venv"; return 1; }
+  fi
+  export BANGER_SCHEMATHESIS="$venv/bin/st"
+}
+
 build_init() {
   RUSTFLAGS="-C target-feature=+crt-static -C strip=symbols" \
     cargo build --release -p banger-init --target x86_64-unknown-linux-gnu

@@ -86,6 +86,11 @@ pub struct OciImage {
 #[serde(deny_unknown_fields)]
 pub struct PullRequest {
     /// Catalog name.
+    #[schema(
+        pattern = r"^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,62}$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub name: String,
 }
 
@@ -135,13 +140,24 @@ pub struct CachePruneReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportRequest {
-    /// Name for the new image (1-63 of `a-z 0-9 -`).
+    /// Name for the new image (1-63 of `a-z 0-9 . _ -`).
+    #[schema(
+        pattern = r"^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,62}$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub name: String,
     /// Absolute path of a root file system tarball or an ext4 file,
-    /// readable by the daemon.
+    /// readable by the daemon; not a symbolic link.
+    #[schema(pattern = r"^/")]
     pub path: String,
     /// Catalog kernel its VMs boot; default `generic-6.1`.
     #[serde(default)]
+    #[schema(
+        pattern = r"^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,62}$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub kernel: Option<String>,
 }
 
@@ -201,6 +217,7 @@ pub struct OperationQuery {
     /// or after this many milliseconds (at most 30000); default 0, answer
     /// at once.
     #[serde(default)]
+    #[param(maximum = 30000)]
     pub wait_ms: u64,
 }
 

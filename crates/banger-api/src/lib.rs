@@ -14,6 +14,7 @@ pub mod routes;
 pub mod shutdown;
 pub mod text;
 pub mod vm;
+pub mod whole;
 
 pub use artifact::{
     CachePruneReport, CachePruneRequest, CatalogEntry, Image, ImagePullRequest, ImportRequest,

@@ -102,23 +102,43 @@ pub struct Vm {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVmRequest {
-    /// 1-63 of `a-z 0-9 -`, no leading or trailing `-`; generated when absent.
+    /// 1-63 of `a-z 0-9 -`, no leading or trailing `-`, not shaped like a
+    /// VM id (16 hex digits); generated when absent.
     #[serde(default)]
+    #[schema(
+        pattern = r"^(?![0-9a-f]{16}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub name: Option<String>,
     /// Image name; default `debian-bookworm`, pulled when missing.
     #[serde(default)]
+    #[schema(
+        pattern = r"^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,62}$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub image: Option<String>,
     /// Kernel name; default: the image's.
     #[serde(default)]
+    #[schema(
+        pattern = r"^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,62}$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub kernel: Option<String>,
-    /// Virtual CPUs, 1-64; default 2.
-    #[serde(default)]
+    /// Virtual CPUs, 1-64 and at most the host's CPUs; default 2.
+    #[serde(default, deserialize_with = "crate::whole::opt_u32")]
+    #[schema(minimum = 1, maximum = 64)]
     pub vcpus: Option<u32>,
-    /// Memory in MiB, 128-1048576; default 1024.
-    #[serde(default)]
+    /// Memory in MiB, 128-1048576 and within the host's; default 1024.
+    #[serde(default, deserialize_with = "crate::whole::opt_u32")]
+    #[schema(minimum = 128, maximum = 1048576)]
     pub memory_mib: Option<u32>,
-    /// Work disk size in bytes, 64 MiB to 16 TiB; default 8 GiB.
-    #[serde(default)]
+    /// Work disk size in bytes, 64 MiB to 16 TiB and within the host's
+    /// free space (409 otherwise); default 8 GiB.
+    #[serde(default, deserialize_with = "crate::whole::opt_u64")]
+    #[schema(minimum = 67108864, maximum = 17592186044416_u64)]
     pub disk_bytes: Option<u64>,
     /// Masquerade the guest's traffic beyond the bridge.
     #[serde(default)]
@@ -133,13 +153,16 @@ pub struct CreateVmRequest {
 #[serde(deny_unknown_fields)]
 pub struct SetVmRequest {
     /// Virtual CPUs, 1-64.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::opt_u32")]
+    #[schema(minimum = 1, maximum = 64)]
     pub vcpus: Option<u32>,
     /// Memory in MiB, 128-1048576.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::opt_u32")]
+    #[schema(minimum = 128, maximum = 1048576)]
     pub memory_mib: Option<u32>,
-    /// Work disk size in bytes; it can only grow.
-    #[serde(default)]
+    /// Work disk size in bytes, up to 16 TiB; it can only grow.
+    #[serde(default, deserialize_with = "crate::whole::opt_u64")]
+    #[schema(minimum = 67108864, maximum = 17592186044416_u64)]
     pub disk_bytes: Option<u64>,
 }
 

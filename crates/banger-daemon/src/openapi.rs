@@ -53,16 +53,92 @@ use utoipa::OpenApi;
 )]
 struct ApiDoc;
 
-/// The document, with the version of this build.
-pub fn document() -> utoipa::openapi::OpenApi {
+/// The document, with the version of this build and the links a client
+/// (or a stateful test) follows from one call to the next. As JSON: the
+/// links are added to it directly (utoipa writes a link's `operationId`
+/// as `operation_id`, which no OpenAPI reader knows).
+pub fn document() -> serde_json::Value {
     let mut doc = ApiDoc::openapi();
     doc.info.version = banger_buildinfo::VERSION.to_owned();
+    let mut doc = serde_json::to_value(doc).unwrap_or_default();
+    add_links(&mut doc);
     doc
+}
+
+/// Which VM a create made, which operation a pull started, which VM or
+/// operation a list holds: links from those responses to the calls that
+/// take them.
+fn add_links(doc: &mut serde_json::Value) {
+    const VM_OPS: [&str; 9] = [
+        "get_vm",
+        "vm_console",
+        "vm_ssh_target",
+        "set_vm",
+        "start_vm",
+        "stop_vm",
+        "kill_vm",
+        "restart_vm",
+        "delete_vm",
+    ];
+    const OP_OPS: [&str; 2] = ["get_operation", "cancel_operation"];
+    let to = |ops: &[&str], param: &str, expr: &str| -> Vec<(String, String, String)> {
+        ops.iter()
+            .map(|op| ((*op).to_owned(), param.to_owned(), expr.to_owned()))
+            .collect()
+    };
+    let created = [
+        to(&VM_OPS, "vm", "$response.body#/target"),
+        to(&OP_OPS, "id", "$response.body#/id"),
+    ];
+    let pulled = [
+        to(
+            &["get_kernel", "delete_kernel"],
+            "name",
+            "$response.body#/target",
+        ),
+        to(&OP_OPS, "id", "$response.body#/id"),
+    ];
+    let links = [
+        ("/v1/vms", "post", "202", created.concat()),
+        (
+            "/v1/vms",
+            "get",
+            "200",
+            to(&VM_OPS, "vm", "$response.body#/0/name"),
+        ),
+        ("/v1/kernels/pull", "post", "202", pulled.concat()),
+        (
+            "/v1/operations",
+            "get",
+            "200",
+            to(&OP_OPS, "id", "$response.body#/0/id"),
+        ),
+    ];
+    for (path, method, status, targets) in links {
+        let Some(response) = doc
+            .pointer_mut(&format!(
+                "/paths/{}/{method}/responses/{status}",
+                path.replace('/', "~1")
+            ))
+            .and_then(serde_json::Value::as_object_mut)
+        else {
+            continue;
+        };
+        let entry = response
+            .entry("links")
+            .or_insert_with(|| serde_json::json!({}));
+        for (op, param, expr) in targets {
+            entry[op.as_str()] = serde_json::json!({
+                "operationId": op,
+                "parameters": { param: expr },
+            });
+        }
+    }
 }
 
 /// The document as committed: pretty JSON with a final newline.
 pub fn document_json() -> String {
-    let mut text = document().to_pretty_json().unwrap_or_default();
+    let mut text = serde_json::to_string_pretty(&document()).unwrap_or_default();
     text.push('\n');
     text
 }

@@ -32,7 +32,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Image>>, Api
 
 /// One image.
 #[utoipa::path(get, path = "/v1/images/{name}", operation_id = "get_image", tag = "images",
-    params(("name" = String, Path, description = "Image name")),
+    params(("name" = String, Path, description = "Image name", pattern = r"^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,62}$", min_length = 1, max_length = 63)),
     responses((status = 200, body = Image), (status = "4XX", body = banger_api::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -117,7 +117,7 @@ pub async fn import(
 
 /// Deletes an image no VM uses.
 #[utoipa::path(delete, path = "/v1/images/{name}", operation_id = "delete_image", tag = "images",
-    params(("name" = String, Path, description = "Image name")),
+    params(("name" = String, Path, description = "Image name", pattern = r"^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,62}$", min_length = 1, max_length = 63)),
     responses((status = 204), (status = "4XX", body = banger_api::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,

@@ -27,7 +27,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Kernel>>, Ap
 
 /// One kernel.
 #[utoipa::path(get, path = "/v1/kernels/{name}", operation_id = "get_kernel", tag = "kernels",
-    params(("name" = String, Path, description = "Kernel name")),
+    params(("name" = String, Path, description = "Kernel name", pattern = r"^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,62}$", min_length = 1, max_length = 63)),
     responses((status = 200, body = Kernel), (status = "4XX", body = banger_api::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -53,7 +53,7 @@ pub async fn pull(
 
 /// Deletes a kernel no image uses.
 #[utoipa::path(delete, path = "/v1/kernels/{name}", operation_id = "delete_kernel", tag = "kernels",
-    params(("name" = String, Path, description = "Kernel name")),
+    params(("name" = String, Path, description = "Kernel name", pattern = r"^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,62}$", min_length = 1, max_length = 63)),
     responses((status = 204), (status = "4XX", body = banger_api::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,

@@ -13,6 +13,6 @@ use axum::Json;
         (status = "4XX", description = "Bad request", body = banger_api::ErrorBody),
     )
 )]
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+pub async fn document() -> Json<serde_json::Value> {
     Json(crate::openapi::document())
 }

@@ -34,7 +34,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Vec<Operation>> {
 /// Polls one operation; with `wait_ms`, a long poll that answers as soon
 /// as the operation changes stage or ends.
 #[utoipa::path(get, path = "/v1/operations/{id}", operation_id = "get_operation", tag = "operations",
-    params(("id" = String, Path, description = "Operation id"), OperationQuery),
+    params(("id" = String, Path, description = "Operation id", pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64), OperationQuery),
     responses((status = 200, body = Operation), (status = "4XX", body = banger_api::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -57,7 +57,7 @@ pub async fn get(
 /// Cancels a running operation; it ends as `cancelled` with nothing
 /// published. Cancelling an ended one changes nothing.
 #[utoipa::path(delete, path = "/v1/operations/{id}", operation_id = "cancel_operation", tag = "operations",
-    params(("id" = String, Path, description = "Operation id")),
+    params(("id" = String, Path, description = "Operation id", pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64)),
     responses((status = 200, body = Operation), (status = "4XX", body = banger_api::ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,

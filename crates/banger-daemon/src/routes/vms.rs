@@ -79,7 +79,7 @@ pub async fn create(
 
 /// One VM by name, full id, or unambiguous id prefix.
 #[utoipa::path(get, path = "/v1/vms/{vm}", operation_id = "get_vm", tag = "vms",
-    params(("vm" = String, Path, description = "VM name, full id, or an unambiguous id prefix")),
+    params(("vm" = String, Path, description = "VM name, full id, or an unambiguous id prefix", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", min_length = 1, max_length = 63)),
     responses((status = 200, body = Vm), (status = "4XX", body = banger_api::ErrorBody)))]
 pub async fn get(State(state): State<AppState>, VmRef(r): VmRef) -> Result<Json<Vm>, ApiError> {
     blocking(&state, move |v| v.get(&r)).await.map(Json)
@@ -87,7 +87,7 @@ pub async fn get(State(state): State<AppState>, VmRef(r): VmRef) -> Result<Json<
 
 /// Starts a stopped VM and waits for its SSH server.
 #[utoipa::path(post, path = "/v1/vms/{vm}/start", operation_id = "start_vm", tag = "vms",
-    params(("vm" = String, Path, description = "VM name or full id (exact)")),
+    params(("vm" = String, Path, description = "VM name or full id (exact)", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", min_length = 1, max_length = 63)),
     responses((status = 200, body = Vm), (status = "4XX", body = banger_api::ErrorBody), (status = "5XX", body = banger_api::ErrorBody)))]
 pub async fn start(State(state): State<AppState>, VmRef(r): VmRef) -> Result<Json<Vm>, ApiError> {
     blocking(&state, move |v| v.start(&r)).await.map(Json)
@@ -95,7 +95,7 @@ pub async fn start(State(state): State<AppState>, VmRef(r): VmRef) -> Result<Jso
 
 /// Stops a VM gracefully: poweroff over SSH, the ACPI power button, kill.
 #[utoipa::path(post, path = "/v1/vms/{vm}/stop", operation_id = "stop_vm", tag = "vms",
-    params(("vm" = String, Path, description = "VM name or full id (exact)")),
+    params(("vm" = String, Path, description = "VM name or full id (exact)", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", min_length = 1, max_length = 63)),
     responses((status = 200, body = Vm), (status = "4XX", body = banger_api::ErrorBody)))]
 pub async fn stop(State(state): State<AppState>, VmRef(r): VmRef) -> Result<Json<Vm>, ApiError> {
     blocking(&state, move |v| v.stop(&r)).await.map(Json)
@@ -103,7 +103,7 @@ pub async fn stop(State(state): State<AppState>, VmRef(r): VmRef) -> Result<Json
 
 /// Kills a VM's VMM at once.
 #[utoipa::path(post, path = "/v1/vms/{vm}/kill", operation_id = "kill_vm", tag = "vms",
-    params(("vm" = String, Path, description = "VM name or full id (exact)")),
+    params(("vm" = String, Path, description = "VM name or full id (exact)", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", min_length = 1, max_length = 63)),
     responses((status = 200, body = Vm), (status = "4XX", body = banger_api::ErrorBody)))]
 pub async fn kill(State(state): State<AppState>, VmRef(r): VmRef) -> Result<Json<Vm>, ApiError> {
     blocking(&state, move |v| v.kill(&r)).await.map(Json)
@@ -111,7 +111,7 @@ pub async fn kill(State(state): State<AppState>, VmRef(r): VmRef) -> Result<Json
 
 /// Stops (if running) then starts a VM.
 #[utoipa::path(post, path = "/v1/vms/{vm}/restart", operation_id = "restart_vm", tag = "vms",
-    params(("vm" = String, Path, description = "VM name or full id (exact)")),
+    params(("vm" = String, Path, description = "VM name or full id (exact)", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", min_length = 1, max_length = 63)),
     responses((status = 200, body = Vm), (status = "4XX", body = banger_api::ErrorBody), (status = "5XX", body = banger_api::ErrorBody)))]
 pub async fn restart(State(state): State<AppState>, VmRef(r): VmRef) -> Result<Json<Vm>, ApiError> {
     blocking(&state, move |v| v.restart(&r)).await.map(Json)
@@ -119,7 +119,7 @@ pub async fn restart(State(state): State<AppState>, VmRef(r): VmRef) -> Result<J
 
 /// Resizes a stopped VM (vcpus, memory, work disk growth).
 #[utoipa::path(patch, path = "/v1/vms/{vm}", operation_id = "set_vm", tag = "vms",
-    params(("vm" = String, Path, description = "VM name or full id (exact)")),
+    params(("vm" = String, Path, description = "VM name or full id (exact)", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", min_length = 1, max_length = 63)),
     request_body = SetVmRequest,
     responses((status = 200, body = Vm), (status = "4XX", body = banger_api::ErrorBody)))]
 pub async fn set(
@@ -133,7 +133,7 @@ pub async fn set(
 /// Deletes a VM and everything it has on the host; a running one only
 /// with `force=true`.
 #[utoipa::path(delete, path = "/v1/vms/{vm}", operation_id = "delete_vm", tag = "vms",
-    params(("vm" = String, Path, description = "VM name or full id (exact)"), DeleteVmQuery),
+    params(("vm" = String, Path, description = "VM name or full id (exact)", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", min_length = 1, max_length = 63), DeleteVmQuery),
     responses((status = 204), (status = "4XX", body = banger_api::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -146,7 +146,7 @@ pub async fn delete(
 
 /// How to SSH into a running VM with banger's key and known_hosts.
 #[utoipa::path(get, path = "/v1/vms/{vm}/ssh", operation_id = "vm_ssh_target", tag = "vms",
-    params(("vm" = String, Path, description = "VM name, full id, or an unambiguous id prefix")),
+    params(("vm" = String, Path, description = "VM name, full id, or an unambiguous id prefix", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", min_length = 1, max_length = 63)),
     responses((status = 200, body = SshTarget), (status = "4XX", body = banger_api::ErrorBody)))]
 pub async fn ssh(
     State(state): State<AppState>,
@@ -157,7 +157,7 @@ pub async fn ssh(
 
 /// The VM's serial console log from a byte offset.
 #[utoipa::path(get, path = "/v1/vms/{vm}/console", operation_id = "vm_console", tag = "vms",
-    params(("vm" = String, Path, description = "VM name, full id, or an unambiguous id prefix"), ConsoleQuery),
+    params(("vm" = String, Path, description = "VM name, full id, or an unambiguous id prefix", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", min_length = 1, max_length = 63), ConsoleQuery),
     responses((status = 200, body = ConsoleChunk), (status = "4XX", body = banger_api::ErrorBody)))]
 pub async fn console(
     State(state): State<AppState>,
