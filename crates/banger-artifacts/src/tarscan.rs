@@ -63,11 +63,18 @@ pub fn scan(path: &Path) -> Result<TarSummary, TarError> {
         path: path.to_owned(),
         source,
     };
-    let mut archive = tar::Archive::new(BufReader::new(File::open(path).map_err(io)?));
+    // The same bounds as a registry pull: a huge PAX or long-name record
+    // (free to make in a sparse file) is refused before it is read.
+    let guarded = crate::oci::limits::Guarded::new(
+        BufReader::new(File::open(path).map_err(io)?),
+        crate::oci::limits::UnpackLimits::default(),
+        crate::oci::limits::Budget::default(),
+    );
+    let mut archive = tar::Archive::new(guarded);
     let mut summary = TarSummary::default();
     let mut seen: HashMap<Vec<u8>, Seen> = HashMap::new();
     for entry in archive.entries().map_err(io)? {
-        let entry = entry.map_err(io)?;
+        let mut entry = entry.map_err(io)?;
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).into_owned();
         let refuse = |reason: String| TarError::Refused {
@@ -95,6 +102,20 @@ pub fn scan(path: &Path) -> Result<TarSummary, TarError> {
         }
         let kind = entry.header().entry_type();
         crate::policy::check_device(kind, entry.header()).map_err(refuse)?;
+        // mke2fs reads the archive with libarchive, which takes device
+        // numbers from these PAX keys over the header's: refused, so what
+        // was checked is what is built.
+        if let Some(pax) = entry.pax_extensions().map_err(io)? {
+            for ext in pax {
+                let key = ext.map_err(io)?.key_bytes().to_vec();
+                if key.starts_with(b"SCHILY.dev") {
+                    return Err(refuse(format!(
+                        "PAX key {} overrides the header's device numbers",
+                        String::from_utf8_lossy(&key)
+                    )));
+                }
+            }
+        }
         let made = match kind {
             EntryType::Regular | EntryType::Continuous => Seen::File,
             EntryType::Directory => Seen::Dir,
@@ -174,7 +195,12 @@ pub fn extract_work_seed(src: &Path, dst: &Path) -> Result<u64, TarError> {
         path: dst.to_owned(),
         source,
     };
-    let mut archive = tar::Archive::new(BufReader::new(File::open(src).map_err(io_src)?));
+    let guarded = crate::oci::limits::Guarded::new(
+        BufReader::new(File::open(src).map_err(io_src)?),
+        crate::oci::limits::UnpackLimits::default(),
+        crate::oci::limits::Budget::default(),
+    );
+    let mut archive = tar::Archive::new(guarded);
     let mut out = tar::Builder::new(BufWriter::new(File::create(dst).map_err(io_dst)?));
     out.mode(tar::HeaderMode::Complete);
     let mut count = 0;
@@ -290,6 +316,47 @@ mod tests {
         )
         .unwrap();
         assert_eq!(scan(&tar).unwrap().entries, 3);
+    }
+
+    /// What libarchive (mke2fs) would read differently, and records no
+    /// one needs whole, are refused before they are read.
+    #[test]
+    fn scan_refuses_pax_device_overrides_and_huge_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = dir.path().join("t.tar");
+        let mut out = Vec::new();
+        let record = b"21 SCHILY.devmajor=8\n";
+        let mut pax = tar::Header::new_ustar();
+        pax.set_entry_type(EntryType::XHeader);
+        pax.set_size(record.len() as u64);
+        pax.set_cksum();
+        out.extend_from_slice(pax.as_bytes());
+        out.extend_from_slice(record);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+        let mut null = tar::Header::new_ustar();
+        null.set_path("dev/null").unwrap();
+        null.set_entry_type(EntryType::Char);
+        null.set_device_major(1).unwrap();
+        null.set_device_minor(3).unwrap();
+        null.set_size(0);
+        null.set_cksum();
+        out.extend_from_slice(null.as_bytes());
+        out.extend_from_slice(&[0; 1024]);
+        std::fs::write(&tar, &out).unwrap();
+        let err = scan(&tar).unwrap_err().to_string();
+        assert!(err.contains("SCHILY.devmajor overrides"), "{err}");
+
+        let mut long = tar::Header::new_gnu();
+        long.set_entry_type(EntryType::GNULongName);
+        long.set_size(1 << 34);
+        long.set_cksum();
+        std::fs::write(&tar, long.as_bytes()).unwrap();
+        let err = scan(&tar).unwrap_err();
+        let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+        assert!(
+            chain.contains("GNU long-name record of 17179869184 bytes"),
+            "{chain}"
+        );
     }
 
     /// A tarball import is held to the registry pull's rules.

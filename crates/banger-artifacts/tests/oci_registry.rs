@@ -134,6 +134,18 @@ fn pull(
     Result<banger_artifacts::image::ImageManifest, String>,
     Vec<String>,
 ) {
+    pull_with(reference, cache, out, &PullOptions::default())
+}
+
+fn pull_with(
+    reference: &str,
+    cache: &Path,
+    out: &Path,
+    options: &PullOptions,
+) -> (
+    Result<banger_artifacts::image::ImageManifest, String>,
+    Vec<String>,
+) {
     std::fs::create_dir_all(out).unwrap();
     let progress = Recorded::default();
     let log = out.join("pull.log");
@@ -141,7 +153,7 @@ fn pull(
         "test-latest",
         reference,
         "generic-6.1",
-        &PullOptions::default(),
+        options,
         &BlobCache::new(cache),
         &|_| {},
         out,
@@ -475,6 +487,34 @@ fn hostile_layers_pulled_from_a_registry_are_refused_by_layer_and_entry() {
             "{repo}: an image was written"
         );
     }
+    // Layers declaring more than a pull may take: refused before any
+    // download, nothing written to the cache.
+    push(
+        reg.port,
+        "heavy:latest",
+        &[layer(
+            &[("f", EntryType::Regular, 0o644, 0, 0, b"x")],
+            false,
+        )],
+    );
+    let options = PullOptions {
+        limits: oci::limits::UnpackLimits {
+            max_bytes: 64,
+            ..oci::limits::UnpackLimits::default()
+        },
+        ..PullOptions::default()
+    };
+    let heavy_cache = work.path().join("heavy-cache");
+    let (result, _) = pull_with(
+        &format!("127.0.0.1:{}/heavy:latest", reg.port),
+        &heavy_cache,
+        &work.path().join("heavy"),
+        &options,
+    );
+    let err = result.unwrap_err();
+    assert!(err.contains("more than the 64 a pull may take"), "{err}");
+    let cached = std::fs::read_dir(&heavy_cache).map_or(0, |d| d.count());
+    assert_eq!(cached, 0, "a blob was downloaded");
     // Through a symlink a lower layer made.
     let lower = layer(&[("etc", EntryType::Symlink, 0o777, 0, 0, b"/tmp")], false);
     let upper = layer(

@@ -67,10 +67,10 @@ pub struct Started {
 pub const DAEMON_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Variables a daemon started by the CLI keeps from the caller's
-/// environment: those naming its user and directories, the locale, and
-/// banger's own. Nothing else reaches it (`LD_PRELOAD`, a `PATH` with a
-/// writable directory first, proxies, credentials).
-const KEPT: [&str; 13] = [
+/// environment: those naming its user and directories, the locale, the
+/// proxy for registry pulls, and banger's own. Nothing else reaches it
+/// (`LD_PRELOAD`, a `PATH` with a writable directory first, credentials).
+const KEPT: [&str; 19] = [
     "HOME",
     "USER",
     "LOGNAME",
@@ -84,6 +84,13 @@ const KEPT: [&str; 13] = [
     "DOCKER_CONFIG",
     "RUST_BACKTRACE",
     "SUDO_USER",
+    // Registry pulls go through the user's proxy.
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
 ];
 
 /// The environment a daemon started from `caller`'s gets: the [`KEPT`]
@@ -196,7 +203,7 @@ mod tests {
         let caller = [
             ("PATH", "/tmp/evil:/usr/bin"),
             ("LD_PRELOAD", "/tmp/evil.so"),
-            ("HTTPS_PROXY", "http://127.0.0.1:9"),
+            ("AWS_SECRET_ACCESS_KEY", "x"),
             ("HOME", "/home/u"),
             ("BANGER_INIT_BIN", "/opt/banger-init"),
             ("XDG_RUNTIME_DIR", "/run/user/1000"),
@@ -209,7 +216,7 @@ mod tests {
         assert_eq!(get("BANGER_INIT_BIN"), Some("/opt/banger-init".into()));
         assert_eq!(get("XDG_RUNTIME_DIR"), Some("/run/user/1000".into()));
         assert_eq!(get("LD_PRELOAD"), None);
-        assert_eq!(get("HTTPS_PROXY"), None);
+        assert_eq!(get("AWS_SECRET_ACCESS_KEY"), None);
         assert_eq!(env.iter().filter(|(k, _)| k == "PATH").count(), 1);
     }
 

@@ -134,6 +134,8 @@ impl Progress for OpHandle {
 #[derive(Debug, Default)]
 pub struct Operations {
     ops: Mutex<HashMap<String, Arc<OpHandle>>>,
+    /// Set once the daemon stops: no new operation begins.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Operations {
@@ -172,6 +174,12 @@ impl Operations {
             cancel: Cancel::new(),
         });
         let mut ops = self.lock();
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "the daemon is shutting down; retry once it has restarted",
+            ));
+        }
         ops.retain(|_, h| {
             h.ended
                 .lock()
@@ -198,12 +206,12 @@ impl Operations {
     /// Cancels every running operation (the daemon is stopping); returns
     /// how many there were.
     pub fn cancel_running(&self) -> usize {
-        let running: Vec<Arc<OpHandle>> = self
-            .lock()
-            .values()
-            .filter(|h| !h.is_ended())
-            .cloned()
-            .collect();
+        let ops = self.lock();
+        // Under the map's lock: a begin either ran before (and is cancelled
+        // here) or runs after (and is refused).
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let running: Vec<Arc<OpHandle>> = ops.values().filter(|h| !h.is_ended()).cloned().collect();
         for h in &running {
             h.cancel.cancel();
         }
@@ -276,6 +284,18 @@ mod tests {
         // An ended one is still remembered, so still refused.
         first.succeed("done");
         assert!(ops.begin("op-3", OperationKind::VmCreate, "web").is_err());
+    }
+
+    #[test]
+    fn once_stopping_running_operations_are_cancelled_and_none_begins() {
+        let ops = Operations::default();
+        let running = ops.begin("op-4", OperationKind::VmCreate, "web").unwrap();
+        assert_eq!(ops.cancel_running(), 1);
+        assert!(running.cancel.is_cancelled());
+        let err = ops
+            .begin("op-5", OperationKind::VmCreate, "db")
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::Unavailable);
     }
 
     #[test]

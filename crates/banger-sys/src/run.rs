@@ -193,15 +193,16 @@ impl Runner for HostRunner {
             source,
         })?;
         let pgid = child.id();
+        let group = crate::GroupRecord::of(Path::new("/proc"), pgid);
         let recorded = cmd.group_record.as_deref().filter(|path| {
-            match crate::GroupRecord::of(Path::new("/proc"), pgid).map(|r| r.write(path)) {
+            match group.as_ref().map(|r| r.write(path)) {
                 Some(Ok(())) => true,
                 // Unrecorded, a crash leaves the group to its parent-death
                 // signal alone; the command itself is fine.
                 Some(Err(_)) | None => false,
             }
         });
-        let result = wait(&mut child, pgid, cmd, log, cancel);
+        let result = wait(&mut child, pgid, group.as_ref(), cmd, log, cancel);
         if let Some(path) = recorded {
             let _ = std::fs::remove_file(path);
         }
@@ -266,6 +267,7 @@ const TERM_GRACE: Duration = Duration::from_secs(5);
 fn wait(
     child: &mut std::process::Child,
     pgid: u32,
+    group: Option<&crate::GroupRecord>,
     cmd: &Cmd,
     log: &Path,
     cancel: &Cancel,
@@ -277,10 +279,17 @@ fn wait(
     loop {
         if cancel.is_cancelled() {
             // TERM first: a build (mmdebstrap) removes its temporary
-            // files on it; KILL what is left after the grace.
+            // files on it; KILL what is left after the grace. The grace is
+            // the whole group's: children still cleaning up after the
+            // leader has gone are waited for too.
             crate::group::signal_group(pgid, libc::SIGTERM);
             let deadline = Instant::now() + TERM_GRACE;
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+            while Instant::now() < deadline {
+                let leader_gone = !matches!(child.try_wait(), Ok(None));
+                let group_gone = group.is_none_or(|g| g.members(Path::new("/proc")).is_empty());
+                if leader_gone && group_gone {
+                    break;
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
             crate::group::signal_group(pgid, libc::SIGKILL);
@@ -414,6 +423,32 @@ mod tests {
             started.elapsed() < TERM_GRACE,
             "it went at TERM, not at KILL"
         );
+    }
+
+    /// A child still cleaning up when the leader has already gone is given
+    /// the rest of the grace, not killed at once.
+    #[test]
+    fn a_cancelled_groups_children_get_the_grace_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let (done, ready) = (dir.path().join("done"), dir.path().join("ready"));
+        let script = format!(
+            "(trap 'sleep 0.3; echo done > {}; exit 0' TERM; while :; do sleep 0.05; done) & \
+             trap 'exit 0' TERM; touch {}; wait",
+            done.display(),
+            ready.display()
+        );
+        let cancel = Cancel::new();
+        let flag = cancel.clone();
+        let log = dir.path().join("l");
+        let t = std::thread::spawn(move || {
+            HostRunner.run(&Cmd::new("/bin/sh").args(["-c", &script]), &log, &flag)
+        });
+        while !ready.exists() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        cancel.cancel();
+        assert!(matches!(t.join().unwrap(), Err(RunError::Cancelled)));
+        assert_eq!(std::fs::read_to_string(&done).unwrap(), "done\n");
     }
 
     #[test]

@@ -255,6 +255,13 @@ pub trait Vmm: Send + Sync + std::fmt::Debug {
     fn kill(&self, pid: u32) {
         banger_sys::process::kill(pid);
     }
+
+    /// Whether the VMM appends to the console log (`O_APPEND`), so the log
+    /// may be truncated in place while it runs. One that writes at its own
+    /// offset would leave a hole as long as everything the guest printed.
+    fn console_appends(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

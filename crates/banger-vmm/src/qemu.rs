@@ -27,6 +27,11 @@ impl Qemu {
 }
 
 impl Vmm for Qemu {
+    /// The console chardev is opened with `append=on`.
+    fn console_appends(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "qemu"
     }

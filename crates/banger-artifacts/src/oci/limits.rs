@@ -48,6 +48,11 @@ pub struct Guarded<R> {
     filled: usize,
     /// Bytes of the current entry's data and padding still to pass.
     skip: u64,
+    /// Data of a PAX record being read (its size is capped first), to
+    /// learn a `size` it sets for the next entry, as the tar crate does.
+    pax: Option<(Vec<u8>, usize)>,
+    /// The size a PAX record set for the next entry.
+    next_size: Option<u64>,
 }
 
 impl<R> std::fmt::Debug for Guarded<R> {
@@ -69,6 +74,8 @@ impl<R: Read> Guarded<R> {
             header: [0; 512],
             filled: 0,
             skip: 0,
+            pax: None,
+            next_size: None,
         }
     }
 
@@ -78,6 +85,14 @@ impl<R: Read> Guarded<R> {
                 let k = usize::try_from(self.skip)
                     .unwrap_or(usize::MAX)
                     .min(bytes.len());
+                if let Some((data, want)) = &mut self.pax {
+                    let take = k.min(want.saturating_sub(data.len()));
+                    data.extend_from_slice(&bytes[..take]);
+                    if data.len() == *want {
+                        let (data, _) = self.pax.take().unwrap_or_default();
+                        self.next_size = pax_size(&data)?;
+                    }
+                }
                 self.skip -= k as u64;
                 bytes = &bytes[k..];
                 continue;
@@ -120,6 +135,23 @@ impl<R: Read> Guarded<R> {
                 self.limits.max_record
             )));
         }
+        if kind == b'S' {
+            // Extension blocks follow the header uncounted by its size:
+            // the guard could not follow them, so it refuses them.
+            return Err(refused("GNU sparse entries are not supported".into()));
+        }
+        // A PAX `size` (read above) is the size the tar crate uses for the
+        // entry that follows it; meta records themselves keep theirs.
+        let size = if matches!(kind, b'x' | b'g' | b'L' | b'K') {
+            size
+        } else {
+            self.next_size.take().unwrap_or(size)
+        };
+        if kind == b'x' && size > 0 {
+            // Bounded by max_record just above.
+            let want = usize::try_from(size).unwrap_or(usize::MAX);
+            self.pax = Some((Vec::with_capacity(want), want));
+        }
         self.skip = size.div_ceil(512).saturating_mul(512);
         Ok(())
     }
@@ -145,7 +177,10 @@ fn refused(message: String) -> std::io::Error {
 }
 
 /// The size field of a tar header: octal text, or base-256 when its first
-/// byte has the high bit set (GNU, for sizes past 8 GiB).
+/// byte has the high bit set (GNU, for sizes past 8 GiB). Strict: leading
+/// spaces, octal digits, then only NULs and spaces. Anything the tar crate
+/// might read another way (a tab, a sign) is refused, so the guard and
+/// the parser behind it never disagree on where the next header is.
 fn header_size(header: &[u8; 512]) -> Option<u64> {
     let field = &header[124..136];
     if field[0] & 0x80 != 0 {
@@ -155,16 +190,46 @@ fn header_size(header: &[u8; 512]) -> Option<u64> {
         }
         return Some(n);
     }
-    let text: Vec<u8> = field
+    let start = field.iter().take_while(|b| **b == b' ').count();
+    let digits = field[start..]
         .iter()
-        .copied()
-        .skip_while(|b| *b == b' ')
-        .take_while(|b| (b'0'..=b'7').contains(b))
-        .collect();
+        .take_while(|b| (b'0'..=b'7').contains(*b))
+        .count();
+    if !field[start + digits..]
+        .iter()
+        .all(|b| matches!(b, 0 | b' '))
+    {
+        return None;
+    }
+    let text = &field[start..start + digits];
     if text.is_empty() {
         return Some(0);
     }
-    u64::from_str_radix(std::str::from_utf8(&text).ok()?, 8).ok()
+    u64::from_str_radix(std::str::from_utf8(text).ok()?, 8).ok()
+}
+
+/// The `size` a PAX record sets, if any; records the guard cannot read the
+/// way the tar crate would (a sparse layout, a malformed `size`) refuse.
+fn pax_size(data: &[u8]) -> std::io::Result<Option<u64>> {
+    let mut size = None;
+    for ext in tar::PaxExtensions::new(data) {
+        let ext = ext.map_err(|_| refused("a malformed PAX record".into()))?;
+        let key = ext
+            .key()
+            .map_err(|_| refused("a PAX key that is not UTF-8".into()))?;
+        if key.starts_with("GNU.sparse") {
+            return Err(refused("GNU sparse entries are not supported".into()));
+        }
+        if key == "size" {
+            let value = ext
+                .value()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| refused("a PAX size that is not a number".into()))?;
+            size = Some(value);
+        }
+    }
+    Ok(size)
 }
 
 #[cfg(test)]
@@ -261,6 +326,59 @@ mod tests {
         std::io::copy(&mut first, &mut std::io::sink()).unwrap();
         let mut second = Guarded::new(&layer[..], SMALL, budget);
         assert!(std::io::copy(&mut second, &mut std::io::sink()).is_err());
+    }
+
+    /// The guard's idea of where entries start must be the tar crate's:
+    /// a PAX record that resizes the next entry hides a 1 GiB long-name
+    /// record inside what the header alone calls data.
+    #[test]
+    fn a_pax_size_is_followed_as_the_tar_crate_follows_it() {
+        let mut out = Vec::new();
+        // PAX record: the next entry has size 0 whatever its header says.
+        let record = b"10 size=0\n";
+        let mut pax = tar::Header::new_ustar();
+        pax.set_entry_type(tar::EntryType::XHeader);
+        pax.set_size(record.len() as u64);
+        pax.set_cksum();
+        out.extend_from_slice(pax.as_bytes());
+        out.extend_from_slice(record);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+        // Its header claims 4096 bytes of data...
+        let mut file = tar::Header::new_ustar();
+        file.set_path("x").unwrap();
+        file.set_size(4096);
+        file.set_cksum();
+        out.extend_from_slice(file.as_bytes());
+        // ...where the tar crate reads the next header: a huge long name.
+        let mut long = tar::Header::new_gnu();
+        long.set_entry_type(tar::EntryType::GNULongName);
+        long.set_size(1 << 30);
+        long.set_cksum();
+        out.extend_from_slice(long.as_bytes());
+        let err = read_all(&out, SMALL).unwrap_err().to_string();
+        assert!(
+            err.contains("GNU long-name record of 1073741824 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sizes_the_tar_crate_might_read_otherwise_and_sparse_entries_are_refused() {
+        let mut h = [0u8; 512];
+        h[124..136].copy_from_slice(b"\t0000001750\0");
+        assert_eq!(header_size(&h), None);
+        h[124..136].copy_from_slice(b"0000001750x\0");
+        assert_eq!(header_size(&h), None);
+        h[124..136].copy_from_slice(b"  000001750 ");
+        assert_eq!(header_size(&h), Some(1000));
+        let mut sparse = tar::Header::new_gnu();
+        sparse.set_entry_type(tar::EntryType::GNUSparse);
+        sparse.set_size(0);
+        sparse.set_cksum();
+        let err = read_all(sparse.as_bytes(), SMALL).unwrap_err().to_string();
+        assert!(err.contains("sparse"), "{err}");
+        assert!(pax_size(b"22 GNU.sparse.major=1\n").is_err());
+        assert_eq!(pax_size(b"11 size=42\n").unwrap(), Some(42));
     }
 
     #[test]

@@ -306,6 +306,19 @@ async fn fetch_async(fetch: &Fetch<'_>) -> Result<Fetched, FetchError> {
             )));
         }
     }
+    // What the manifest declares is what will be downloaded (each blob is
+    // cut off at its size): held to the pull's bound before any byte.
+    let declared: u64 = manifest
+        .layers
+        .iter()
+        .map(|l| u64::try_from(l.size).unwrap_or(u64::MAX))
+        .fold(0, u64::saturating_add);
+    if declared > fetch.options.limits.max_bytes {
+        return Err(FetchError::Unsupported(format!(
+            "the image's layers declare {declared} bytes, more than the {} a pull may take (config image_max_unpacked_gib)",
+            fetch.options.limits.max_bytes
+        )));
+    }
     let of = manifest.layers.len();
     let mut layers = Vec::with_capacity(of);
     let mut downloaded = 0;

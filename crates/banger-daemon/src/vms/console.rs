@@ -2,7 +2,8 @@
 //!
 //! The VMM appends guest output to `console.log` (QEMU opens it with
 //! `append=on`), so a guest decides how fast it grows. The reaper calls
-//! [`ConsoleLog::rotate_if_over`] every second: past [`MAX_SEGMENT`] the
+//! [`ConsoleLog::rotate_if_over`] every second, for VMMs that append (not
+//! Firecracker, which writes at its own offset): past [`MAX_SEGMENT`] the
 //! file is copied to `console.log.1` and truncated in place (the VMM keeps
 //! appending to the same file). Disk use stays under two segments plus
 //! one second of output. Readers use offsets into everything the console
@@ -94,16 +95,18 @@ impl ConsoleLog {
             &mut File::create(&tmp)?,
         )?;
         std::fs::rename(&tmp, self.previous())?;
+        // The new base first: a crash before the truncate repeats a segment
+        // at two offsets rather than shifting every later offset.
+        let base = self.base() + copied;
+        let tmp = self.current.with_extension("base.tmp");
+        std::fs::write(&tmp, format!("{base}\n"))?;
+        std::fs::rename(&tmp, self.base_file())?;
         // What the guest wrote between the copy and here is lost: the
         // price of rotating a file another process appends to.
         std::fs::OpenOptions::new()
             .write(true)
             .open(&self.current)?
             .set_len(0)?;
-        let base = self.base() + copied;
-        let tmp = self.current.with_extension("base.tmp");
-        std::fs::write(&tmp, format!("{base}\n"))?;
-        std::fs::rename(&tmp, self.base_file())?;
         Ok(true)
     }
 

@@ -98,6 +98,9 @@ pub struct Vms {
     /// Set when the daemon begins to stop: boots waiting for their guest
     /// give up and roll back instead of holding the daemon (and its lock).
     stopping: banger_sys::Cancel,
+    /// Console rotation and reads, so a reader never sees a rotation half
+    /// done (both are short: at most one segment's copy).
+    console_lock: Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -175,6 +178,7 @@ impl Vms {
             kvm: Mutex::new(None),
             initramfs: Mutex::new(None),
             stopping: banger_sys::Cancel::new(),
+            console_lock: Mutex::new(()),
         }
     }
 
@@ -325,6 +329,7 @@ impl Vms {
     /// The console log from `offset`, at most 1 MiB at a time.
     pub fn console(&self, reference: &str, offset: u64) -> Result<ConsoleChunk, ApiError> {
         let vm = self.resolve(reference)?;
+        let _one = lock(&self.console_lock);
         let chunk = ConsoleLog::new(self.files(&vm.id).console())
             .read(offset, 1 << 20)
             .map_err(|e| match e {

@@ -84,10 +84,15 @@ impl Vms {
     }
 
     /// Whether a `created` VM's create stopped before its disks were
-    /// written: no directory yet, or the marker `prepare` removes last.
+    /// written: no directory yet, the marker `prepare` removes last, or
+    /// (killed between the directory and the marker) no disks.
     fn half_created(&self, vm: &banger_store::VmRecord) -> bool {
         let dir = self.vm_dir(&vm.id);
-        !dir.is_dir() || dir.join(super::create::CREATING).exists()
+        let disks = super::disks::DiskFiles::in_dir(&dir);
+        !dir.is_dir()
+            || dir.join(super::create::CREATING).exists()
+            || !disks.overlay.is_file()
+            || !disks.work.is_file()
     }
 
     /// Notices VMs that powered off by themselves and cleans up after
@@ -98,10 +103,15 @@ impl Vms {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (id, h) in running {
-            if self.driver(&h.vmm).is_running(&self.files(&id), h.pid) {
-                let console = super::console::ConsoleLog::new(self.files(&id).console());
-                if let Err(e) = console.rotate_if_over(super::console::MAX_SEGMENT) {
-                    tracing::warn!(vm = %id, error = %e, "cannot rotate the console log");
+            let driver = self.driver(&h.vmm);
+            if driver.is_running(&self.files(&id), h.pid) {
+                // Only a log the VMM appends to can be truncated under it.
+                if driver.console_appends() {
+                    let console = super::console::ConsoleLog::new(self.files(&id).console());
+                    let _one = lock(&self.console_lock);
+                    if let Err(e) = console.rotate_if_over(super::console::MAX_SEGMENT) {
+                        tracing::warn!(vm = %id, error = %e, "cannot rotate the console log");
+                    }
                 }
                 continue;
             }
@@ -175,6 +185,9 @@ mod tests {
         for vm in [&marked, &done] {
             std::fs::create_dir_all(vms.vm_dir(&vm.id)).unwrap();
         }
+        let disks = super::super::disks::DiskFiles::in_dir(&vms.vm_dir(&done.id));
+        std::fs::write(&disks.overlay, b"").unwrap();
+        std::fs::write(&disks.work, b"").unwrap();
         std::fs::write(
             vms.vm_dir(&marked.id).join(super::super::create::CREATING),
             b"",
