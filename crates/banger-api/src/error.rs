@@ -25,6 +25,8 @@ pub enum ErrorCode {
     /// The request's header fields were larger or more than the daemon
     /// accepts.
     HeadersTooLarge,
+    /// The request body did not arrive in time.
+    RequestTimeout,
     /// An object with that name already exists.
     AlreadyExists,
     /// The object is in a state that does not allow the operation.
@@ -43,7 +45,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for exhaustive tests and documentation.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::InvalidArgument,
         Self::NotFound,
         Self::MethodNotAllowed,
@@ -51,6 +53,7 @@ impl ErrorCode {
         Self::UnsupportedMediaType,
         Self::UriTooLong,
         Self::HeadersTooLarge,
+        Self::RequestTimeout,
         Self::AlreadyExists,
         Self::Conflict,
         Self::NotRunning,
@@ -70,6 +73,7 @@ impl ErrorCode {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::UriTooLong => "uri_too_long",
             Self::HeadersTooLarge => "headers_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::AlreadyExists => "already_exists",
             Self::Conflict => "conflict",
             Self::NotRunning => "not_running",

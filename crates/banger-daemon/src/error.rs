@@ -45,6 +45,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
         ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorCode::AlreadyExists | ErrorCode::Conflict | ErrorCode::NotRunning => {
             StatusCode::CONFLICT
         }
@@ -64,6 +65,7 @@ pub fn code_for(status: StatusCode) -> ErrorCode {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
         StatusCode::URI_TOO_LONG => ErrorCode::UriTooLong,
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ErrorCode::HeadersTooLarge,
+        StatusCode::REQUEST_TIMEOUT => ErrorCode::RequestTimeout,
         StatusCode::CONFLICT => ErrorCode::Conflict,
         StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => ErrorCode::PermissionDenied,
         StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Unavailable,

@@ -98,8 +98,24 @@ async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
             ));
         }
     }
-    Bytes::from_request(req, state).await.map_err(body_error)
+    let limit = req
+        .extensions()
+        .get::<crate::http::BodyTimeout>()
+        .map_or(DEFAULT_BODY_TIMEOUT, |t| t.0);
+    match tokio::time::timeout(limit, Bytes::from_request(req, state)).await {
+        Ok(read) => read.map_err(body_error),
+        Err(_) => Err(ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!(
+                "the request body did not arrive within {} s",
+                limit.as_secs()
+            ),
+        )),
+    }
 }
+
+/// The body deadline when no middleware set one (tests of a bare router).
+const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn body_error(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {

@@ -48,7 +48,17 @@ pub struct HttpLimits {
     pub max_head: usize,
     /// Most header fields in one request.
     pub max_headers: usize,
+    /// How long a request body may take to arrive once its head has.
+    pub body_timeout: Duration,
+    /// How long a response may wait for the client to read it (a write
+    /// that makes no progress for this long closes the connection).
+    pub write_timeout: Duration,
 }
+
+/// The body deadline, handed to the body extractors as a request
+/// extension by [`check_head`].
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub Duration);
 
 impl Default for HttpLimits {
     fn default() -> Self {
@@ -58,6 +68,8 @@ impl Default for HttpLimits {
             max_target: 8 * 1024,
             max_head: 32 * 1024,
             max_headers: 100,
+            body_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -104,7 +116,8 @@ pub async fn serve(
             continue;
         };
         let service = TowerToHyperService::new(app.clone());
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let io = TokioIo::new(StallGuard::new(stream, limits.write_timeout));
+        let conn = graceful.watch(builder.serve_connection(io, service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
@@ -120,9 +133,11 @@ pub async fn serve(
 /// before any route sees it.
 pub async fn check_head(
     axum::extract::State(limits): axum::extract::State<HttpLimits>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    req.extensions_mut()
+        .insert(BodyTimeout(limits.body_timeout));
     let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if target > limits.max_target {
         return Err(ApiError::new(
@@ -158,4 +173,88 @@ pub async fn check_head(
         ));
     }
     Ok(next.run(req).await)
+}
+
+/// A connection whose writes must make progress: a client that stops
+/// reading its response (while holding one of the connection permits)
+/// gets its connection closed after `timeout` without progress.
+#[derive(Debug)]
+struct StallGuard<S> {
+    inner: S,
+    timeout: Duration,
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> StallGuard<S> {
+    fn new(inner: S, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// After a `Pending` write: arms the timer, or fails once it fired.
+    fn pending<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        let timeout = self.timeout;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if sleep.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading its response",
+            )));
+        }
+        std::task::Poll::Pending
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for StallGuard<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for StallGuard<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.inner).poll_write(cx, buf) {
+            std::task::Poll::Pending => self.pending(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.inner).poll_flush(cx) {
+            std::task::Poll::Pending => self.pending(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

@@ -605,6 +605,71 @@ async fn connections_past_the_limit_get_a_json_503_and_idle_ones_make_room_again
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_arrives_gets_a_json_408() {
+    use tokio::io::AsyncWriteExt;
+    let d = TestDaemon::start_with(DaemonOptions {
+        catalog: banger_artifacts::catalog::Catalog::default(),
+        http: banger_daemon::http::HttpLimits {
+            body_timeout: std::time::Duration::from_secs(1),
+            ..banger_daemon::http::HttpLimits::default()
+        },
+        ..DaemonOptions::default()
+    })
+    .await;
+    let mut slow = tokio::net::UnixStream::connect(&d.socket).await.unwrap();
+    slow.write_all(
+        b"POST /v1/images/cache/prune HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let reply = String::from_utf8(read_to_close(&mut slow).await).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    let body: ErrorBody = serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body.code, ErrorCode::RequestTimeout);
+    d.stop().await;
+}
+
+/// A client that stops reading a large response loses its connection, and
+/// with it the connection permit it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_and_frees_its_permit() {
+    use tokio::io::AsyncWriteExt;
+    let d = TestDaemon::start_with(DaemonOptions {
+        catalog: banger_artifacts::catalog::Catalog::default(),
+        http: banger_daemon::http::HttpLimits {
+            max_connections: 1,
+            write_timeout: std::time::Duration::from_secs(1),
+            ..banger_daemon::http::HttpLimits::default()
+        },
+        ..DaemonOptions::default()
+    })
+    .await;
+    insert_vms(&d, &[("0a1b2c3d4e5f6071", "web")]);
+    let dir = d.layout.state_dir.join("vms/0a1b2c3d4e5f6071");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("console.log"), "x".repeat(1 << 20)).unwrap();
+    let mut stalled = tokio::net::UnixStream::connect(&d.socket).await.unwrap();
+    stalled
+        .write_all(b"GET /v1/vms/web/console HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Never read: the 1 MiB answer fills the socket and the write stalls.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if d.get("/v1/ping").await.status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stalled connection kept its permit"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    drop(stalled);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_target_or_large_head_gets_a_json_414_or_431() {
     let d = TestDaemon::start_inert().await;
     let long = format!("/v1/ping?pad={}", "a".repeat(10 * 1024));
