@@ -761,6 +761,39 @@ fn pids_that_are_not_firecracker_are_never_adopted_or_killed() {
     );
     impostor.kill().unwrap();
     impostor.wait().unwrap();
+
+    // Another VM's Firecracker whose pid the jail's stale pidfile names:
+    // a Firecracker, but not carrying this VM's id, so not this VM's.
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut other = std::process::Command::new(fx.bin.join("firecracker"))
+        .arg("--api-sock")
+        .arg(other_dir.path().join("other.sock"))
+        .args(["--id", "ffffffffffffffff"])
+        .env(RECORD_DIR, other_dir.path())
+        .spawn()
+        .unwrap();
+    let pid = other.id();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim() != "firecracker")
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::fs::write(jail.pidfile(), format!("{pid}\n")).unwrap();
+    let (recovered, running) = (
+        jailed.recover_pid(&fx.files),
+        jailed.is_running(&fx.files, pid),
+    );
+    // Stopped before judging, so a failure fails rather than hangs.
+    other.kill().unwrap();
+    other.wait().unwrap();
+    assert_eq!(
+        recovered, None,
+        "another VM's Firecracker was taken for this one"
+    );
+    assert!(!running);
 }
 
 fn a_control_socket_path_too_long_is_refused_before_spawning() {

@@ -238,18 +238,19 @@ impl Vmm for Firecracker {
         }
         let proc_root = Path::new("/proc");
         match self.jail(files) {
-            // The jailer records the pid and hands the id on to Firecracker.
-            Some(jail) => {
-                jail.recorded_pid() == Some(pid)
-                    || has_arg_pair(proc_root, pid, COMM, "--id", Path::new(jail.id()))
-            }
+            // The jailer hands the id on to Firecracker: only a process
+            // carrying this VM's id is this VM's (a recorded pid may have
+            // been reused, even by another VM's Firecracker).
+            Some(jail) => has_arg_pair(proc_root, pid, COMM, "--id", Path::new(jail.id())),
             None => has_arg_pair(proc_root, pid, COMM, "--api-sock", &files.control_socket()),
         }
     }
 
     fn recover_pid(&self, files: &VmFiles) -> Option<u32> {
         match self.jail(files) {
-            Some(jail) => jail.recorded_pid().filter(|pid| is_firecracker(*pid)),
+            Some(jail) => jail.recorded_pid().filter(|pid| {
+                has_arg_pair(Path::new("/proc"), *pid, COMM, "--id", Path::new(jail.id()))
+            }),
             None => find_by_arg(
                 Path::new("/proc"),
                 COMM,
