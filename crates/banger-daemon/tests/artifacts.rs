@@ -97,6 +97,9 @@ struct Harness {
     socket: PathBuf,
     runner: Arc<FakeBuilder>,
     stop: tokio::sync::watch::Sender<bool>,
+    /// The serving daemon, for a test that waits for it to stop.
+    task:
+        Option<tokio::task::JoinHandle<Result<banger_daemon::Stopped, banger_daemon::DaemonError>>>,
 }
 
 impl Harness {
@@ -113,13 +116,14 @@ impl Harness {
         let bound = Daemon::bind(&layout, options).await.unwrap();
         let socket = bound.socket_path().to_owned();
         let stop = bound.shutdown_handle();
-        tokio::spawn(bound.serve(std::future::pending()));
+        let task = Some(tokio::spawn(bound.serve(std::future::pending())));
         Self {
             _dir: dir,
             layout,
             socket,
             runner,
             stop,
+            task,
         }
     }
 
@@ -425,58 +429,36 @@ async fn debris_of_a_killed_daemon_is_swept_at_start() {
 /// on the same state directory is refused).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_cancels_a_build_and_keeps_the_lock_until_it_cleaned_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = Layout::under(dir.path());
-    let runner = Arc::new(FakeBuilder {
+    let mut h = Harness::start(FakeBuilder {
         cleanup: Duration::from_millis(1500),
         ..FakeBuilder::default()
-    });
-    let options = DaemonOptions {
-        debian_mirror: "http://mirror.invalid/debian".into(),
-        runner: runner.clone(),
-        catalog: banger_artifacts::catalog::Catalog::embedded(),
-        ..DaemonOptions::default()
-    };
-    let bound = Daemon::bind(&layout, options).await.unwrap();
-    let socket = bound.socket_path().to_owned();
-    let task = tokio::spawn(bound.serve(std::future::pending()));
-    let json = [("content-type", "application/json")];
-    let resp = raw_request(
-        &socket,
-        "POST",
-        "/v1/images/pull",
-        &json,
-        r#"{"name":"debian-bookworm"}"#,
-    )
-    .await
-    .unwrap();
-    assert_eq!(resp.status, 202, "{:?}", resp.body);
-    while runner.bootstraps() == 0 {
+    })
+    .await;
+    h.pull().await;
+    while h.runner.bootstraps() == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let resp = raw_request(&socket, "POST", "/v1/shutdown", &[], "")
-        .await
-        .unwrap();
+    let resp = h.call("POST", "/v1/shutdown", "").await;
     assert_eq!(resp.status, 202);
     // The build is still cleaning up: the state directory is not free.
-    let err = Daemon::bind(&layout, DaemonOptions::default())
+    let err = Daemon::bind(&h.layout, DaemonOptions::default())
         .await
         .unwrap_err();
     assert!(
         matches!(err, banger_daemon::DaemonError::AlreadyRunning { .. }),
         "{err}"
     );
-    let stopped = task.await.unwrap().unwrap();
+    let stopped = h.task.take().unwrap().await.unwrap().unwrap();
     assert!(
-        *runner.cancelled.lock().unwrap(),
+        *h.runner.cancelled.lock().unwrap(),
         "the build was cut off, not cancelled"
     );
-    let staging: Vec<_> = std::fs::read_dir(layout.cache_dir.join("images"))
+    let staging: Vec<_> = std::fs::read_dir(h.layout.cache_dir.join("images"))
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(staging.is_empty(), "{staging:?}");
     drop(stopped);
-    let again = Daemon::bind(&layout, DaemonOptions::default())
+    let again = Daemon::bind(&h.layout, DaemonOptions::default())
         .await
         .unwrap();
     drop(again);

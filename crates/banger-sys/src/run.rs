@@ -399,16 +399,28 @@ mod tests {
     #[test]
     fn cancel_asks_with_sigterm_before_sigkill() {
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("l");
         let mark = dir.path().join("term");
         let ready = dir.path().join("ready");
-        let cancel = Cancel::new();
-        let flag = cancel.clone();
         let script = format!(
             "trap 'echo term > {}; exit 0' TERM; sleep 60 & touch {}; wait",
             mark.display(),
             ready.display()
         );
+        let (result, took) = cancel_once_ready(&script, &ready, &dir.path().join("l"));
+        assert!(matches!(result, Err(RunError::Cancelled)));
+        assert_eq!(std::fs::read_to_string(&mark).unwrap(), "term\n");
+        assert!(took < TERM_GRACE, "it went at TERM, not at KILL");
+    }
+
+    /// Runs `script`, cancels it once `ready` exists; returns the run's
+    /// result and how long it took from the cancel.
+    fn cancel_once_ready(
+        script: &str,
+        ready: &Path,
+        log: &Path,
+    ) -> (Result<(), RunError>, Duration) {
+        let cancel = Cancel::new();
+        let (flag, script, log) = (cancel.clone(), script.to_owned(), log.to_owned());
         let t = std::thread::spawn(move || {
             HostRunner.run(&Cmd::new("/bin/sh").args(["-c", &script]), &log, &flag)
         });
@@ -417,16 +429,10 @@ mod tests {
         }
         let started = Instant::now();
         cancel.cancel();
-        assert!(matches!(t.join().unwrap(), Err(RunError::Cancelled)));
-        assert_eq!(std::fs::read_to_string(&mark).unwrap(), "term\n");
-        assert!(
-            started.elapsed() < TERM_GRACE,
-            "it went at TERM, not at KILL"
-        );
+        let result = t.join().unwrap();
+        (result, started.elapsed())
     }
 
-    /// A child still cleaning up when the leader has already gone is given
-    /// the rest of the grace, not killed at once.
     #[test]
     fn a_cancelled_groups_children_get_the_grace_too() {
         let dir = tempfile::tempdir().unwrap();
@@ -437,17 +443,8 @@ mod tests {
             done.display(),
             ready.display()
         );
-        let cancel = Cancel::new();
-        let flag = cancel.clone();
-        let log = dir.path().join("l");
-        let t = std::thread::spawn(move || {
-            HostRunner.run(&Cmd::new("/bin/sh").args(["-c", &script]), &log, &flag)
-        });
-        while !ready.exists() {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        cancel.cancel();
-        assert!(matches!(t.join().unwrap(), Err(RunError::Cancelled)));
+        let (result, _) = cancel_once_ready(&script, &ready, &dir.path().join("l"));
+        assert!(matches!(result, Err(RunError::Cancelled)));
         assert_eq!(std::fs::read_to_string(&done).unwrap(), "done\n");
     }
 
