@@ -897,13 +897,18 @@ fn curl_as_nobody(socket: &Path) -> std::process::Output {
 fn openapi_document_matches_committed_copy() {
     let committed_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
     let generated = openapi::document_json();
-    if std::env::var_os("BANGER_BLESS").is_some() {
-        std::fs::write(committed_path, &generated).unwrap();
-    }
     let committed = std::fs::read_to_string(committed_path).unwrap_or_default();
+    // Blessing writes the new document and still fails this once, so a
+    // human sees that it changed and reviews the diff before committing.
+    if committed != generated && std::env::var_os("BANGER_BLESS").is_some() {
+        std::fs::write(committed_path, &generated).unwrap();
+        panic!(
+            "docs/openapi.json was out of date and has been rewritten: review `git diff docs/openapi.json`, then rerun"
+        );
+    }
     assert!(
         committed == generated,
-        "docs/openapi.json is out of date: run `BANGER_BLESS=1 cargo test -p banger-daemon --test api openapi` and commit it"
+        "docs/openapi.json is out of date: run `BANGER_BLESS=1 cargo test -p banger-daemon --test api openapi`, review the diff and commit it"
     );
 }
 

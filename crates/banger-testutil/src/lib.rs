@@ -53,19 +53,37 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Whether the test may do what only root can. Where it cannot, the test
-/// is skipped with a message locally but fails when `CI` is set, so a CI run
-/// never counts a skipped test as passing.
+/// Whether the test may do what only root can: see [`skip`].
 pub fn have_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
+    is_root() || !skip(test, "needs root")
+}
+
+/// Records that `test` cannot run here because of `why` and returns true.
+/// With `CI` set it panics instead, so a CI run never counts a skipped test
+/// as passing. Each skip is appended to the file `BANGER_SKIP_LOG` names
+/// (scripts/test counts them in its last line).
+pub fn skip(test: &str, why: &str) -> bool {
     assert!(
         std::env::var_os("CI").is_none(),
-        "{test} needs root and CI is set: run the test suite as root"
+        "{test} {why} and CI is set: a CI run may not skip it"
     );
-    eprintln!("skipping {test}: needs root");
-    false
+    eprintln!("skipping {test}: {why}");
+    if let Some(log) = std::env::var_os("BANGER_SKIP_LOG") {
+        use std::io::Write;
+        let line = format!("{test}: {why}\n");
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = appended {
+            eprintln!(
+                "cannot record the skip in {}: {e}",
+                Path::new(&log).display()
+            );
+        }
+    }
+    true
 }
 
 /// A response as raw parts.

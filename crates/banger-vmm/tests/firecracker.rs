@@ -184,20 +184,29 @@ fn fake_jailer(args: &[String]) {
 
 // ---------------------------------------------------------------- contract
 
-fn contract_path() -> PathBuf {
+/// Firecracker's API specification: the file `BANGER_FIRECRACKER_SPEC`
+/// names, else `shared/contracts/firecracker.yaml` beside the repository,
+/// or beside the local checkout this one was cloned from (a fresh clone
+/// for a CI run sits elsewhere).
+fn contract_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("BANGER_FIRECRACKER_SPEC") {
-        return p.into();
+        return Some(p.into());
     }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .map(|a| a.join("shared/contracts/firecracker.yaml"))
-        .chain([PathBuf::from("/work/shared/contracts/firecracker.yaml")])
-        .find(|p| p.is_file())
-        .expect(
-            "Firecracker's API specification (shared/contracts/firecracker.yaml beside the \
-             repository, or BANGER_FIRECRACKER_SPEC) is needed to check the driver against it",
-        )
+    let origin = std::process::Command::new("git")
+        .arg("-C")
+        .arg(manifest)
+        .args(["config", "--get", "remote.origin.url"])
+        .output()
+        .ok()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .filter(|p| p.is_absolute() && p.is_dir());
+    let beside = |root: &Path| {
+        root.ancestors()
+            .map(|a| a.join("shared/contracts/firecracker.yaml"))
+            .find(|p| p.is_file())
+    };
+    beside(manifest).or_else(|| origin.as_deref().and_then(beside))
 }
 
 /// Firecracker's specification, with every object schema closed: its
@@ -223,15 +232,25 @@ fn close_objects(schema: &mut Value) {
 }
 
 impl Contract {
-    fn load() -> Self {
-        let text = std::fs::read_to_string(contract_path()).unwrap();
+    /// The specification, or `None` (recorded as a skip of `test`) where
+    /// this machine has no copy of it.
+    fn load(test: &str) -> Option<Self> {
+        let Some(path) = contract_path() else {
+            banger_testutil::skip(
+                test,
+                "needs Firecracker's API specification (shared/contracts/firecracker.yaml \
+                 beside the repository, or the file BANGER_FIRECRACKER_SPEC names)",
+            );
+            return None;
+        };
+        let text = std::fs::read_to_string(path).unwrap();
         let mut spec: Value = serde_norway::from_str(&text).unwrap();
         close_objects(&mut spec["definitions"]);
         assert_eq!(
             spec["info"]["version"], "1.16.1",
             "the contract tests target v1.16.1"
         );
-        Self { spec }
+        Some(Self { spec })
     }
 
     /// The path template (`/drives/{drive_id}`) `path` matches, with its
@@ -468,11 +487,12 @@ fn cycle(fx: &Fixture, vmm: &dyn Vmm) -> Vec<(String, String, Value)> {
     assert_eq!(vmm.recover_pid(&fx.files), None);
     vmm.release(&fx.files).unwrap();
 
-    let contract = Contract::load();
     let requests = fx.requests();
     assert!(requests.len() > 10, "{requests:?}");
-    for (method, path, body) in &requests {
-        contract.check(method, path, body).unwrap();
+    if let Some(contract) = Contract::load("the Firecracker cycle's contract check") {
+        for (method, path, body) in &requests {
+            contract.check(method, path, body).unwrap();
+        }
     }
     check_order(&requests).unwrap();
     requests
@@ -814,7 +834,9 @@ fn a_control_socket_path_too_long_is_refused_before_spawning() {
 }
 
 fn the_contract_check_can_fail() {
-    let c = Contract::load();
+    let Some(c) = Contract::load("the_contract_check_can_fail") else {
+        return;
+    };
     let ok = json!({ "vcpu_count": 2, "mem_size_mib": 256 });
     c.check("PUT", "/machine-config", &ok).unwrap();
     for bad in [

@@ -403,8 +403,11 @@ fn qemu(
 ) -> std::process::Child {
     let mut serial = std::ffi::OsString::from("file:");
     serial.push(console);
-    // Without it, about one TCG boot in thirty stalls calibrating the TSC.
-    let tsc_khz = banger_sys::host::host_tsc_khz().expect("cpu MHz in /proc/cpuinfo");
+    // Without it, about one TCG boot in thirty stalls calibrating the TSC
+    // (a host whose /proc/cpuinfo gives no rate boots without it).
+    let tsc = banger_sys::host::host_tsc_khz()
+        .map(|khz| format!(" tsc_early_khz={khz}"))
+        .unwrap_or_default();
     let mut cmd = std::process::Command::new("qemu-system-x86_64");
     cmd.args([
         "-M", "microvm", "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2",
@@ -421,9 +424,7 @@ fn qemu(
     .arg("-kernel")
     .arg(bzimage)
     .arg("-append")
-    .arg(format!(
-        "console=ttyS0 panic=-1 tsc_early_khz={tsc_khz} {cmdline}"
-    ));
+    .arg(format!("console=ttyS0 panic=-1{tsc} {cmdline}"));
     if let Some(initrd) = initrd {
         cmd.arg("-initrd").arg(initrd);
     }

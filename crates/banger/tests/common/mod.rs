@@ -241,19 +241,36 @@ pub fn kill_group(pgid: u32) {
 }
 
 /// The shared artifact cache (kernel and image), keyed by their recipes.
+/// The shared cache of the real kernel and golden image, keyed by their
+/// recipes and by the source of the code that builds them, so a change to
+/// either is built afresh without anyone bumping a version by hand.
 pub fn cache_root() -> PathBuf {
     use banger_artifacts::catalog::Catalog;
-    let key: String = format!(
-        "{}{}",
-        Catalog::embedded().kernels[0].recipe_hash(),
-        Catalog::embedded().images[0].recipe_hash()
-    )
-    .chars()
-    .step_by(8)
-    .collect();
+    use sha2::{Digest, Sha256};
+    let catalog = Catalog::embedded();
+    let mut hasher = Sha256::new();
+    hasher.update(catalog.kernels[0].recipe_hash());
+    hasher.update(catalog.images[0].recipe_hash());
+    let builder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../banger-artifacts/src");
+    for file in BUILDER_SOURCES {
+        let text = std::fs::read(builder.join(file))
+            .unwrap_or_else(|e| panic!("read the builder's source {file}: {e}"));
+        hasher.update(file.as_bytes());
+        hasher.update(&text);
+    }
+    let key: String = hasher
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
     home.join(".cache/banger-test").join(key)
 }
+
+/// The files of banger-artifacts whose code decides what a kernel or image
+/// build produces.
+const BUILDER_SOURCES: &[&str] = &["kernel.rs", "image.rs", "ext4.rs"];
 
 pub fn bangerd_bin() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_banger")).with_file_name("bangerd")

@@ -202,6 +202,9 @@ struct Suite {
     cache: PathBuf,
     root: tempfile::TempDir,
     print: Mutex<()>,
+    /// The host namespace's banger links and rules before the suite: a VM
+    /// `scripts/setup` left running (and its bridge) is not the suite's.
+    before: Vec<String>,
 }
 
 impl Suite {
@@ -225,6 +228,7 @@ impl Suite {
                 .tempdir()
                 .unwrap(),
             print: Mutex::new(()),
+            before: support::host_network_leftovers(),
         }
     }
 
@@ -269,7 +273,7 @@ impl Suite {
 
     /// What the whole run left on the host: processes started under the
     /// suite's directory, its network namespaces, taps or NAT rules in
-    /// the host's own namespace.
+    /// the host's own namespace that were not there before it.
     fn host_leftovers(&self) -> Vec<String> {
         // Dropped installations kill what they started; give it a moment.
         let root = self.root.path().to_string_lossy().into_owned();
@@ -281,7 +285,11 @@ impl Suite {
                 .into_iter()
                 .map(|g| format!("process group {g} under {root}"))
                 .collect();
-        leaks.extend(support::host_network_leftovers());
+        leaks.extend(
+            support::host_network_leftovers()
+                .into_iter()
+                .filter(|l| !self.before.contains(l)),
+        );
         leaks
     }
 }
