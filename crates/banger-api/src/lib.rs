@@ -1,14 +1,18 @@
 //! The wire types of banger's daemon API: every request and response body
 //! that crosses the unix socket, and the routes they travel on.
 //!
-//! This crate owns the API's shape and nothing else: no I/O, no policy. It is
-//! the only crate whose types derive `Serialize` for the API, so the CLI and
-//! the daemon cannot drift apart. Request bodies reject unknown fields.
+//! This crate owns the API's shape, the grammar of the values that cross
+//! it (names, interface names, subnets) and the exit codes the binaries
+//! share, and nothing else: no I/O, no policy. It is the only crate whose
+//! types derive `Serialize` for the API, so the CLI and the daemon cannot
+//! drift apart. Request bodies reject unknown fields.
 
 pub mod artifact;
 pub mod doctor;
 pub mod error;
+pub mod exit;
 pub mod names;
+pub mod net;
 pub mod ping;
 pub mod routes;
 pub mod shutdown;

@@ -15,8 +15,7 @@ use crate::client::{Client, ClientError};
 /// How often the socket is polled while a daemon starts.
 const POLL: Duration = Duration::from_millis(25);
 
-/// `bangerd`'s exit code when another daemon already serves the socket.
-pub const EXIT_ALREADY_RUNNING: u8 = 3;
+use banger_api::exit::DAEMON_ALREADY_RUNNING as EXIT_ALREADY_RUNNING;
 
 /// Errors starting the daemon.
 #[derive(Debug, thiserror::Error)]

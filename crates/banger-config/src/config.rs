@@ -234,7 +234,7 @@ impl Config {
             key: key.to_owned(),
             message,
         };
-        banger_net::check_ifname("bridge", &self.bridge, "")
+        banger_api::net::check_ifname("bridge", &self.bridge, "")
             .map_err(|e| value("bridge", e.to_string()))?;
         self.subnet()
             .map_err(|e| value("bridge_subnet", e.to_string()))?;
@@ -310,7 +310,7 @@ impl Config {
     }
 
     /// The parsed `bridge_subnet`.
-    pub fn subnet(&self) -> Result<banger_net::Subnet, banger_net::NetError> {
+    pub fn subnet(&self) -> Result<banger_api::net::Subnet, banger_api::net::InvalidValue> {
         self.bridge_subnet.parse()
     }
 

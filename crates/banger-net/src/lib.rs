@@ -18,8 +18,17 @@ use std::net::Ipv4Addr;
 /// The prefix of every tap banger creates; nothing else is ever deleted.
 pub const TAP_PREFIX: &str = "bgt";
 
-/// Linux's limit on interface names (IFNAMSIZ minus the NUL).
-const IFNAME_MAX: usize = 15;
+pub use banger_api::net::{IFNAME_MAX, check_ifname};
+
+impl From<banger_api::net::InvalidValue> for NetError {
+    fn from(e: banger_api::net::InvalidValue) -> Self {
+        Self::Invalid {
+            what: e.what,
+            value: e.value,
+            why: e.why,
+        }
+    }
+}
 
 /// Errors from host networking.
 #[derive(Debug, thiserror::Error)]
@@ -76,31 +85,6 @@ pub enum NetError {
 pub fn tap_name(vm_id: &str) -> String {
     let room = IFNAME_MAX - TAP_PREFIX.len();
     format!("{TAP_PREFIX}{}", &vm_id[..vm_id.len().min(room)])
-}
-
-/// Checks an interface name banger may create or delete: `prefix` then
-/// `[a-z0-9]`, within Linux's length limit.
-pub fn check_ifname(what: &'static str, name: &str, prefix: &str) -> Result<(), NetError> {
-    let bad = |why| {
-        Err(NetError::Invalid {
-            what,
-            value: name.to_owned(),
-            why,
-        })
-    };
-    if name.len() <= prefix.len() || name.len() > IFNAME_MAX {
-        return bad("must be 1 to 15 characters");
-    }
-    if !name.starts_with(prefix) {
-        return bad("is not one of banger's (wrong prefix)");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return bad("may hold only a-z, 0-9 and -");
-    }
-    Ok(())
 }
 
 /// Checks a NAT rule tag (a VM id): 1 to 32 of `[0-9a-f]`.

@@ -13,8 +13,7 @@ use crate::{Ctx, print};
 /// How long `daemon stop` waits for the process to exit: longer than the daemon's own bounds on draining requests and letting
 /// cancelled operations clean up.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
-/// Exit code of `daemon status` when the daemon is not running.
-const EXIT_NOT_RUNNING: u8 = 3;
+use banger_api::exit::DAEMON_NOT_RUNNING as EXIT_NOT_RUNNING;
 
 pub async fn run(ctx: &Ctx, command: DaemonCommand) -> anyhow::Result<ExitCode> {
     match command {

@@ -47,7 +47,7 @@ fn main() -> ExitCode {
             // nowhere; stderr always reaches the user or the log file.
             let _ = writeln!(std::io::stderr(), "bangerd: error: {err:#}");
             if already {
-                ExitCode::from(banger_client::autostart::EXIT_ALREADY_RUNNING)
+                ExitCode::from(banger_api::exit::DAEMON_ALREADY_RUNNING)
             } else {
                 ExitCode::FAILURE
             }
