@@ -93,8 +93,7 @@ fn main() -> ExitCode {
 /// Runs this same command again inside a network namespace of its own,
 /// removed afterwards with everything still running in it.
 fn in_private_netns() -> ExitCode {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if banger_sys::euid() != 0 {
         eprintln!("banger-bench needs root (a network namespace, a bridge, taps)");
         return ExitCode::FAILURE;
     }

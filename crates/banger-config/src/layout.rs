@@ -157,8 +157,7 @@ impl Layout {
     /// each is a real directory owned by us. The config directory is only
     /// read, so it is left alone.
     pub fn ensure(&self) -> Result<(), LayoutError> {
-        // SAFETY: geteuid cannot fail and touches no memory.
-        let uid = unsafe { libc::geteuid() };
+        let uid = banger_sys::euid();
         for dir in [&self.state_dir, &self.cache_dir, &self.runtime_dir] {
             ensure_private_dir(dir, uid)?;
         }

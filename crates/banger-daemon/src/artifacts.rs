@@ -108,9 +108,7 @@ impl Artifacts {
     }
 
     fn blobs_in_use(&self) -> MutexGuard<'_, HashMap<String, usize>> {
-        self.blobs_in_use
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        banger_sys::wait::lock(&self.blobs_in_use)
     }
 
     /// Starts (or joins) the pull of the registry image `req.name` (a
@@ -185,9 +183,7 @@ impl Artifacts {
                 let mine = Mutex::new(Vec::new());
                 let in_use = |digest: &str| {
                     *svc.blobs_in_use().entry(digest.to_owned()).or_default() += 1;
-                    mine.lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push(digest.to_owned());
+                    banger_sys::wait::lock(&mine).push(digest.to_owned());
                 };
                 let pulled = oci::pull(
                     &name, &reference, &kernel, &options, &svc.blobs, &in_use, out, env,
@@ -231,9 +227,7 @@ impl Artifacts {
     }
 
     fn inflight(&self) -> MutexGuard<'_, HashMap<(KindKey, String), Arc<OpHandle>>> {
-        self.inflight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        banger_sys::wait::lock(&self.inflight)
     }
 
     /// Removes what an interrupted build left. Called at daemon start,
@@ -471,9 +465,7 @@ impl Artifacts {
             false,
             Box::new(move |_, out, env| {
                 let name = out_name(out);
-                let mut opened = opened
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut opened = banger_sys::wait::lock(&opened);
                 match format {
                     Format::Ext4 => image::import_ext4(&name, &kernel, &mut opened, out, env),
                     Format::Tar => image::import_tar(&name, &kernel, &mut opened, out, env),

@@ -32,9 +32,7 @@ pub struct OpHandle {
 
 impl OpHandle {
     fn lock(&self) -> MutexGuard<'_, Operation> {
-        self.op
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        banger_sys::wait::lock(&self.op)
     }
 
     /// When the operation began (its request arrived).
@@ -50,11 +48,7 @@ impl OpHandle {
     /// A copy of the operation as it is now.
     pub fn snapshot(&self) -> Operation {
         let mut op = self.lock().clone();
-        let end = self
-            .ended
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .unwrap_or_else(Instant::now);
+        let end = banger_sys::wait::lock(&self.ended).unwrap_or_else(Instant::now);
         op.elapsed_secs = end.duration_since(self.started).as_secs();
         op
     }
@@ -93,10 +87,7 @@ impl OpHandle {
             op.error = error;
             op.finished_at = Some(now());
         }
-        *self
-            .ended
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+        *banger_sys::wait::lock(&self.ended) = Some(Instant::now());
         self.changed.notify_waiters();
     }
 
@@ -140,9 +131,7 @@ pub struct Operations {
 
 impl Operations {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<OpHandle>>> {
-        self.ops
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        banger_sys::wait::lock(&self.ops)
     }
 
     /// Registers a new running operation with id `id`. An id the daemon
@@ -181,10 +170,7 @@ impl Operations {
             ));
         }
         ops.retain(|_, h| {
-            h.ended
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .is_none_or(|t| t.elapsed() < KEEP_ENDED)
+            banger_sys::wait::lock(&h.ended).is_none_or(|t| t.elapsed() < KEEP_ENDED)
         });
         if ops.contains_key(id) {
             return Err(ApiError::new(

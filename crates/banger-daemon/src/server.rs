@@ -277,8 +277,7 @@ impl BoundDaemon {
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Stopped, DaemonError> {
-        // SAFETY: geteuid cannot fail and touches no memory.
-        let owner_uid = unsafe { libc::geteuid() };
+        let owner_uid = banger_sys::euid();
         let Self {
             listener,
             socket_path,

@@ -53,8 +53,7 @@ impl HostNetwork {
     }
 
     fn need_root(what: &'static str) -> Result<(), NetError> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
+        if banger_sys::euid() == 0 {
             Ok(())
         } else {
             Err(NetError::NeedsRoot { what })
@@ -122,10 +121,7 @@ impl Network for HostNetwork {
     fn ensure_bridge(&self, bridge: &str, subnet: &Subnet) -> Result<(), NetError> {
         check_ifname("bridge", bridge, "")?;
         Self::need_root("creating the bridge")?;
-        let _one = self
-            .bridge
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _one = banger_sys::wait::lock(&self.bridge);
         if self.link(bridge)?.is_none() {
             self.run(
                 || format!("create bridge {bridge}"),

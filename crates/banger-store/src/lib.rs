@@ -133,9 +133,7 @@ impl Store {
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves the connection usable:
         // every write is a single statement or a transaction SQLite rolls back.
-        self.conn
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        banger_sys::wait::lock(&self.conn)
     }
 
     fn sqlite(&self, source: rusqlite::Error) -> StoreError {

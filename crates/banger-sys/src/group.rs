@@ -5,7 +5,7 @@
 //! to mention the same path (a user's `du` or `tail` of it).
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A process group as recorded while its build ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,16 +113,12 @@ impl GroupRecord {
             return false;
         }
         signal_group(self.pgid, libc::SIGTERM);
-        let deadline = Instant::now() + grace;
-        let mut tick = Duration::from_millis(5);
-        while Instant::now() < deadline {
-            if self.members(proc_root).is_empty() {
-                return true;
-            }
-            std::thread::sleep(tick);
-            tick = (tick * 2).min(Duration::from_millis(100));
+        let gone = crate::wait::poll_until(grace, Duration::from_millis(20), || {
+            self.members(proc_root).is_empty()
+        });
+        if !gone {
+            signal_group(self.pgid, libc::SIGKILL);
         }
-        signal_group(self.pgid, libc::SIGKILL);
         true
     }
 }

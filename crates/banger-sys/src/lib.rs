@@ -14,6 +14,7 @@ pub mod lock;
 pub mod mount;
 pub mod process;
 pub mod run;
+pub mod wait;
 
 pub use group::GroupRecord;
 pub use lock::{InstanceLock, LockError};

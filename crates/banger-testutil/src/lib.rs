@@ -3,7 +3,7 @@
 pub mod oci;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
@@ -13,17 +13,8 @@ use tokio::net::UnixStream;
 
 /// Polls `condition` every 10 ms until it holds or `timeout` passes;
 /// returns whether it held. Tests use this instead of bare sleeps.
-pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+pub fn wait_until(timeout: Duration, condition: impl FnMut() -> bool) -> bool {
+    banger_sys::wait::poll_until(timeout, Duration::from_millis(10), condition)
 }
 
 /// A stopped VM row with the default shape (1 vCPU, 512 MiB, 1 GiB disk, no
@@ -49,8 +40,7 @@ pub fn stopped_vm(id: &str, name: &str, image: &str) -> banger_store::VmRecord {
 
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail and touches no memory.
-    unsafe { libc::geteuid() == 0 }
+    banger_sys::euid() == 0
 }
 
 /// Whether the test may do what only root can: see [`skip`].

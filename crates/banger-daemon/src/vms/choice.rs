@@ -11,9 +11,9 @@ use banger_vmm::firecracker::Firecracker;
 use banger_vmm::firecracker::jailer::JailerConfig;
 use banger_vmm::qemu::Qemu;
 
-use super::doctor::find_in_path;
 use super::{VmSettings, Vms, accel, failed};
 use crate::error::ApiError;
+use banger_sys::wait::find_in_path;
 
 /// The driver the settings ask for, then every driver (so that VMs a
 /// previous daemon ran under another VMM are still theirs). `auto` takes

@@ -1,6 +1,6 @@
 //! `banger doctor`: what this host can do.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use banger_api::{Check, CheckStatus, DoctorReport};
 use banger_artifacts::store::Kind;
@@ -63,8 +63,7 @@ impl Vms {
                 |p| p.display().to_string(),
             ),
         });
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
+        let root = banger_sys::euid() == 0;
         checks.push(Check {
             name: "root".to_owned(),
             status: CheckStatus::of(root),
@@ -92,7 +91,7 @@ impl Vms {
             binaries.push(("jailer", jailer.clone()));
         }
         for (name, bin) in binaries {
-            let found = find_in_path(&bin.to_string_lossy());
+            let found = banger_sys::wait::find_in_path(&bin.to_string_lossy());
             let output = found.as_ref().and_then(|p| self.version_output(name, p));
             checks.push(version_check(
                 name,
@@ -113,7 +112,7 @@ impl Vms {
             "ip",
             "iptables",
         ] {
-            let found = find_in_path(tool);
+            let found = banger_sys::wait::find_in_path(tool);
             checks.push(Check {
                 name: tool.to_owned(),
                 status: CheckStatus::of(found.is_some()),
@@ -199,18 +198,6 @@ pub(super) fn version_check(
             ),
         ),
     }
-}
-
-pub(super) fn find_in_path(tool: &str) -> Option<PathBuf> {
-    let p = Path::new(tool);
-    if p.is_absolute() {
-        return p.is_file().then(|| p.to_owned());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(tool))
-        .find(|c| c.is_file())
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Stopping, killing, deleting and resizing VMs.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use banger_api::{ErrorCode, SetVmRequest, Vm, VmState};
 use banger_artifacts::store::now_rfc3339;
@@ -42,14 +42,9 @@ impl Vms {
         let vmm = self.driver(&h.vmm);
         let timeout = self.settings.stop_timeout;
         let gone = |limit: Duration| {
-            let deadline = Instant::now() + limit;
-            while Instant::now() < deadline {
-                if !vmm.is_running(&files, h.pid) {
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            false
+            banger_sys::wait::poll_until(limit, Duration::from_millis(100), || {
+                !vmm.is_running(&files, h.pid)
+            })
         };
         // 1. The guest's own clean shutdown, which flushes its disks.
         let log = files.dir().join("stop.log");

@@ -29,8 +29,10 @@ pub use create::DEFAULT_IMAGE;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+
+use banger_sys::wait::{lock, poll_until};
+use std::time::Duration;
 
 use banger_api::{ConsoleChunk, ErrorCode, SshTarget, Vm, VmState, VmSummary};
 use banger_artifacts::store::ArtifactStore;
@@ -101,10 +103,6 @@ pub struct Vms {
     /// Console rotation and reads, so a reader never sees a rotation half
     /// done (both are short: at most one segment's copy).
     console_lock: Mutex<()>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn failed(message: impl Into<String>) -> ApiError {
@@ -421,11 +419,10 @@ fn not_running(vm: &VmRecord) -> ApiError {
 fn stop_pid(vmm: &dyn Vmm, files: &VmFiles, pid: u32) {
     if vmm.is_running(files, pid) {
         vmm.kill(pid);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while vmm.is_running(files, pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if vmm.is_running(files, pid) {
+        let gone = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            !vmm.is_running(files, pid)
+        });
+        if !gone {
             tracing::warn!(pid, "the VMM survived SIGKILL for 10 s");
             return;
         }

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use banger_sys::{Cancel, Cmd, RunError, Runner};
 
@@ -45,10 +45,7 @@ impl SshFiles {
     pub fn ensure_identity(&self, runner: &Arc<dyn Runner>) -> Result<(), String> {
         // Held across one ssh-keygen, once per installation; later calls
         // only check that the files exist.
-        let _guard = self
-            .identity_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = banger_sys::wait::lock(&self.identity_lock);
         let key = self.identity();
         if key.exists() && pub_of(&key).exists() {
             return Ok(());
@@ -97,10 +94,7 @@ impl SshFiles {
     }
 
     fn rewrite(&self, edit: impl FnOnce(&mut Vec<String>)) -> Result<(), String> {
-        let _guard = self
-            .known_hosts_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = banger_sys::wait::lock(&self.known_hosts_lock);
         let path = self.known_hosts();
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -167,25 +161,38 @@ pub fn wait_for_sshd(
     ip: Ipv4Addr,
     timeout: Duration,
     alive: impl Fn() -> bool,
-) -> Result<(), String> {
+) -> Result<(), SshdWaitError> {
     let addr = SocketAddr::from((ip, 22));
-    let deadline = Instant::now() + timeout;
-    loop {
+    let mut gone = false;
+    let up = banger_sys::wait::poll_until(timeout, Duration::from_millis(250), || {
         // Asked first: no connection is tried for a guest that is gone.
-        if !alive() {
-            return Err("the VM stopped before its SSH server answered".to_owned());
-        }
-        if banner(addr).is_some_and(|b| b.starts_with(b"SSH-")) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "the guest's SSH server did not answer on {addr} within {} s",
-                timeout.as_secs()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(250));
+        gone = !alive();
+        gone || banner(addr).is_some_and(|b| b.starts_with(b"SSH-"))
+    });
+    match (up, gone) {
+        (_, true) => Err(SshdWaitError::VmGone),
+        (true, false) => Ok(()),
+        (false, false) => Err(SshdWaitError::Timeout {
+            addr,
+            secs: timeout.as_secs(),
+        }),
     }
+}
+
+/// Why a guest's SSH server was not reached.
+#[derive(Debug, thiserror::Error)]
+pub enum SshdWaitError {
+    /// Its VMM exited first.
+    #[error("the VM stopped before its SSH server answered")]
+    VmGone,
+    /// It did not answer in time.
+    #[error("the guest's SSH server did not answer on {addr} within {secs} s")]
+    Timeout {
+        /// Where it was asked.
+        addr: SocketAddr,
+        /// How long.
+        secs: u64,
+    },
 }
 
 fn banner(addr: SocketAddr) -> Option<Vec<u8>> {
@@ -342,8 +349,8 @@ mod tests {
         // TEST-NET-1: nothing answers there.
         let ip = Ipv4Addr::new(192, 0, 2, 1);
         let err = wait_for_sshd(ip, Duration::from_secs(30), || false).unwrap_err();
-        assert!(err.contains("stopped before"), "{err}");
+        assert!(matches!(err, SshdWaitError::VmGone), "{err}");
         let err = wait_for_sshd(ip, Duration::from_millis(1), || true).unwrap_err();
-        assert!(err.contains("did not answer"), "{err}");
+        assert!(matches!(err, SshdWaitError::Timeout { .. }), "{err}");
     }
 }

@@ -127,7 +127,7 @@ impl Vms {
                 net.remove_tap(&tap).map_err(|e| e.to_string())
             });
         }
-        if let Err(e) = self.net.add_tap(&vm.tap, bridge, current_uid()) {
+        if let Err(e) = self.net.add_tap(&vm.tap, bridge, banger_sys::euid()) {
             undo.rollback();
             return Err(failed(error_chain(&e)));
         }
@@ -244,7 +244,7 @@ impl Vms {
             let e = if self.stopping.is_cancelled() {
                 "the daemon is shutting down".to_owned()
             } else {
-                e
+                e.to_string()
             };
             lock(&self.running).remove(&vm.id);
             undo.rollback();
@@ -277,11 +277,6 @@ fn mac_for(id: &str) -> String {
         "02:ba:{:02x}:{:02x}:{:02x}:{:02x}",
         hex[0], hex[1], hex[2], hex[3]
     )
-}
-
-fn current_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() }
 }
 
 /// Whole milliseconds as a u64, which tracing logs as a JSON number (a u128
