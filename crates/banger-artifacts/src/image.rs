@@ -367,7 +367,7 @@ pub(crate) fn from_tar(
     let rootfs = out.join(ROOTFS);
     let size = ext4::size_for(summary.bytes, summary.entries, meta.headroom_mib);
     env.runner.run(
-        &ext4::mkfs_from_tar(tar, &rootfs, size, "rootfs"),
+        &ext4::mkfs_from_tar(tar, &rootfs, size, banger_init::abi::ROOT_LABEL),
         env.log,
         env.cancel,
     )?;

@@ -1,6 +1,7 @@
 //! banger-init: PID 1 of banger's initramfs, run inside the guest.
 //!
-//! It reads its plan from the kernel command line ([`cmdline`]), then runs
+//! It reads its plan from the kernel command line ([`abi`], the boot ABI
+//! the daemon writes), then runs
 //! a fixed list of steps ([`plan`]): mount the image's shared root file
 //! system read-only, the VM's own overlay disk read-write, overlayfs on
 //! top, move it to `/`, and exec the image's init; an image without
@@ -11,7 +12,7 @@
 //! It must stay a static binary with no dependency beyond libc: there is
 //! no dynamic loader in the initramfs.
 
-pub mod cmdline;
+pub mod abi;
 pub mod firstboot;
 pub mod plan;
 pub mod sys;

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cmdline::{self, Device};
+use crate::abi::{self, Device};
 use crate::sys::{MountFlags, Sys};
 
 const BASE: &str = "/mnt/base";
@@ -23,9 +23,7 @@ fn step<T>(what: impl FnOnce() -> String, r: std::io::Result<T>) -> Result<T, In
     r.map_err(|e| InitError(format!("{}: {e}", what())))
 }
 
-/// The line a probe boot prints (`banger.probe` on the command line): the
-/// host's KVM check looks for it on the console.
-pub const PROBE_MARKER: &str = "banger-init: probe ok";
+pub use crate::abi::PROBE_MARKER;
 
 /// How a run ended, when it did not exec the image's init.
 #[derive(Debug)]
@@ -88,10 +86,10 @@ pub fn assemble(sys: &dyn Sys) -> Result<Next, InitError> {
         || "read /proc/cmdline".into(),
         sys.read_to_string(Path::new("/proc/cmdline")),
     )?;
-    if text.split_whitespace().any(|w| w == "banger.probe") {
+    if abi::is_probe(&text) {
         return Ok(Next::Probe);
     }
-    let plan = cmdline::parse(&text).map_err(InitError)?;
+    let plan = abi::parse(&text).map_err(|e| InitError(e.to_string()))?;
 
     let base = resolve(sys, &plan.base)?;
     let overlay = resolve(sys, &plan.overlay)?;

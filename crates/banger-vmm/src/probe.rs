@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use banger_init::plan::PROBE_MARKER;
+use banger_init::abi::{PROBE_FLAG, PROBE_MARKER};
 use banger_sys::{Cancel, Cmd, RunError, Runner};
 
 /// What the probe found.
@@ -57,7 +57,8 @@ pub fn probe_kvm(
         .arg(kernel)
         .arg("-initrd")
         .arg(initramfs)
-        .args(["-append", "console=ttyS0 panic=-1 banger.probe"]);
+        .arg("-append")
+        .arg(format!("console=ttyS0 panic=-1 {PROBE_FLAG}"));
     let cancel = Cancel::new();
     let timer = {
         let cancel = cancel.clone();

@@ -163,7 +163,10 @@ impl Vms {
             .get_image(image)?
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no image {image:?}")))?;
         let kernel = kernel.map_or(record.kernel, str::to_owned);
-        let bz = self.art_store.dir(Kind::Kernel, &kernel).join("bzImage");
+        let bz = self
+            .art_store
+            .dir(Kind::Kernel, &kernel)
+            .join(banger_artifacts::kernel::BZIMAGE);
         if !bz.is_file() {
             let pull = self
                 .artifacts

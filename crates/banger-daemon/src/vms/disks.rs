@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use banger_artifacts::ext4;
+use banger_init::abi::OVERLAY_LABEL;
 use banger_sys::{Cancel, Cmd, Runner};
 
-/// ext4 label of the overlay disk, found by banger-init.
-pub const OVERLAY_LABEL: &str = "banger-overlay";
 /// ext4 label of the work disk, found by the guest's fstab.
 pub const WORK_LABEL: &str = "banger-work";
 /// The overlay's size: room for everything the guest writes outside /root.

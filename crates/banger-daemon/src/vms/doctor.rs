@@ -20,8 +20,11 @@ impl Vms {
             .get_image(DEFAULT_IMAGE)
             .ok()
             .flatten()
-            .map_or_else(|| "generic-6.1".to_owned(), |i| i.kernel);
-        let bz = self.art_store.dir(Kind::Kernel, &kernel).join("bzImage");
+            .map_or_else(|| crate::artifacts::DEFAULT_KERNEL.to_owned(), |i| i.kernel);
+        let bz = self
+            .art_store
+            .dir(Kind::Kernel, &kernel)
+            .join(banger_artifacts::kernel::BZIMAGE);
         let accel = match (bz.is_file(), self.initramfs()) {
             (true, Ok(initramfs)) => {
                 let v = self.kvm_verdict(&bz, &initramfs);

@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use banger_api::{ErrorCode, Vm, VmState};
 use banger_artifacts::store::{Kind, now_rfc3339};
+use banger_init::abi::{BootPlan, GuestNet};
 use banger_store::VmRecord;
 use banger_vmm::{BootSpec, Disk, Nic};
 
-use super::disks::{self, DiskFiles};
+use super::disks::DiskFiles;
 use super::handles::{self, Handles};
 use super::undo::Undo;
 use super::{Vms, failed, lock, ssh, stop_pid};
@@ -146,11 +147,14 @@ impl Vms {
             kernel,
             initramfs,
             cmdline: format!(
-                "banger.base=LABEL=rootfs banger.overlay=LABEL={} ip={ip}::{}:{}:{}:eth0:off",
-                disks::OVERLAY_LABEL,
-                self.settings.subnet.gateway(),
-                self.settings.subnet.netmask(),
-                vm.name
+                "{} {}",
+                BootPlan::by_labels().cmdline(),
+                GuestNet {
+                    ip,
+                    gateway: self.settings.subnet.gateway(),
+                    netmask: self.settings.subnet.netmask(),
+                    hostname: vm.name.clone(),
+                }
             ),
             disks: {
                 let d = DiskFiles::in_dir(files.dir());
@@ -354,7 +358,7 @@ pub(super) mod tests {
             "fake"
         }
         fn kernel_file(&self) -> &'static str {
-            "bzImage"
+            banger_artifacts::kernel::BZIMAGE
         }
         fn recover_pid(&self, _: &VmFiles) -> Option<u32> {
             (self.2 && self.1.load(std::sync::atomic::Ordering::SeqCst)).then_some(4242)
