@@ -1,5 +1,6 @@
 //! Helpers shared by banger's tests. Never a dependency of shipped code.
 
+pub mod fakes;
 pub mod oci;
 
 use std::path::Path;

@@ -137,3 +137,101 @@ fn the_dependency_check_can_fail() {
         ]
     );
 }
+
+/// The daemon's size limits: a file this long mixes concerns, a function
+/// this long mixes steps.
+const MAX_FILE_LINES: usize = 400;
+const MAX_FN_LINES: usize = 80;
+
+/// A file's lines before its `#[cfg(test)] mod tests`.
+fn non_test_lines(text: &str) -> Vec<&str> {
+    let lines: Vec<&str> = text.lines().collect();
+    let end = lines
+        .windows(2)
+        .position(|w| w[0].trim() == "#[cfg(test)]" && w[1].trim_start().starts_with("mod tests"))
+        .unwrap_or(lines.len());
+    lines[..end].to_vec()
+}
+
+/// Each function in rustfmt-formatted `lines` longer than `max` lines, as
+/// (first line, length, signature): a function runs from its `fn` line to
+/// the first line after it that closes a block at the `fn`'s indentation.
+fn long_functions(lines: &[&str], max: usize) -> Vec<(usize, usize, String)> {
+    let mut long = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let is_fn = [
+            "fn ",
+            "pub fn ",
+            "pub(crate) fn ",
+            "pub(super) fn ",
+            "async fn ",
+            "pub async fn ",
+        ]
+        .iter()
+        .any(|p| trimmed.starts_with(p));
+        if !is_fn || trimmed.ends_with(';') {
+            continue;
+        }
+        let close = " ".repeat(indent) + "}";
+        let Some(len) = lines[i + 1..]
+            .iter()
+            .position(|l| *l == close || l.starts_with(&(close.clone() + ")")))
+        else {
+            continue;
+        };
+        if len + 2 > max {
+            long.push((i + 1, len + 2, trimmed.to_owned()));
+        }
+    }
+    long
+}
+
+#[test]
+fn the_daemons_files_and_functions_stay_small() {
+    let src = workspace().join("crates/banger-daemon/src");
+    let mut too_big = Vec::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let lines = non_test_lines(&text);
+            let name = path.strip_prefix(&src).unwrap().display().to_string();
+            if lines.len() > MAX_FILE_LINES {
+                too_big.push(format!(
+                    "{name}: {} lines outside its tests (at most {MAX_FILE_LINES})",
+                    lines.len()
+                ));
+            }
+            for (at, len, sig) in long_functions(&lines, MAX_FN_LINES) {
+                too_big.push(format!(
+                    "{name}:{at}: {len} lines (at most {MAX_FN_LINES}): {sig}"
+                ));
+            }
+        }
+    }
+    too_big.sort();
+    assert!(too_big.is_empty(), "split these:\n{}", too_big.join("\n"));
+}
+
+#[test]
+fn the_size_check_can_fail() {
+    let body = "        step();\n".repeat(MAX_FN_LINES);
+    let text = format!(
+        "fn short() {{\n}}\n\nimpl X {{\n    pub fn long(&self) {{\n{body}    }}\n}}\n\n#[cfg(test)]\nmod tests {{\n    fn ignored() {{\n{body}    }}\n}}\n"
+    );
+    let lines = non_test_lines(&text);
+    let long = long_functions(&lines, MAX_FN_LINES);
+    assert_eq!(long.len(), 1, "{long:?}");
+    assert_eq!(long[0].0, 5);
+    assert_eq!(long[0].1, MAX_FN_LINES + 2);
+}

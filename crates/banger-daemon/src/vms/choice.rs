@@ -11,7 +11,7 @@ use banger_vmm::firecracker::Firecracker;
 use banger_vmm::firecracker::jailer::JailerConfig;
 use banger_vmm::qemu::Qemu;
 
-use super::{VmSettings, Vms, accel, failed};
+use super::{VmSettings, Vms, boot_assets, failed};
 use crate::error::ApiError;
 use banger_sys::wait::find_in_path;
 
@@ -51,7 +51,7 @@ pub fn choose_vmm(
         VmmChoice::Firecracker => firecracker(),
         VmmChoice::Auto => {
             let installed = find_in_path(&settings.firecracker.to_string_lossy()).is_some();
-            let kvm = accel::cached_kvm_verdict(&layout.cache_dir).is_some_and(|v| v.usable);
+            let kvm = boot_assets::cached_kvm_verdict(&layout.cache_dir).is_some_and(|v| v.usable);
             if installed && kvm {
                 firecracker()
             } else {
@@ -82,7 +82,7 @@ impl Vms {
             .art_store
             .dir(banger_artifacts::store::Kind::Kernel, kernel)
             .join(banger_artifacts::kernel::BZIMAGE);
-        let verdict = self.kvm_verdict(&bz, &self.initramfs()?);
+        let verdict = self.boot.kvm_verdict(&bz, &self.boot.initramfs()?);
         if verdict.usable {
             Ok(())
         } else {

@@ -25,16 +25,16 @@ impl Vms {
             .art_store
             .dir(Kind::Kernel, &kernel)
             .join(banger_artifacts::kernel::BZIMAGE);
-        let accel = match (bz.is_file(), self.initramfs()) {
+        let accel = match (bz.is_file(), self.boot.initramfs()) {
             (true, Ok(initramfs)) => {
-                let v = self.kvm_verdict(&bz, &initramfs);
+                let v = self.boot.kvm_verdict(&bz, &initramfs);
                 checks.push(Check {
                     name: "kvm".to_owned(),
                     status: CheckStatus::of(v.usable),
                     essential: self.settings.vmm == VmmChoice::Firecracker,
                     detail: v.reason,
                 });
-                self.accel(&bz, &initramfs).name()
+                self.boot.accel(&bz, &initramfs).name()
             }
             (false, _) => {
                 checks.push(Check {

@@ -2,24 +2,55 @@
 //! the choice of KVM or TCG (a real probe boot, cached per host boot).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use banger_config::Accel as AccelChoice;
+use banger_sys::Runner;
+use banger_sys::wait::lock;
 use banger_vmm::Accel;
 use banger_vmm::probe::KvmVerdict;
 use serde::{Deserialize, Serialize};
 
-use super::{Vms, failed, lock};
+use super::{VmSettings, failed};
 use crate::error::{ApiError, error_chain};
 
-impl Vms {
+/// The initramfs and the KVM verdict, each made once and shared by every
+/// boot. No lock is held across the probe boot: a second caller waits on
+/// the first probe's result (`OnceLock`), and nothing else waits at all.
+#[derive(Debug)]
+pub struct BootAssets {
+    cache_dir: PathBuf,
+    init_bin: Option<PathBuf>,
+    choice: AccelChoice,
+    qemu: PathBuf,
+    runner: Arc<dyn Runner>,
+    /// Short: at most one cpio write.
+    initramfs: Mutex<Option<PathBuf>>,
+    kvm: OnceLock<KvmVerdict>,
+}
+
+impl BootAssets {
+    /// Assets cached under `cache_dir`, as `settings` choose them.
+    pub fn new(cache_dir: &Path, settings: &VmSettings, runner: Arc<dyn Runner>) -> Self {
+        Self {
+            cache_dir: cache_dir.to_owned(),
+            init_bin: settings.init_bin.clone(),
+            choice: settings.accel,
+            qemu: settings.qemu.clone(),
+            runner,
+            initramfs: Mutex::new(None),
+            kvm: OnceLock::new(),
+        }
+    }
+
     /// banger's initramfs, written once per banger-init binary.
-    pub(super) fn initramfs(&self) -> Result<PathBuf, ApiError> {
+    pub fn initramfs(&self) -> Result<PathBuf, ApiError> {
         let mut cached = lock(&self.initramfs);
         if let Some(path) = cached.as_ref().filter(|p| p.is_file()) {
             return Ok(path.clone());
         }
-        let init = self.settings.init_bin.clone().ok_or_else(|| {
+        let init = self.init_bin.clone().ok_or_else(|| {
             failed("no static banger-init binary found: set BANGER_INIT_BIN or build it (scripts/setup does)")
         })?;
         let bytes =
@@ -44,11 +75,12 @@ impl Vms {
         Ok(path)
     }
 
-    pub(super) fn accel(&self, kernel: &Path, initramfs: &Path) -> Accel {
+    /// KVM or TCG, as configured; `auto` asks [`Self::kvm_verdict`].
+    pub fn accel(&self, kernel: &Path, initramfs: &Path) -> Accel {
         let tcg = Accel::Tcg {
             tsc_khz: banger_sys::host::host_tsc_khz(),
         };
-        match self.settings.accel {
+        match self.choice {
             AccelChoice::Tcg => tcg,
             AccelChoice::Kvm => Accel::Kvm,
             AccelChoice::Auto => {
@@ -63,41 +95,43 @@ impl Vms {
 
     /// The KVM probe's verdict: from memory, else from the cache file when
     /// written during this host boot, else a fresh probe boot.
-    pub(super) fn kvm_verdict(&self, kernel: &Path, initramfs: &Path) -> KvmVerdict {
-        let mut cached = lock(&self.kvm);
-        if let Some(v) = cached.as_ref() {
-            return v.clone();
+    pub fn kvm_verdict(&self, kernel: &Path, initramfs: &Path) -> KvmVerdict {
+        self.kvm
+            .get_or_init(|| {
+                cached_kvm_verdict(&self.cache_dir).unwrap_or_else(|| self.probe(kernel, initramfs))
+            })
+            .clone()
+    }
+
+    fn probe(&self, kernel: &Path, initramfs: &Path) -> KvmVerdict {
+        let dir = self.cache_dir.join("kvm-probe");
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot create the probe's directory");
         }
-        let file = self.cache_dir.join("kvm-probe.json");
-        let verdict = match cached_kvm_verdict(&self.cache_dir) {
-            Some(v) => v,
-            None => {
-                let boot_id = boot_id();
-                let dir = self.cache_dir.join("kvm-probe");
-                let _ = std::fs::create_dir_all(&dir);
-                let v = banger_vmm::probe::probe_kvm(
-                    &self.runner,
-                    &self.settings.qemu,
-                    kernel,
-                    initramfs,
-                    &dir,
-                    Duration::from_secs(30),
-                );
-                tracing::info!(usable = v.usable, reason = %v.reason, "KVM probe");
-                let record = ProbeCache {
-                    boot_id,
-                    usable: v.usable,
-                    reason: v.reason.clone(),
-                };
-                if let Ok(text) = serde_json::to_vec(&record) {
-                    let tmp = file.with_extension("json.tmp");
-                    let _ = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &file));
-                }
-                v
-            }
+        let v = banger_vmm::probe::probe_kvm(
+            &self.runner,
+            &self.qemu,
+            kernel,
+            initramfs,
+            &dir,
+            Duration::from_secs(30),
+        );
+        tracing::info!(usable = v.usable, reason = %v.reason, "KVM probe");
+        let record = ProbeCache {
+            boot_id: boot_id(),
+            usable: v.usable,
+            reason: v.reason.clone(),
         };
-        *cached = Some(verdict.clone());
-        verdict
+        let file = self.cache_dir.join("kvm-probe.json");
+        let tmp = file.with_extension("json.tmp");
+        let written = serde_json::to_vec(&record)
+            .map_err(std::io::Error::other)
+            .and_then(|text| std::fs::write(&tmp, text))
+            .and_then(|()| std::fs::rename(&tmp, &file));
+        if let Err(e) = written {
+            tracing::warn!(file = %file.display(), error = %e, "cannot cache the KVM verdict");
+        }
+        v
     }
 }
 

@@ -1,15 +1,16 @@
-//! Stopping, killing, deleting and resizing VMs.
+//! Stopping a VM: the graceful order (SSH poweroff, the power button,
+//! kill), killing, restarting, and the clean-up after any VMM exit.
 
 use std::time::Duration;
 
-use banger_api::{ErrorCode, SetVmRequest, Vm, VmState};
+use banger_api::{Vm, VmState};
 use banger_artifacts::store::now_rfc3339;
 use banger_store::VmRecord;
+use banger_sys::wait::{lock, poll_until};
+use banger_vmm::{VmFiles, Vmm};
 
-use super::create::Size;
-use super::disks::{self, DiskFiles};
 use super::handles::{self, Handles};
-use super::{Vms, failed, lock, not_running, ssh, stop_pid};
+use super::{Vms, not_running, ssh};
 use crate::error::{ApiError, error_chain};
 
 impl Vms {
@@ -42,7 +43,7 @@ impl Vms {
         let vmm = self.driver(&h.vmm);
         let timeout = self.settings.stop_timeout;
         let gone = |limit: Duration| {
-            banger_sys::wait::poll_until(limit, Duration::from_millis(100), || {
+            poll_until(limit, Duration::from_millis(100), || {
                 !vmm.is_running(&files, h.pid)
             })
         };
@@ -114,11 +115,17 @@ impl Vms {
     }
 
     pub(super) fn release_network(&self, vm: &VmRecord) {
-        if vm.nat
-            && let Ok(ip) = vm.ip.parse()
-            && let Err(e) = self.net.remove_nat(&vm.id, ip, &self.settings.bridge)
-        {
-            tracing::warn!(vm = %vm.name, error = %error_chain(&e), "cannot remove NAT rules");
+        if vm.nat {
+            match vm.ip.parse() {
+                Ok(ip) => {
+                    if let Err(e) = self.net.remove_nat(&vm.id, ip, &self.settings.bridge) {
+                        tracing::warn!(vm = %vm.name, error = %error_chain(&e), "cannot remove NAT rules");
+                    }
+                }
+                Err(_) => {
+                    tracing::warn!(vm = %vm.name, ip = %vm.ip, "cannot remove NAT rules: the stored address does not parse");
+                }
+            }
         }
         if let Err(e) = self.net.remove_tap(&vm.tap) {
             tracing::warn!(vm = %vm.name, error = %error_chain(&e), "cannot remove the tap");
@@ -133,57 +140,108 @@ impl Vms {
         }
         self.start(&vm.id)
     }
+}
 
-    /// Deletes a VM; a running one only with `force` (it is killed).
-    pub fn delete(&self, reference: &str, force: bool) -> Result<(), ApiError> {
-        self.locked(reference, |vm| {
-            if let Some(h) = self.handles(&vm.id) {
-                if !force {
-                    return Err(ApiError::new(
-                        ErrorCode::Conflict,
-                        format!(
-                            "vm {} is running; stop it first, or delete with force",
-                            vm.name
-                        ),
-                    ));
-                }
-                self.after_exit(&vm, Some(&h));
-            }
-            self.release_network(&vm);
-            self.discard(&vm);
-            tracing::info!(vm = %vm.name, id = %vm.id, "vm deleted");
-            Ok(())
-        })
+/// Kills `pid` if it is still this VM's VMM and waits (bounded) for it to go.
+pub(super) fn stop_pid(vmm: &dyn Vmm, files: &VmFiles, pid: u32) {
+    if vmm.is_running(files, pid) {
+        vmm.kill(pid);
+        let gone = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            !vmm.is_running(files, pid)
+        });
+        if !gone {
+            tracing::warn!(pid, "the VMM survived SIGKILL for 10 s");
+            return;
+        }
+    }
+    // A killed VMM leaves its sockets and pidfile (and a jail).
+    if let Err(e) = vmm.release(files) {
+        tracing::warn!(dir = %files.dir().display(), error = %error_chain(&e), "cannot remove what the VMM left");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use banger_testutil::fakes::FakeVmm;
+
+    use crate::vms::handles;
+    use crate::vms::testkit::{Ssh, kit};
+
+    /// What every halt ends with for `web`: its NAT rules and tap removed.
+    const RELEASED: [&str; 2] = ["remove_nat 0a1b2c3d4e5f6071", "remove_tap bgt0a1b2c3d4e5f"];
+
+    /// Stops `web` (running under `driver`) with the guest answering SSH as
+    /// `ssh` says and the power button obeyed or not; returns the calls.
+    fn stop(driver: &str, ssh: Ssh, obeys_power_button: bool) -> Vec<String> {
+        let k = kit("");
+        k.run_web(driver);
+        *k.ssh.lock().unwrap() = ssh;
+        FakeVmm::set(&k.vmm.obeys_power_button, obeys_power_button);
+        FakeVmm::set(&k.other.obeys_power_button, obeys_power_button);
+        let vm = k.vms.stop("web").unwrap();
+        assert_eq!(vm.state, banger_api::VmState::Stopped);
+        assert!(handles::read(&k.vms.vm_dir(&k.vm.id)).is_none());
+        assert!(k.vms.handles(&k.vm.id).is_none());
+        assert!(!k.vmm.is_alive() && !k.other.is_alive());
+        k.take_calls()
     }
 
-    /// Resizes a stopped VM.
-    pub fn set(&self, reference: &str, req: &SetVmRequest) -> Result<Vm, ApiError> {
-        self.locked(reference, |vm| {
-            if self.handles(&vm.id).is_some() {
-                return Err(ApiError::new(
-                    ErrorCode::Conflict,
-                    format!("vm {} is running; stop it before resizing", vm.name),
-                ));
-            }
-            let size = Size::checked(
-                req.vcpus.or(Some(vm.vcpus)),
-                req.memory_mib.or(Some(vm.memory_mib)),
-                req.disk_bytes.or(Some(vm.disk_bytes)),
-                Some(vm.disk_bytes),
-            )?;
-            size.check_room(&self.room()?, size.disk_bytes - vm.disk_bytes, 0)?;
-            if size.disk_bytes > vm.disk_bytes {
-                let work = DiskFiles::in_dir(&self.vm_dir(&vm.id)).work;
-                disks::grow_work(&work, size.disk_bytes).map_err(failed)?;
-            }
-            self.db.set_vm_size(
-                &vm.id,
-                size.vcpus,
-                size.memory_mib,
-                size.disk_bytes,
-                &now_rfc3339(),
-            )?;
-            self.view(self.reload(&vm.id)?)
-        })
+    #[test]
+    fn a_stop_asks_the_guest_over_ssh_first_and_stops_there_when_it_goes() {
+        assert_eq!(
+            stop("vmm", Ssh::PowersOff, true),
+            [&["run ssh"][..], &RELEASED].concat()
+        );
+    }
+
+    #[test]
+    fn a_guest_that_ignores_ssh_gets_the_power_button() {
+        assert_eq!(
+            stop("vmm", Ssh::Ignores, true),
+            [&["run ssh", "vmm power button"][..], &RELEASED].concat()
+        );
+        // ssh failing (the guest dropped the connection, or has no sshd)
+        // leads to the same button.
+        assert_eq!(
+            stop("vmm", Ssh::Fails, true),
+            [&["run ssh", "vmm power button"][..], &RELEASED].concat()
+        );
+    }
+
+    #[test]
+    fn a_guest_that_ignores_ssh_and_the_button_is_killed() {
+        assert_eq!(
+            stop("vmm", Ssh::Ignores, false),
+            [&["run ssh", "vmm power button", "vmm kill"][..], &RELEASED].concat()
+        );
+    }
+
+    #[test]
+    fn a_vm_started_under_another_vmm_is_stopped_by_that_driver() {
+        assert_eq!(
+            stop("other", Ssh::Ignores, false),
+            [
+                &["run ssh", "other power button", "other kill"][..],
+                &RELEASED
+            ]
+            .concat()
+        );
+    }
+
+    #[test]
+    fn a_kill_skips_the_guest_and_the_button() {
+        let k = kit("");
+        k.run_web("vmm");
+        k.vms.kill("web").unwrap();
+        assert_eq!(k.take_calls(), [&["vmm kill"][..], &RELEASED].concat());
+        assert_eq!(k.stored(&k.vm.id).state, "stopped");
+    }
+
+    #[test]
+    fn a_stop_of_a_vm_not_running_is_refused_and_touches_nothing() {
+        let k = kit("");
+        let err = k.vms.stop("web").unwrap_err();
+        assert_eq!(err.code, banger_api::ErrorCode::NotRunning);
+        assert!(k.take_calls().is_empty());
     }
 }

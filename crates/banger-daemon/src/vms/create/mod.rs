@@ -1,0 +1,287 @@
+//! Creating a VM: resolve (or pull) its image and kernel ([`inputs`]),
+//! reserve its name and address under the short global lock, write its
+//! disks, and start it. A create that fails before its disks are written
+//! leaves nothing: the reservation's undo discards the VM.
+
+mod inputs;
+mod size;
+
+pub(super) use size::Size;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use banger_api::{CreateVmRequest, ErrorCode, Operation, OperationKind, VmState};
+use banger_artifacts::store::{Kind, now_rfc3339};
+use banger_artifacts::{Progress, Stage};
+use banger_store::VmRecord;
+use banger_sys::wait::lock;
+
+use super::disks::{self, DiskFiles, GuestSettings};
+use super::undo::Undo;
+use super::{Vms, failed, ssh};
+use crate::error::ApiError;
+use crate::operations::OpHandle;
+
+/// A marker in a VM's directory while its disks are being written: a
+/// daemon that starts and finds it knows the create never finished.
+pub(super) const CREATING: &str = ".creating";
+
+/// The image a VM gets when none is named.
+pub const DEFAULT_IMAGE: &str = "debian-bookworm";
+
+impl Vms {
+    /// Validates `req` and starts the create operation.
+    pub fn create(
+        self: &Arc<Self>,
+        op_id: &str,
+        req: CreateVmRequest,
+    ) -> Result<Operation, ApiError> {
+        let name = match &req.name {
+            Some(name) => {
+                banger_api::names::validate_vm_name(name).map_err(ApiError::invalid)?;
+                name.clone()
+            }
+            None => generated_name(),
+        };
+        let image = req
+            .image
+            .clone()
+            .unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
+        banger_api::names::validate_artifact_name("image", &image).map_err(ApiError::invalid)?;
+        if let Some(kernel) = &req.kernel {
+            banger_api::names::validate_artifact_name("kernel", kernel)
+                .map_err(ApiError::invalid)?;
+        }
+        let size = Size::checked(req.vcpus, req.memory_mib, req.disk_bytes, None)?;
+        size.check_room(&self.room()?, size.disk_bytes, 0)?;
+        if self.db.list_vms()?.iter().any(|v| v.name == name) {
+            return Err(ApiError::new(
+                ErrorCode::AlreadyExists,
+                format!("a vm named {name:?} already exists"),
+            ));
+        }
+        let handle = self.ops.begin(op_id, OperationKind::VmCreate, &name)?;
+        let this = self.clone();
+        let h = handle.clone();
+        std::thread::spawn(move || {
+            let spec = Spec {
+                name,
+                image,
+                kernel: req.kernel,
+                size,
+                nat: req.nat,
+                start: !req.no_start,
+            };
+            match this.create_work(&h, &spec) {
+                Ok(message) => h.succeed(message),
+                Err(e) => h.fail(e.code, e.message),
+            }
+        });
+        Ok(handle.snapshot())
+    }
+
+    fn create_work(self: &Arc<Self>, op: &Arc<OpHandle>, spec: &Spec) -> Result<String, ApiError> {
+        let total = if spec.start { 5 } else { 3 };
+        let stage = |index, name: &str| {
+            op.stage(Stage {
+                index,
+                total,
+                name: name.to_owned(),
+            });
+        };
+        stage(1, &format!("finding image {}", spec.image));
+        let (image, kernel) = self.resolve_artifacts(op, &spec.image, spec.kernel.as_deref())?;
+        if op.cancel.is_cancelled() {
+            return Err(failed("cancelled"));
+        }
+        self.check_vmm_can_boot(&kernel)?;
+        self.check_image_can_boot(&image, spec.nat)?;
+        stage(2, "reserving name and address");
+        let record = self.reserve(spec, &image, &kernel)?;
+        let vm_lock = self.vm_lock(&record.id);
+        let _guard = lock(&vm_lock);
+        // Declared after the guard, so it is dropped (and discards) first,
+        // under the VM's lock.
+        let mut undo = Undo::default();
+        {
+            let (this, record) = (self.clone(), record.clone());
+            undo.push("discard the half-created vm", move || {
+                this.discard(&record);
+                Ok(())
+            });
+        }
+        stage(3, "writing the VM's disks");
+        self.prepare(&record)?;
+        // From here the VM exists: a failed start leaves it, in state error.
+        undo.commit();
+        if !spec.start {
+            return Ok(format!("vm {} ({}) created", record.name, record.id));
+        }
+        if op.cancel.is_cancelled() {
+            return Err(failed("cancelled; the vm was created but not started"));
+        }
+        let (ip, _) = self.start_locked(&record, op.started(), &|i, n: &str| stage(3 + i, n))?;
+        Ok(format!(
+            "vm {} ({}) is running at {ip}",
+            record.name, record.id
+        ))
+    }
+
+    /// Checks the name, allocates an address and inserts the row: the only
+    /// step under the global reservation lock, and a fast one.
+    pub(super) fn reserve(
+        &self,
+        spec: &Spec,
+        image: &str,
+        kernel: &str,
+    ) -> Result<VmRecord, ApiError> {
+        let _guard = lock(&self.reserve);
+        let all = self.db.list_vms()?;
+        if all.iter().any(|v| v.name == spec.name) {
+            return Err(ApiError::new(
+                ErrorCode::AlreadyExists,
+                format!("a vm named {:?} already exists", spec.name),
+            ));
+        }
+        let used: Vec<Ipv4Addr> = all.iter().filter_map(|v| v.ip.parse().ok()).collect();
+        let ip = banger_net::allocate(&self.settings.subnet, &used).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Conflict,
+                format!("no free address left in {}", self.settings.subnet),
+            )
+        })?;
+        let id = format!("{:016x}", rand::random::<u64>());
+        let now = now_rfc3339();
+        let record = VmRecord {
+            tap: banger_net::tap_name(&id),
+            id,
+            name: spec.name.clone(),
+            state: VmState::Created.as_str().to_owned(),
+            image: image.to_owned(),
+            kernel: kernel.to_owned(),
+            vcpus: spec.size.vcpus,
+            memory_mib: spec.size.memory_mib,
+            disk_bytes: spec.size.disk_bytes,
+            nat: spec.nat,
+            ip: ip.to_string(),
+            last_error: None,
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        self.db.insert_vm(&record)?;
+        Ok(record)
+    }
+
+    /// Writes the VM directory: host key, overlay, work disk, known_hosts.
+    pub(super) fn prepare(&self, vm: &VmRecord) -> Result<(), ApiError> {
+        let dir = self.vm_dir(&vm.id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| failed(format!("create {}: {e}", dir.display())))?;
+        let marker = dir.join(CREATING);
+        std::fs::write(&marker, b"")
+            .map_err(|e| failed(format!("write {}: {e}", marker.display())))?;
+        self.write_disks(vm, &dir)?;
+        std::fs::remove_file(&marker)
+            .map_err(|e| failed(format!("remove {}: {e}", marker.display())))
+    }
+
+    fn write_disks(&self, vm: &VmRecord, dir: &std::path::Path) -> Result<(), ApiError> {
+        self.art_store
+            .pin_rootfs(&vm.image, &vm.id)
+            .map_err(|e| failed(crate::error::error_chain(&e)))?;
+        let dir = dir.to_owned();
+        let log = dir.join("create.log");
+        self.ssh.ensure_identity(&self.runner).map_err(failed)?;
+        let key = dir.join("host_key");
+        ssh::keygen(&self.runner, &key, &format!("root@{}", vm.name), &log).map_err(failed)?;
+        let private = std::fs::read(&key).map_err(|e| failed(format!("read host key: {e}")))?;
+        let public =
+            std::fs::read(ssh::pub_of(&key)).map_err(|e| failed(format!("read host key: {e}")))?;
+        let _ = std::fs::remove_file(&key);
+        let _ = std::fs::remove_file(ssh::pub_of(&key));
+        let ip: Ipv4Addr = vm
+            .ip
+            .parse()
+            .map_err(|_| ApiError::internal(format!("bad address {:?} in the store", vm.ip)))?;
+        let disks = DiskFiles::in_dir(&dir);
+        // A NAT guest reaches the host's resolvers; others reach nothing,
+        // and keep the image's file rather than wait on timeouts.
+        let nameservers = if vm.nat {
+            disks::host_nameservers()
+        } else {
+            Vec::new()
+        };
+        let settings = GuestSettings {
+            name: &vm.name,
+            ip,
+            host_key: (&private, &public),
+            nameservers: &nameservers,
+        };
+        disks::make_overlay(&self.runner, &disks, &settings, &log).map_err(failed)?;
+        let seed = self
+            .art_store
+            .dir(Kind::Image, &vm.image)
+            .join(banger_artifacts::image::WORK_SEED);
+        let authorized = self.ssh.public_key().map_err(failed)?;
+        disks::make_work(
+            &self.runner,
+            &seed,
+            &disks,
+            vm.disk_bytes,
+            &authorized,
+            &log,
+        )
+        .map_err(failed)?;
+        self.ssh
+            .pin(&vm.id, &vm.name, ip, &String::from_utf8_lossy(&public))
+            .map_err(failed)
+    }
+
+    /// Removes everything a VM has on the host but its running pieces.
+    pub(super) fn discard(&self, vm: &VmRecord) {
+        if let Err(e) = self.ssh.unpin(&vm.id) {
+            tracing::warn!(vm = %vm.name, error = %e, "cannot unpin the host key");
+        }
+        if let Err(e) = self.art_store.unpin_rootfs(&vm.id) {
+            tracing::warn!(vm = %vm.name, error = %crate::error::error_chain(&e), "cannot remove the vm's root file system link");
+        }
+        let dir = self.vm_dir(&vm.id);
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(vm = %vm.name, error = %e, "cannot remove {}", dir.display());
+        }
+        if let Err(e) = self.db.delete_vm(&vm.id) {
+            tracing::warn!(vm = %vm.name, error = %e, "cannot delete the row");
+        }
+        lock(&self.locks).remove(&vm.id);
+    }
+}
+
+/// A create request, validated.
+#[derive(Debug)]
+pub(super) struct Spec {
+    name: String,
+    image: String,
+    kernel: Option<String>,
+    size: Size,
+    nat: bool,
+    start: bool,
+}
+
+fn generated_name() -> String {
+    format!("vm-{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_names_are_valid_vm_names() {
+        for _ in 0..100 {
+            banger_api::names::validate_vm_name(&generated_name()).unwrap();
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Matching recorded state with the host: adopting VMMs that outlived a
+//! daemon, cleaning up after VMs that powered off by themselves.
+
+use banger_api::VmState;
+use banger_artifacts::store::now_rfc3339;
+
+use banger_store::VmRecord;
+use banger_sys::wait::lock;
+
+use super::Vms;
+use super::handles::{self, Handles};
+
+impl Vms {
+    /// At daemon start: adopts VMs whose VMM still runs, cleans up after
+    /// those whose VMM died, and removes taps a crash left behind.
+    pub fn adopt(&self) {
+        let all = match self.db.list_vms() {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list vms to adopt");
+                return;
+            }
+        };
+        for vm in all {
+            if vm.state == VmState::Created.as_str() && self.half_created(&vm) {
+                tracing::warn!(vm = %vm.name, "a create was interrupted before its disks were written; removing the vm");
+                self.discard(&vm);
+                continue;
+            }
+            let recorded = handles::read(self.files(&vm.id).dir());
+            let found = self.find_vmm(&vm, recorded.as_ref());
+            self.settle(&vm, recorded.as_ref(), found);
+        }
+    }
+
+    /// The VM's VMM if it still runs: the recorded one, else (handles lost
+    /// or stale: a daemon killed between spawning the VMM and recording
+    /// it) whatever a driver finds on the host, whatever the recorded state.
+    fn find_vmm(&self, vm: &VmRecord, recorded: Option<&Handles>) -> Option<Handles> {
+        let files = self.files(&vm.id);
+        if let Some(h) = recorded
+            && self.driver(&h.vmm).is_running(&files, h.pid)
+        {
+            return Some(h.clone());
+        }
+        self.drivers().find_map(|vmm| {
+            let pid = vmm.recover_pid(&files)?;
+            tracing::info!(vm = %vm.name, pid, vmm = vmm.name(), "found the vm's VMM from the host");
+            let h = Handles {
+                pid,
+                tap: vm.tap.clone(),
+                accel: recorded.map_or_else(|| "unknown".to_owned(), |h| h.accel.clone()),
+                vmm: vmm.name().to_owned(),
+            };
+            if let Err(e) = handles::write(files.dir(), &h) {
+                tracing::warn!(vm = %vm.name, error = %e, "cannot rewrite handles.json");
+            }
+            Some(h)
+        })
+    }
+
+    /// Adopts, stops or cleans up after `vm` as what was found says.
+    fn settle(&self, vm: &VmRecord, recorded: Option<&Handles>, found: Option<Handles>) {
+        let running = vm.state == VmState::Running.as_str();
+        match found {
+            // Found only from the host, for a vm whose start never
+            // finished: undo that start (the VMM holds the disks' write
+            // lock and the tap; nothing else will stop it).
+            Some(h) if recorded.is_none() && !running => {
+                tracing::warn!(vm = %vm.name, pid = h.pid, "a start was interrupted after its VMM was spawned; stopping the VMM");
+                self.after_exit(vm, Some(&h));
+                self.record_state(
+                    vm,
+                    VmState::Error,
+                    Some("the daemon stopped while this vm was starting; its VMM was stopped: start it again"),
+                );
+            }
+            Some(h) => {
+                tracing::info!(vm = %vm.name, pid = h.pid, "adopted a running vm");
+                lock(&self.running).insert(vm.id.clone(), h);
+                if !running {
+                    self.record_state(vm, VmState::Running, None);
+                }
+            }
+            None => {
+                if running {
+                    tracing::info!(vm = %vm.name, "vm died while the daemon was away; cleaning up");
+                }
+                self.after_exit(vm, recorded);
+            }
+        }
+    }
+
+    /// Records `state` for `vm`, logging a failure: reconciliation goes on
+    /// with the other VMs.
+    fn record_state(&self, vm: &VmRecord, state: VmState, error: Option<&str>) {
+        if let Err(e) = self
+            .db
+            .set_vm_state(&vm.id, state.as_str(), error, &now_rfc3339())
+        {
+            tracing::warn!(vm = %vm.name, state = state.as_str(), error = %e, "cannot record the vm's state");
+        }
+    }
+
+    /// Whether a `created` VM's create stopped before its disks were
+    /// written: no directory yet, the marker `prepare` removes last, or
+    /// (killed between the directory and the marker) no disks.
+    fn half_created(&self, vm: &VmRecord) -> bool {
+        let dir = self.vm_dir(&vm.id);
+        let disks = super::disks::DiskFiles::in_dir(&dir);
+        !dir.is_dir()
+            || dir.join(super::create::CREATING).exists()
+            || !disks.overlay.is_file()
+            || !disks.work.is_file()
+    }
+
+    /// Notices VMs that powered off by themselves and cleans up after
+    /// them. VMs busy in a lifecycle step are left to that step.
+    pub fn reap(&self) {
+        let running: Vec<(String, Handles)> = lock(&self.running)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (id, h) in running {
+            let driver = self.driver(&h.vmm);
+            if driver.is_running(&self.files(&id), h.pid) {
+                // Only a log the VMM appends to can be truncated under it.
+                if driver.console_appends() {
+                    let console = super::console::ConsoleLog::new(self.files(&id).console());
+                    let _one = lock(&self.console_lock);
+                    if let Err(e) = console.rotate_if_over(super::console::MAX_SEGMENT) {
+                        tracing::warn!(vm = %id, error = %e, "cannot rotate the console log");
+                    }
+                }
+                continue;
+            }
+            let vm_lock = self.vm_lock(&id);
+            let Ok(_guard) = vm_lock.try_lock() else {
+                continue;
+            };
+            if let Ok(Some(vm)) = self.db.get_vm(&id) {
+                tracing::info!(vm = %vm.name, "vm powered off");
+                self.after_exit(&vm, None);
+            } else {
+                lock(&self.running).remove(&id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

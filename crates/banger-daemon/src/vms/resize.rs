@@ -1,0 +1,42 @@
+//! Resizing a stopped VM: vCPUs, memory, and growing its work disk.
+
+use banger_api::{ErrorCode, SetVmRequest, Vm};
+use banger_artifacts::store::now_rfc3339;
+
+use super::create::Size;
+use super::disks::{self, DiskFiles};
+use super::{Vms, failed};
+use crate::error::ApiError;
+
+impl Vms {
+    /// Resizes a stopped VM.
+    pub fn set(&self, reference: &str, req: &SetVmRequest) -> Result<Vm, ApiError> {
+        self.locked(reference, |vm| {
+            if self.handles(&vm.id).is_some() {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    format!("vm {} is running; stop it before resizing", vm.name),
+                ));
+            }
+            let size = Size::checked(
+                req.vcpus.or(Some(vm.vcpus)),
+                req.memory_mib.or(Some(vm.memory_mib)),
+                req.disk_bytes.or(Some(vm.disk_bytes)),
+                Some(vm.disk_bytes),
+            )?;
+            size.check_room(&self.room()?, size.disk_bytes - vm.disk_bytes, 0)?;
+            if size.disk_bytes > vm.disk_bytes {
+                let work = DiskFiles::in_dir(&self.vm_dir(&vm.id)).work;
+                disks::grow_work(&work, size.disk_bytes).map_err(failed)?;
+            }
+            self.db.set_vm_size(
+                &vm.id,
+                size.vcpus,
+                size.memory_mib,
+                size.disk_bytes,
+                &now_rfc3339(),
+            )?;
+            self.view(self.reload(&vm.id)?)
+        })
+    }
+}

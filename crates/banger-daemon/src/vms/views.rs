@@ -1,0 +1,107 @@
+//! What the API shows of VMs: rows and running handles turned into the
+//! wire types, the SSH target and the console log.
+
+use banger_api::{ConsoleChunk, SshTarget, Vm, VmSummary};
+use banger_store::VmRecord;
+use banger_sys::wait::lock;
+
+use super::console::{ConsoleError, ConsoleLog};
+use super::lookup::{Lookup, parse_state, resolve_in};
+use super::{Vms, not_running};
+use crate::error::ApiError;
+
+impl Vms {
+    pub(super) fn view(&self, r: VmRecord) -> Result<Vm, ApiError> {
+        let state = parse_state(&r)?;
+        let h = self.handles(&r.id);
+        Ok(Vm {
+            console_log: self.files(&r.id).console().display().to_string(),
+            pid: h.as_ref().map(|h| h.pid),
+            accel: h.map(|h| h.accel),
+            id: r.id,
+            name: r.name,
+            state,
+            image: r.image,
+            kernel: r.kernel,
+            vcpus: r.vcpus,
+            memory_mib: r.memory_mib,
+            disk_bytes: r.disk_bytes,
+            nat: r.nat,
+            ip: r.ip,
+            tap: r.tap,
+            last_error: r.last_error,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+
+    /// Every VM, oldest first.
+    pub fn list(&self) -> Result<Vec<VmSummary>, ApiError> {
+        self.db
+            .list_vms()?
+            .into_iter()
+            .map(|r| {
+                Ok(VmSummary {
+                    state: parse_state(&r)?,
+                    id: r.id,
+                    name: r.name,
+                    image: r.image,
+                    ip: r.ip,
+                    created_at: r.created_at,
+                })
+            })
+            .collect()
+    }
+
+    /// Finds a VM for a read-only request: see [`resolve_in`].
+    pub fn resolve(&self, reference: &str) -> Result<VmRecord, ApiError> {
+        resolve_in(&self.db.list_vms()?, reference, Lookup::ReadOnly)
+    }
+
+    /// Finds a VM for a request that changes or destroys it: an exact name
+    /// or an exact full id, never a prefix.
+    pub fn resolve_exact(&self, reference: &str) -> Result<VmRecord, ApiError> {
+        resolve_in(&self.db.list_vms()?, reference, Lookup::Exact)
+    }
+
+    /// One VM.
+    pub fn get(&self, reference: &str) -> Result<Vm, ApiError> {
+        self.view(self.resolve(reference)?)
+    }
+
+    /// How to reach a running VM over SSH.
+    pub fn ssh_target(&self, reference: &str) -> Result<SshTarget, ApiError> {
+        let vm = self.resolve(reference)?;
+        if self.handles(&vm.id).is_none() {
+            return Err(not_running(&vm));
+        }
+        Ok(self.target(&vm))
+    }
+
+    pub(super) fn target(&self, vm: &VmRecord) -> SshTarget {
+        SshTarget {
+            name: vm.name.clone(),
+            user: "root".to_owned(),
+            host: vm.ip.clone(),
+            port: 22,
+            identity_file: self.ssh.identity().display().to_string(),
+            known_hosts_file: self.ssh.known_hosts().display().to_string(),
+        }
+    }
+
+    /// The console log from `offset`, at most 1 MiB at a time.
+    pub fn console(&self, reference: &str, offset: u64) -> Result<ConsoleChunk, ApiError> {
+        let vm = self.resolve(reference)?;
+        let _one = lock(&self.console_lock);
+        let chunk = ConsoleLog::new(self.files(&vm.id).console())
+            .read(offset, 1 << 20)
+            .map_err(|e| match e {
+                ConsoleError::PastEnd { .. } => ApiError::invalid(e.to_string()),
+                ConsoleError::Io { .. } => ApiError::internal(crate::error::error_chain(&e)),
+            })?;
+        Ok(ConsoleChunk {
+            data: String::from_utf8_lossy(&chunk.data).into_owned(),
+            next_offset: chunk.next_offset,
+        })
+    }
+}
