@@ -19,9 +19,7 @@ pub fn fetch(download: &Download, dst: &Path, env: BuildEnv<'_>) -> Result<(), B
         .iter()
         .any(|s| url.starts_with(s))
     {
-        return Err(BuildError::Recipe(format!(
-            "download URL {url:?} is not https://, http:// or file://"
-        )));
+        return Err(BuildError::Scheme(url.clone()));
     }
     env.runner.run(
         &Cmd::new("curl")

@@ -144,8 +144,10 @@ pub fn build(
             return from_bundle(entry, download, kernel, out, env);
         }
     };
-    let recipe = parse_recipe(recipe_text)
-        .map_err(|e| BuildError::Recipe(format!("image recipe of {}: {e}", entry.name)))?;
+    let recipe = parse_recipe(recipe_text).map_err(|source| BuildError::Recipe {
+        name: entry.name.clone(),
+        source,
+    })?;
     let mut stages = Stages::new(env.progress, 4);
     stages.begin(format!(
         "bootstrapping Debian {} from {mirror} (mmdebstrap)",
@@ -408,6 +410,6 @@ fn finish(out: &Path, meta: Meta<'_>) -> Result<ImageManifest, BuildError> {
         size_bytes: allocated_bytes(&out.join(ROOTFS)) + allocated_bytes(&out.join(WORK_SEED)),
         oci: meta.oci,
     };
-    ArtifactStore::write_manifest(out, &manifest).map_err(|e| BuildError::Recipe(e.to_string()))?;
+    ArtifactStore::write_manifest(out, &manifest).map_err(BuildError::Manifest)?;
     Ok(manifest)
 }

@@ -23,16 +23,16 @@ const SKELETON: &[(&str, u32, (u32, u32))] = &[
 pub fn write(init: &Path, out: &Path) -> Result<(), BuildError> {
     let binary = std::fs::read(init).map_err(io_err("read", init))?;
     if binary.get(..4) != Some(b"\x7fELF") {
-        return Err(BuildError::Recipe(format!(
-            "{} is not an ELF binary",
-            init.display()
-        )));
+        return Err(BuildError::Init {
+            path: init.to_owned(),
+            why: "not an ELF binary",
+        });
     }
     if !is_static_elf(&binary) {
-        return Err(BuildError::Recipe(format!(
-            "{} is dynamically linked; the initramfs has no loader (build it with -C target-feature=+crt-static, as scripts/lib.sh does)",
-            init.display()
-        )));
+        return Err(BuildError::Init {
+            path: init.to_owned(),
+            why: "dynamically linked; the initramfs has no loader (build it with -C target-feature=+crt-static, as scripts/lib.sh does)",
+        });
     }
     let mut archive = Vec::with_capacity(binary.len() + 4096);
     let mut ino = 1;

@@ -67,9 +67,32 @@ pub enum BuildError {
     /// A registry image's layers could not be flattened.
     #[error(transparent)]
     Flatten(#[from] crate::oci::flatten::FlattenError),
-    /// The recipe could not be read or used.
-    #[error("{0}")]
-    Recipe(String),
+    /// An image recipe does not parse.
+    #[error("image recipe of {name}")]
+    Recipe {
+        /// The catalog entry.
+        name: String,
+        /// Why.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A build's manifest could not be written.
+    #[error("write the manifest")]
+    Manifest(#[source] crate::store::StoreError),
+    /// A catalog download names a URL scheme banger does not fetch.
+    #[error("download URL {0:?} is not https://, http:// or file://")]
+    Scheme(String),
+    /// The registry refused or failed the pull.
+    #[error(transparent)]
+    Registry(crate::oci::FetchError),
+    /// The banger-init binary cannot go into an initramfs.
+    #[error("{}: {why}", path.display())]
+    Init {
+        /// The binary.
+        path: PathBuf,
+        /// Why not.
+        why: &'static str,
+    },
     /// A download did not have the promised checksum.
     #[error(
         "{url} has SHA-256 {actual}, not the {expected} the catalog promises; nothing was published"
@@ -154,8 +177,7 @@ pub fn build(
         built_at: now_rfc3339(),
         size_bytes,
     };
-    crate::store::ArtifactStore::write_manifest(out, &manifest)
-        .map_err(|e| BuildError::Recipe(e.to_string()))?;
+    crate::store::ArtifactStore::write_manifest(out, &manifest).map_err(BuildError::Manifest)?;
     Ok(manifest)
 }
 

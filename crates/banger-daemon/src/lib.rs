@@ -10,6 +10,7 @@
 
 pub mod artifacts;
 pub mod auth;
+pub mod doctor;
 pub mod error;
 pub mod extract;
 pub mod http;

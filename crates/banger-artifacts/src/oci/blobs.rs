@@ -2,8 +2,52 @@
 //! written to a temporary sibling and renamed once its digest checked, so
 //! a reader never sees half a blob. Shared by every pull.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use banger_sys::wait::lock;
+
+/// The digests running pulls use, each with how many hold it: a prune
+/// leaves them alone. A pull holds a digest through a [`BlobHold`], so the
+/// count goes back down however the pull ends.
+#[derive(Debug, Default, Clone)]
+pub struct BlobsInUse(Arc<Mutex<HashMap<String, usize>>>);
+
+impl BlobsInUse {
+    /// Marks `digest` used until the guard is dropped.
+    pub fn hold(&self, digest: &str) -> BlobHold {
+        *lock(&self.0).entry(digest.to_owned()).or_default() += 1;
+        BlobHold {
+            in_use: self.clone(),
+            digest: digest.to_owned(),
+        }
+    }
+
+    /// Every digest held now.
+    pub fn held(&self) -> HashSet<String> {
+        lock(&self.0).keys().cloned().collect()
+    }
+}
+
+/// One pull's hold on one digest.
+#[derive(Debug)]
+pub struct BlobHold {
+    in_use: BlobsInUse,
+    digest: String,
+}
+
+impl Drop for BlobHold {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.in_use.0);
+        if let Some(n) = counts.get_mut(&self.digest) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.digest);
+            }
+        }
+    }
+}
 
 /// What a prune removed (or, dry, would remove).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -111,6 +155,21 @@ impl BlobCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_digest_stays_held_until_its_last_hold_is_dropped() {
+        let in_use = BlobsInUse::default();
+        let a = in_use.hold("sha256:a");
+        let a2 = in_use.hold("sha256:a");
+        let b = in_use.hold("sha256:b");
+        drop(a);
+        assert_eq!(
+            in_use.held(),
+            HashSet::from(["sha256:a".into(), "sha256:b".into()])
+        );
+        drop((a2, b));
+        assert!(in_use.held().is_empty());
+    }
 
     const A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const B: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";

@@ -17,7 +17,7 @@ use crate::image::{self, ImageManifest, ImageSource, Meta, OciOrigin};
 use crate::kernel::{BuildEnv, BuildError};
 use crate::progress::Stages;
 
-pub use blobs::BlobCache;
+pub use blobs::{BlobCache, BlobHold, BlobsInUse};
 pub use registry::{FetchError, PullOptions};
 
 /// An image name for `reference` when the user gives none: its last path
@@ -67,7 +67,7 @@ pub fn pull(
 ) -> Result<ImageManifest, BuildError> {
     let fetch_err = |e: FetchError| match e {
         FetchError::Cancelled => BuildError::Run(banger_sys::RunError::Cancelled),
-        other => BuildError::Recipe(other.to_string()),
+        other => BuildError::Registry(other),
     };
     let parsed = registry::parse_reference(reference).map_err(fetch_err)?;
     let mut stages = Stages::new(env.progress, 5);

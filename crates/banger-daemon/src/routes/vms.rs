@@ -173,5 +173,7 @@ pub async fn console(
 #[utoipa::path(get, path = "/v1/doctor", operation_id = "doctor", tag = "daemon",
     responses((status = 200, body = DoctorReport), (status = "5XX", body = banger_api::ErrorBody)))]
 pub async fn doctor(State(state): State<AppState>) -> Result<Json<DoctorReport>, ApiError> {
-    blocking(&state, |v| Ok(v.doctor())).await.map(Json)
+    blocking(&state, |v| Ok(crate::doctor::report(&v.host_facts())))
+        .await
+        .map(Json)
 }

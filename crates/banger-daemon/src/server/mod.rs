@@ -5,13 +5,14 @@
 //! disturbing the first, and a socket left by a killed daemon (whose lock
 //! the kernel released) is replaced.
 
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+mod bind;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use banger_config::{Layout, LayoutError};
-use banger_store::{Store, StoreError};
+use banger_config::LayoutError;
+use banger_store::StoreError;
 use banger_sys::{InstanceLock, LockError};
 use tokio::net::UnixListener;
 use tokio::sync::watch;
@@ -142,120 +143,6 @@ pub struct BoundDaemon {
     lock: InstanceLock,
 }
 
-impl Daemon {
-    /// Takes the instance lock, replaces a stale socket, listens (0600) and
-    /// opens the store, in that order.
-    pub async fn bind(layout: &Layout, options: DaemonOptions) -> Result<BoundDaemon, DaemonError> {
-        layout.ensure()?;
-        let socket_path = layout.socket_path();
-        let lock = InstanceLock::acquire(&layout.lock_path()).map_err(|e| match e {
-            LockError::Held { pid, .. } => DaemonError::AlreadyRunning {
-                pid,
-                socket: socket_path.clone(),
-            },
-            other => DaemonError::Lock(other),
-        })?;
-        remove_stale_socket(&socket_path)?;
-        let listener = UnixListener::bind(&socket_path).map_err(|source| DaemonError::Bind {
-            path: socket_path.clone(),
-            source,
-        })?;
-        std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600)).map_err(
-            |source| DaemonError::Bind {
-                path: socket_path.clone(),
-                source,
-            },
-        )?;
-        let db_path = layout.db_path();
-        let store = tokio::task::spawn_blocking(move || Store::open(&db_path))
-            .await
-            .map_err(|e| DaemonError::Serve(std::io::Error::other(e)))?;
-        let store = match store {
-            Ok(store) => store,
-            Err(err) => {
-                // Leave no socket that answers nothing.
-                let _ = std::fs::remove_file(&socket_path);
-                return Err(err.into());
-            }
-        };
-        let schema_version = store.schema_version()?;
-        let store = Arc::new(store);
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let ops = Arc::new(crate::operations::Operations::default());
-        let artifacts = Arc::new(
-            crate::artifacts::Artifacts::new(
-                &layout.cache_dir,
-                store.clone(),
-                ops.clone(),
-                options.runner.clone(),
-                options.debian_mirror,
-                options.catalog,
-            )
-            .with_unpack_limits(options.unpack),
-        );
-        // Holding the instance lock, no other build can be running: what a
-        // killed daemon left half-built goes now.
-        artifacts.sweep();
-        artifacts.register_cached_images();
-        let runner = options.runner;
-        let (vmm, other_vmms) = match options.vmm {
-            Some(vmm) => (vmm, Vec::new()),
-            None => crate::vms::choose_vmm(&options.vm, layout, &runner),
-        };
-        tracing::info!(
-            vmm = vmm.name(),
-            config = options.vm.vmm.as_str(),
-            "VMM driver chosen"
-        );
-        let net = options.net.unwrap_or_else(|| {
-            Arc::new(banger_net::HostNetwork::new(
-                runner.clone(),
-                layout.state_dir.join("net.log"),
-            ))
-        });
-        let vms = Arc::new(
-            crate::vms::Vms::new(
-                crate::vms::Parts {
-                    db: &store,
-                    ops: &ops,
-                    artifacts: &artifacts,
-                    cache_dir: &layout.cache_dir,
-                    state_dir: &layout.state_dir,
-                },
-                runner,
-                vmm,
-                net,
-                options.vm,
-            )
-            .with_other_vmms(other_vmms),
-        );
-        // VMMs outlive daemons: find the ones still running before serving.
-        {
-            let vms = vms.clone();
-            tokio::task::spawn_blocking(move || vms.adopt())
-                .await
-                .map_err(|e| DaemonError::Serve(std::io::Error::other(e)))?;
-        }
-        let state = AppState {
-            store,
-            started: Instant::now(),
-            shutdown,
-            schema_version,
-            ops,
-            artifacts,
-            vms,
-            http: options.http,
-        };
-        Ok(BoundDaemon {
-            listener,
-            socket_path,
-            state,
-            shutdown_rx,
-            lock,
-        })
-    }
-}
-
 impl BoundDaemon {
     /// The socket clients connect to.
     pub fn socket_path(&self) -> &Path {
@@ -358,28 +245,6 @@ async fn reap_forever(vms: Arc<crate::vms::Vms>) {
         tick.tick().await;
         let vms = vms.clone();
         let _ = tokio::task::spawn_blocking(move || vms.reap()).await;
-    }
-}
-
-/// Removes a socket left by a daemon that died without cleaning up. Only
-/// called with the instance lock held, so no live daemon owns it.
-fn remove_stale_socket(path: &Path) -> Result<(), DaemonError> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            tracing::info!(socket = %path.display(), "replacing stale socket");
-            std::fs::remove_file(path).map_err(|source| DaemonError::Bind {
-                path: path.to_owned(),
-                source,
-            })
-        }
-        Ok(_) => Err(DaemonError::NotASocket {
-            path: path.to_owned(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(DaemonError::Bind {
-            path: path.to_owned(),
-            source,
-        }),
     }
 }
 

@@ -1,0 +1,339 @@
+//! `banger doctor`: what this host can do, judged from facts the VM
+//! service gathers ([`HostFacts`]), so every verdict is unit-tested
+//! without the host it describes.
+
+use std::path::{Path, PathBuf};
+
+use banger_api::{Check, CheckStatus, DoctorReport};
+use banger_config::VmmChoice;
+use banger_vmm::firecracker::version::{self, MIN_SUPPORTED, Standing, TESTED};
+
+/// What the KVM probe found, or why it did not run.
+#[derive(Debug, Clone)]
+pub enum KvmFact {
+    /// The probe ran (now or earlier this host boot).
+    Probed {
+        /// Whether KVM can run guests.
+        usable: bool,
+        /// Why.
+        reason: String,
+        /// What starts use: `kvm` or `tcg`.
+        accel: &'static str,
+    },
+    /// The probe boots this kernel, which is not pulled.
+    KernelMissing(String),
+    /// The probe could not be prepared.
+    NotProbed(String),
+}
+
+/// A binary banger may run, and what `--version` printed.
+#[derive(Debug, Clone)]
+pub struct Binary {
+    /// Its role (`firecracker`, `jailer`).
+    pub name: &'static str,
+    /// Where it was found.
+    pub found: Option<PathBuf>,
+    /// What `--version` printed, if it ran.
+    pub version_output: Option<String>,
+}
+
+/// Everything the doctor judges.
+#[derive(Debug, Clone)]
+pub struct HostFacts {
+    /// The driver new starts use.
+    pub vmm: &'static str,
+    /// What the config asks for.
+    pub vmm_choice: VmmChoice,
+    /// The KVM probe.
+    pub kvm: KvmFact,
+    /// The static banger-init, if found.
+    pub init_bin: Option<PathBuf>,
+    /// Whether bangerd runs as root.
+    pub root: bool,
+    /// `/etc/os-release`, for install hints.
+    pub os_release: String,
+    /// Firecracker and its jailer.
+    pub firecracker: Vec<Binary>,
+    /// Every other tool, by name, and where it was found.
+    pub tools: Vec<(String, Option<PathBuf>)>,
+}
+
+/// The report `facts` add up to.
+pub fn report(facts: &HostFacts) -> DoctorReport {
+    let fc_needed = facts.vmm_choice == VmmChoice::Firecracker;
+    let (accel, kvm) = kvm_check(&facts.kvm, fc_needed);
+    let mut checks = vec![kvm];
+    checks.push(Check {
+        name: "banger-init".to_owned(),
+        status: CheckStatus::of(facts.init_bin.is_some()),
+        essential: true,
+        detail: facts.init_bin.as_ref().map_or_else(
+            || "no static banger-init found (BANGER_INIT_BIN, or beside bangerd)".to_owned(),
+            |p| p.display().to_string(),
+        ),
+    });
+    checks.push(Check {
+        name: "root".to_owned(),
+        status: CheckStatus::of(facts.root),
+        essential: true,
+        detail: if facts.root {
+            "bangerd runs as root: it can create the bridge, taps and NAT rules".to_owned()
+        } else {
+            "bangerd is not root: bridge, tap and NAT setup will fail".to_owned()
+        },
+    });
+    checks.push(Check {
+        name: "vmm".to_owned(),
+        status: CheckStatus::Pass,
+        essential: true,
+        detail: format!(
+            "{} runs guests (config vmm = \"{}\")",
+            facts.vmm,
+            facts.vmm_choice.as_str()
+        ),
+    });
+    for b in &facts.firecracker {
+        checks.push(version_check(
+            b.name,
+            b.found.as_deref(),
+            b.version_output.as_deref(),
+            &facts.os_release,
+            fc_needed,
+        ));
+    }
+    for (tool, found) in &facts.tools {
+        checks.push(Check {
+            name: tool.clone(),
+            status: CheckStatus::of(found.is_some()),
+            // QEMU also runs the KVM probe, so it is needed either way.
+            essential: true,
+            detail: found.as_ref().map_or_else(
+                || "not found on PATH (scripts/setup installs it)".to_owned(),
+                |p| p.display().to_string(),
+            ),
+        });
+    }
+    DoctorReport {
+        accel: accel.to_owned(),
+        checks,
+    }
+}
+
+/// The KVM check and the accelerator starts use.
+fn kvm_check(kvm: &KvmFact, essential: bool) -> (&'static str, Check) {
+    let check = |status, detail| Check {
+        name: "kvm".to_owned(),
+        status,
+        essential,
+        detail,
+    };
+    match kvm {
+        KvmFact::Probed {
+            usable,
+            reason,
+            accel,
+        } => (accel, check(CheckStatus::of(*usable), reason.clone())),
+        KvmFact::KernelMissing(kernel) => (
+            "tcg",
+            check(
+                CheckStatus::Fail,
+                format!(
+                    "not probed yet: the probe boots kernel {kernel}, which is not pulled (banger kernel pull {kernel})"
+                ),
+            ),
+        ),
+        KvmFact::NotProbed(why) => (
+            "tcg",
+            check(CheckStatus::Fail, format!("not probed: {why}")),
+        ),
+    }
+}
+
+/// The check for Firecracker or its jailer: found or not, and its version
+/// against the supported window. Essential only when the config asks for
+/// Firecracker.
+fn version_check(
+    name: &str,
+    found: Option<&Path>,
+    version_output: Option<&str>,
+    os_release: &str,
+    essential: bool,
+) -> Check {
+    let check = |status, detail| Check {
+        name: name.to_owned(),
+        status,
+        essential,
+        detail,
+    };
+    let window = format!("min {MIN_SUPPORTED}, tested {TESTED}");
+    let Some(path) = found else {
+        return check(
+            CheckStatus::Fail,
+            format!("not found on PATH: {}", version::install_hint(os_release)),
+        );
+    };
+    let Some(v) = version_output.and_then(version::parse) else {
+        return check(
+            CheckStatus::Fail,
+            format!(
+                "{}: `--version` printed no version banger can read ({window})",
+                path.display()
+            ),
+        );
+    };
+    match version::standing(v) {
+        Standing::Supported => check(
+            CheckStatus::Pass,
+            format!("{v} at {} (supported; {window})", path.display()),
+        ),
+        Standing::Newer => check(
+            CheckStatus::Warn,
+            format!(
+                "{v} at {} is newer than banger is tested with ({window}): likely fine, not proven",
+                path.display()
+            ),
+        ),
+        Standing::TooOld => check(
+            CheckStatus::Fail,
+            format!(
+                "{v} at {} is older than banger supports ({window}); upgrade: {}",
+                path.display(),
+                version::install_hint(os_release)
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEBIAN: &str = "ID=debian\nVERSION_ID=\"12\"\n";
+
+    #[test]
+    fn version_check_covers_every_standing() {
+        let path = Path::new("/usr/bin/firecracker");
+        let at = |out: &str| version_check("firecracker", Some(path), Some(out), DEBIAN, true);
+
+        let pass = at(
+            "Firecracker v1.16.1\n\n2026-11-24T10:00:00 [anonymous-instance:main] Firecracker exiting successfully. exit_code=0\n",
+        );
+        assert_eq!(pass.status, CheckStatus::Pass);
+        assert_eq!(
+            pass.detail,
+            "v1.16.1 at /usr/bin/firecracker (supported; min v1.16.0, tested v1.16.1)"
+        );
+        assert!(pass.essential);
+
+        let newer = at("Firecracker v1.17.0\n");
+        assert_eq!(newer.status, CheckStatus::Warn);
+        assert!(
+            newer.detail.contains("newer than banger is tested with"),
+            "{}",
+            newer.detail
+        );
+
+        let old = at("Firecracker v1.14.1\n");
+        assert_eq!(old.status, CheckStatus::Fail);
+        assert!(
+            old.detail.contains("older than banger supports"),
+            "{}",
+            old.detail
+        );
+        assert!(
+            old.detail.contains("Debian and Ubuntu do not package"),
+            "{}",
+            old.detail
+        );
+
+        let garbled = at("firecracker, some build\n");
+        assert_eq!(garbled.status, CheckStatus::Fail);
+        assert!(
+            garbled.detail.contains("printed no version"),
+            "{}",
+            garbled.detail
+        );
+        let silent = version_check("jailer", Some(path), None, DEBIAN, false);
+        assert_eq!(silent.status, CheckStatus::Fail);
+        assert!(!silent.essential);
+    }
+
+    #[test]
+    fn a_missing_binary_fails_with_the_distributions_hint() {
+        let arch = version_check("firecracker", None, None, "ID=arch\n", false);
+        assert_eq!(arch.status, CheckStatus::Fail);
+        assert!(
+            arch.detail
+                .starts_with("not found on PATH: install it with `paru"),
+            "{}",
+            arch.detail
+        );
+        let other = version_check("jailer", None, None, "", true);
+        assert!(
+            other.detail.contains("firecracker/releases"),
+            "{}",
+            other.detail
+        );
+        assert_eq!(other.name, "jailer");
+    }
+
+    fn facts() -> HostFacts {
+        HostFacts {
+            vmm: "qemu",
+            vmm_choice: VmmChoice::Qemu,
+            kvm: KvmFact::KernelMissing("generic-6.1".into()),
+            init_bin: None,
+            root: false,
+            os_release: DEBIAN.into(),
+            firecracker: vec![Binary {
+                name: "firecracker",
+                found: None,
+                version_output: None,
+            }],
+            tools: vec![
+                ("ip".into(), Some("/usr/sbin/ip".into())),
+                ("ssh".into(), None),
+            ],
+        }
+    }
+
+    fn check<'a>(r: &'a DoctorReport, name: &str) -> &'a Check {
+        r.checks.iter().find(|c| c.name == name).unwrap()
+    }
+
+    #[test]
+    fn the_report_judges_each_fact() {
+        let r = report(&facts());
+        assert_eq!(r.accel, "tcg");
+        let kvm = check(&r, "kvm");
+        assert_eq!(kvm.status, CheckStatus::Fail);
+        assert!(
+            kvm.detail.contains("banger kernel pull generic-6.1"),
+            "{}",
+            kvm.detail
+        );
+        assert!(!kvm.essential, "KVM is optional under QEMU");
+        assert_eq!(check(&r, "root").status, CheckStatus::Fail);
+        assert_eq!(check(&r, "banger-init").status, CheckStatus::Fail);
+        assert_eq!(check(&r, "ip").status, CheckStatus::Pass);
+        assert_eq!(check(&r, "ssh").status, CheckStatus::Fail);
+        assert!(!check(&r, "firecracker").essential);
+
+        let r = report(&HostFacts {
+            vmm_choice: VmmChoice::Firecracker,
+            kvm: KvmFact::Probed {
+                usable: true,
+                reason: "the probe reached userspace".into(),
+                accel: "kvm",
+            },
+            root: true,
+            init_bin: Some("/usr/lib/banger/banger-init".into()),
+            ..facts()
+        });
+        assert_eq!(r.accel, "kvm");
+        assert_eq!(check(&r, "kvm").status, CheckStatus::Pass);
+        assert!(check(&r, "kvm").essential && check(&r, "firecracker").essential);
+        assert_eq!(check(&r, "root").status, CheckStatus::Pass);
+        assert_eq!(check(&r, "banger-init").status, CheckStatus::Pass);
+    }
+}
