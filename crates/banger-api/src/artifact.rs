@@ -87,11 +87,12 @@ pub struct OciImage {
 pub struct PullRequest {
     /// Catalog name.
     #[schema(
+        value_type = String,
         pattern = r"^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,62}$",
         min_length = 1,
         max_length = 63
     )]
-    pub name: String,
+    pub name: crate::names::ArtifactName,
 }
 
 /// `POST /v1/images/pull`.
@@ -142,11 +143,12 @@ pub struct CachePruneReport {
 pub struct ImportRequest {
     /// Name for the new image (1-63 of `a-z 0-9 . _ -`).
     #[schema(
+        value_type = String,
         pattern = r"^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,62}$",
         min_length = 1,
         max_length = 63
     )]
-    pub name: String,
+    pub name: crate::names::ArtifactName,
     /// Absolute path of a root file system tarball or an ext4 file,
     /// readable by the daemon; not a symbolic link.
     #[schema(pattern = r"^/")]
@@ -154,11 +156,12 @@ pub struct ImportRequest {
     /// Catalog kernel its VMs boot; default `generic-6.1`.
     #[serde(default)]
     #[schema(
+        value_type = Option<String>,
         pattern = r"^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,62}$",
         min_length = 1,
         max_length = 63
     )]
-    pub kernel: Option<String>,
+    pub kernel: Option<crate::names::ArtifactName>,
 }
 
 /// What an operation does.

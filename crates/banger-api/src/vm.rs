@@ -106,27 +106,30 @@ pub struct CreateVmRequest {
     /// VM id (16 hex digits); generated when absent.
     #[serde(default)]
     #[schema(
+        value_type = Option<String>,
         pattern = r"^(?![0-9a-f]{16}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
         min_length = 1,
         max_length = 63
     )]
-    pub name: Option<String>,
+    pub name: Option<crate::names::VmName>,
     /// Image name; default `debian-bookworm`, pulled when missing.
     #[serde(default)]
     #[schema(
+        value_type = Option<String>,
         pattern = r"^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,62}$",
         min_length = 1,
         max_length = 63
     )]
-    pub image: Option<String>,
+    pub image: Option<crate::names::ArtifactName>,
     /// Kernel name; default: the image's.
     #[serde(default)]
     #[schema(
+        value_type = Option<String>,
         pattern = r"^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,62}$",
         min_length = 1,
         max_length = 63
     )]
-    pub kernel: Option<String>,
+    pub kernel: Option<crate::names::ArtifactName>,
     /// Virtual CPUs, 1-64 and at most the host's CPUs; default 2.
     #[serde(default, deserialize_with = "crate::whole::opt_u32")]
     #[schema(minimum = 1, maximum = 64)]

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use banger_api::names::ArtifactName;
 use banger_api::{
     CachePruneReport, CachePruneRequest, CatalogEntry, ConsoleChunk, CreateVmRequest, DoctorReport,
     ErrorBody, Image, ImagePullRequest, ImportRequest, Kernel, Operation, Ping, PullRequest,
@@ -209,10 +210,12 @@ impl Client {
     /// `POST /v1/kernels/pull` under the op id `op_id` (see [`mint_op_id`]):
     /// the returned operation has that id when this call started it, and a
     /// peer's id when it joined a pull already running.
-    pub async fn pull_kernel(&self, op_id: &str, name: &str) -> Result<Operation, ClientError> {
-        let req = PullRequest {
-            name: name.to_owned(),
-        };
+    pub async fn pull_kernel(
+        &self,
+        op_id: &str,
+        name: &ArtifactName,
+    ) -> Result<Operation, ClientError> {
+        let req = PullRequest { name: name.clone() };
         self.call_as(op_id, Method::POST, routes::KERNEL_PULL, Some(&req))
             .await
     }

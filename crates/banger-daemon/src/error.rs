@@ -82,6 +82,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<banger_api::names::InvalidName> for ApiError {
+    fn from(err: banger_api::names::InvalidName) -> Self {
+        Self::invalid(err.to_string())
+    }
+}
+
 impl From<banger_store::StoreError> for ApiError {
     fn from(err: banger_store::StoreError) -> Self {
         use banger_store::StoreError;

@@ -250,7 +250,7 @@ fn insert_vms(d: &TestDaemon, vms: &[(&str, &str)]) {
     for (i, (id, name)) in vms.iter().enumerate() {
         store
             .insert_vm(&banger_store::VmRecord {
-                ip: format!("10.77.0.{}", i + 2),
+                ip: std::net::Ipv4Addr::new(10, 77, 0, u8::try_from(i + 2).unwrap()),
                 tap: format!("bgt{i}"),
                 ..banger_testutil::stopped_vm(id, name, "debian-bookworm")
             })

@@ -1,5 +1,10 @@
 //! The `vms` table.
 
+use std::net::Ipv4Addr;
+
+use banger_api::VmState;
+use banger_api::names::{ArtifactName, VmName};
+use rusqlite::types::Type;
 use rusqlite::{ErrorCode, Row, params};
 
 use crate::{Store, StoreError};
@@ -9,14 +14,14 @@ use crate::{Store, StoreError};
 pub struct VmRecord {
     /// Stable identifier (lowercase hex).
     pub id: String,
-    /// Unique name (already validated by the caller).
-    pub name: String,
-    /// Lifecycle state as stored: `created`, `running`, `stopped`, `error`.
-    pub state: String,
+    /// Unique name.
+    pub name: VmName,
+    /// Lifecycle state.
+    pub state: VmState,
     /// The image it was created from.
-    pub image: String,
+    pub image: ArtifactName,
     /// The kernel it boots.
-    pub kernel: String,
+    pub kernel: ArtifactName,
     /// Virtual CPUs.
     pub vcpus: u32,
     /// Memory in MiB.
@@ -26,7 +31,7 @@ pub struct VmRecord {
     /// Whether the guest gets NAT beyond the bridge.
     pub nat: bool,
     /// The guest's address on the bridge.
-    pub ip: String,
+    pub ip: Ipv4Addr,
     /// The host tap (kept here so a crash cannot leak it).
     pub tap: String,
     /// Why the last lifecycle step failed, if it did.
@@ -39,18 +44,37 @@ pub struct VmRecord {
 
 const COLUMNS: &str = "id, name, state, image, kernel, vcpus, memory_mib, disk_bytes, nat, ip, tap, last_error, created_at, updated_at";
 
+/// Column `i` parsed by `parse`; a value that does not parse is a
+/// conversion error naming the column, not a row silently skipped.
+fn parsed<T, E>(
+    r: &Row<'_>,
+    i: usize,
+    parse: impl FnOnce(String) -> Result<T, E>,
+) -> rusqlite::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let text: String = r.get(i)?;
+    parse(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e)))
+}
+
+/// A stored state none of [`VmState`]'s.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown vm state {0:?}")]
+struct UnknownState(String);
+
 fn record(r: &Row<'_>) -> rusqlite::Result<VmRecord> {
     Ok(VmRecord {
         id: r.get(0)?,
-        name: r.get(1)?,
-        state: r.get(2)?,
-        image: r.get(3)?,
-        kernel: r.get(4)?,
+        name: parsed(r, 1, VmName::stored)?,
+        state: parsed(r, 2, |s| VmState::parse(&s).ok_or(UnknownState(s)))?,
+        image: parsed(r, 3, ArtifactName::new)?,
+        kernel: parsed(r, 4, ArtifactName::new)?,
         vcpus: r.get(5)?,
         memory_mib: r.get(6)?,
         disk_bytes: r.get(7)?,
         nat: r.get(8)?,
-        ip: r.get(9)?,
+        ip: parsed(r, 9, |s| s.parse::<Ipv4Addr>())?,
         tap: r.get(10)?,
         last_error: r.get(11)?,
         created_at: r.get(12)?,
@@ -91,15 +115,15 @@ impl Store {
             ),
             params![
                 vm.id,
-                vm.name,
-                vm.state,
-                vm.image,
-                vm.kernel,
+                vm.name.as_str(),
+                vm.state.as_str(),
+                vm.image.as_str(),
+                vm.kernel.as_str(),
                 vm.vcpus,
                 vm.memory_mib,
                 vm.disk_bytes,
                 vm.nat,
-                vm.ip,
+                vm.ip.to_string(),
                 vm.tap,
                 vm.last_error,
                 vm.created_at,
@@ -121,14 +145,14 @@ impl Store {
     pub fn set_vm_state(
         &self,
         id: &str,
-        state: &str,
+        state: VmState,
         last_error: Option<&str>,
         now: &str,
     ) -> Result<bool, StoreError> {
         self.lock()
             .execute(
                 "UPDATE vms SET state = ?2, last_error = ?3, updated_at = ?4 WHERE id = ?1",
-                params![id, state, last_error, now],
+                params![id, state.as_str(), last_error, now],
             )
             .map(|n| n > 0)
             .map_err(|e| self.sqlite(e))
@@ -168,15 +192,15 @@ mod tests {
     fn vm(id: &str, name: &str, ip: &str) -> VmRecord {
         VmRecord {
             id: id.into(),
-            name: name.into(),
-            state: "created".into(),
-            image: "debian-bookworm".into(),
-            kernel: "generic-6.1".into(),
+            name: VmName::new(name).unwrap(),
+            state: VmState::Created,
+            image: ArtifactName::new("debian-bookworm").unwrap(),
+            kernel: ArtifactName::new("generic-6.1").unwrap(),
             vcpus: 2,
             memory_mib: 1024,
             disk_bytes: 8 << 30,
             nat: false,
-            ip: ip.into(),
+            ip: ip.parse().unwrap(),
             tap: format!("bgt{id}"),
             last_error: None,
             created_at: "2026-11-24T08:00:00Z".into(),
@@ -208,7 +232,7 @@ mod tests {
         store.insert_vm(&vm("a1", "web", "10.0.0.2")).unwrap();
         assert!(
             store
-                .set_vm_state("a1", "error", Some("boom"), "t1")
+                .set_vm_state("a1", VmState::Error, Some("boom"), "t1")
                 .unwrap()
         );
         assert!(store.set_vm_size("a1", 4, 2048, 1 << 34, "t2").unwrap());
@@ -223,7 +247,11 @@ mod tests {
             ),
             ("error", Some("boom"), 4, 2048, 1 << 34)
         );
-        assert!(!store.set_vm_state("zz", "stopped", None, "t").unwrap());
+        assert!(
+            !store
+                .set_vm_state("zz", VmState::Stopped, None, "t")
+                .unwrap()
+        );
         assert!(store.get_vm("zz").unwrap().is_none());
         assert!(store.delete_vm("a1").unwrap());
         assert!(!store.delete_vm("a1").unwrap());
@@ -233,12 +261,35 @@ mod tests {
     fn unknown_state_or_absurd_size_is_refused_by_the_schema() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db")).unwrap();
-        let mut bad = vm("a1", "web", "10.0.0.2");
-        bad.state = "exploded".into();
-        assert!(store.insert_vm(&bad).is_err());
+        let exploded = store.lock().execute(
+            &format!(
+                "INSERT INTO vms ({COLUMNS}) VALUES ('a1', 'web', 'exploded', 'i', 'k', 1, 128, 1, 0, '10.0.0.2', 'bgta1', NULL, 't', 't')"
+            ),
+            [],
+        );
+        assert!(exploded.is_err());
         let mut bad = vm("a1", "web", "10.0.0.2");
         bad.vcpus = 0;
         assert!(store.insert_vm(&bad).is_err());
         assert!(store.list_vms().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_row_that_does_not_parse_is_an_error_naming_its_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        store.insert_vm(&vm("a1", "web", "10.0.0.2")).unwrap();
+        store
+            .lock()
+            .execute("UPDATE vms SET ip = 'not-an-ip' WHERE id = 'a1'", [])
+            .unwrap();
+        let err = store.get_vm("a1").unwrap_err();
+        let mut chain = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            chain.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        assert!(chain.contains("index: 9"), "{chain}");
     }
 }

@@ -23,15 +23,17 @@ pub fn wait_until(timeout: Duration, condition: impl FnMut() -> bool) -> bool {
 pub fn stopped_vm(id: &str, name: &str, image: &str) -> banger_store::VmRecord {
     banger_store::VmRecord {
         id: id.into(),
-        name: name.into(),
-        state: "stopped".into(),
-        image: image.into(),
-        kernel: "generic-6.1".into(),
+        // `stored`: a test may need a row from before id-shaped names were
+        // refused.
+        name: banger_api::names::VmName::stored(name).expect("a vm name"),
+        state: banger_api::VmState::Stopped,
+        image: banger_api::names::ArtifactName::new(image).expect("an image name"),
+        kernel: banger_api::names::ArtifactName::new("generic-6.1").expect("a kernel name"),
         vcpus: 1,
         memory_mib: 512,
         disk_bytes: 1 << 30,
         nat: false,
-        ip: "10.77.0.2".into(),
+        ip: std::net::Ipv4Addr::new(10, 77, 0, 2),
         tap: "bgt0".into(),
         last_error: None,
         created_at: "2026-11-24T08:00:00Z".into(),

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use banger_api::ImportRequest;
+use banger_api::names::ArtifactName;
 use banger_client::render;
 
 use crate::cli::{ImageCacheCommand, ImageCommand, KernelCommand, Output};
@@ -10,7 +11,14 @@ use crate::follow::{finish, follow};
 use crate::{Ctx, json, print};
 
 fn check_name(what: &str, name: &str) -> anyhow::Result<()> {
-    banger_api::names::validate_artifact_name(what, name).map_err(anyhow::Error::msg)
+    Ok(banger_api::names::validate_artifact_name(what, name)?)
+}
+
+/// `name` checked as a `what` (`kernel`, `image`) name, so the error says
+/// which.
+pub fn artifact_name(what: &str, name: String) -> anyhow::Result<ArtifactName> {
+    check_name(what, &name)?;
+    Ok(ArtifactName::new(name)?)
 }
 
 pub async fn kernel(ctx: &Ctx, command: KernelCommand) -> anyhow::Result<ExitCode> {
@@ -35,7 +43,7 @@ pub async fn kernel(ctx: &Ctx, command: KernelCommand) -> anyhow::Result<ExitCod
             print(&json(&client.get_kernel(&name).await?)?)?;
         }
         KernelCommand::Pull { name } => {
-            check_name("kernel", &name)?;
+            let name = artifact_name("kernel", name)?;
             let mine = banger_client::mint_op_id();
             let op = follow(&client, client.pull_kernel(&mine, &name).await?, &mine).await?;
             print(&(finish(&op)? + "\n"))?;
@@ -114,15 +122,11 @@ pub async fn image(ctx: &Ctx, command: ImageCommand) -> anyhow::Result<ExitCode>
             print(&format!("{verb} {} blob(s), {mib:.1} MiB\n", report.blobs))?;
         }
         ImageCommand::Import { file, name, kernel } => {
-            check_name("image", &name)?;
-            if let Some(k) = &kernel {
-                check_name("kernel", k)?;
-            }
             let path = std::path::absolute(&file)?;
             let req = ImportRequest {
-                name,
+                name: artifact_name("image", name)?,
                 path: path.display().to_string(),
-                kernel,
+                kernel: kernel.map(|k| artifact_name("kernel", k)).transpose()?,
             };
             let mine = banger_client::mint_op_id();
             let op = follow(&client, client.import_image(&mine, &req).await?, &mine).await?;

@@ -4,6 +4,7 @@ use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use banger_api::names::VmName;
 use banger_api::{CreateVmRequest, SetVmRequest, SshTarget, VmState, routes};
 use banger_client::{Client, render};
 
@@ -13,22 +14,19 @@ use crate::{Ctx, json, print};
 
 /// Checks a name or reference before any request is made.
 fn check_vm(what: &str, name: &str) -> anyhow::Result<()> {
-    banger_api::names::validate_name(what, name).map_err(anyhow::Error::msg)
+    Ok(banger_api::names::validate_name(what, name)?)
 }
 
 fn request(shape: VmShape, no_start: bool) -> anyhow::Result<CreateVmRequest> {
-    if let Some(name) = &shape.name {
-        banger_api::names::validate_vm_name(name).map_err(anyhow::Error::msg)?;
-    }
-    for (what, value) in [("image", &shape.image), ("kernel", &shape.kernel)] {
-        if let Some(v) = value {
-            banger_api::names::validate_artifact_name(what, v).map_err(anyhow::Error::msg)?;
-        }
-    }
+    let artifact = |what, value: Option<String>| {
+        value
+            .map(|v| crate::artifact_cmd::artifact_name(what, v))
+            .transpose()
+    };
     Ok(CreateVmRequest {
-        name: shape.name,
-        image: shape.image,
-        kernel: shape.kernel,
+        name: shape.name.map(VmName::new).transpose()?,
+        image: artifact("image", shape.image)?,
+        kernel: artifact("kernel", shape.kernel)?,
         vcpus: shape.vcpu,
         memory_mib: shape.memory,
         disk_bytes: shape.disk_size,

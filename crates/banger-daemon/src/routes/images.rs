@@ -94,10 +94,7 @@ pub async fn import(
     Extension(op_id): Extension<OpId>,
     ApiJson(req): ApiJson<ImportRequest>,
 ) -> Result<(StatusCode, Json<Operation>), ApiError> {
-    check("image", &req.name)?;
-    if let Some(kernel) = &req.kernel {
-        check("kernel", kernel)?;
-    }
+    // The names were checked as the body was read (ArtifactName).
     // The file is opened and checked here: off the async workers, so a
     // slow file system cannot stall the API.
     let artifacts = state.artifacts.clone();

@@ -8,7 +8,7 @@ use http::StatusCode;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::op_id::OpId;
-use crate::routes::names::{NameParam, check};
+use crate::routes::names::NameParam;
 use crate::state::AppState;
 
 /// The embedded kernel catalog.
@@ -46,7 +46,7 @@ pub async fn pull(
     Extension(op_id): Extension<OpId>,
     ApiJson(req): ApiJson<PullRequest>,
 ) -> Result<(StatusCode, Json<Operation>), ApiError> {
-    check("kernel", &req.name)?;
+    // The name was checked as the body was read (ArtifactName).
     let op = state.artifacts.pull_kernel(op_id.as_str(), &req.name)?;
     Ok((StatusCode::ACCEPTED, Json(op)))
 }

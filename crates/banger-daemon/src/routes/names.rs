@@ -17,12 +17,12 @@ impl<S: Send + Sync> FromRequestParts<S> for NameParam {
         let Path(name) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::invalid(e.body_text()))?;
-        banger_api::names::validate_artifact_name("the", &name).map_err(ApiError::invalid)?;
+        banger_api::names::validate_artifact_name("the", &name)?;
         Ok(Self(name))
     }
 }
 
 /// Validates a name from a request body.
 pub fn check(what: &str, name: &str) -> Result<(), ApiError> {
-    banger_api::names::validate_artifact_name(what, name).map_err(ApiError::invalid)
+    Ok(banger_api::names::validate_artifact_name(what, name)?)
 }

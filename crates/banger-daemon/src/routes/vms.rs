@@ -29,7 +29,7 @@ impl<S: Send + Sync> FromRequestParts<S> for VmRef {
         let Path(reference) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::invalid(e.body_text()))?;
-        banger_api::names::validate_name("vm reference", &reference).map_err(ApiError::invalid)?;
+        banger_api::names::validate_name("vm reference", &reference)?;
         Ok(Self(reference))
     }
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use banger_artifacts::ext4;
 use banger_init::abi::OVERLAY_LABEL;
-use banger_sys::{Cancel, Cmd, Runner};
+use banger_sys::{Cancel, Cmd, RunError, Runner};
+
+use super::remove_temp;
 
 /// ext4 label of the work disk, found by the guest's fstab.
 pub const WORK_LABEL: &str = "banger-work";
@@ -162,10 +164,45 @@ impl DiskFiles {
     }
 }
 
-fn run(runner: &Arc<dyn Runner>, cmd: &Cmd, log: &Path, what: &str) -> Result<(), String> {
+/// Why a VM's disk could not be written or grown.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// A file operation failed.
+    #[error("{what} {}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// To which file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A disk tool failed.
+    #[error("{what}")]
+    Run {
+        /// What it was doing.
+        what: &'static str,
+        /// How it failed.
+        #[source]
+        source: RunError,
+    },
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DiskError {
+    let path = path.to_owned();
+    move |source| DiskError::Io { what, path, source }
+}
+
+fn run(
+    runner: &Arc<dyn Runner>,
+    cmd: &Cmd,
+    log: &Path,
+    what: &'static str,
+) -> Result<(), DiskError> {
     runner
         .run(cmd, log, &Cancel::new())
-        .map_err(|e| format!("{what}: {e}"))
+        .map_err(|source| DiskError::Run { what, source })
 }
 
 /// Writes the overlay disk from `settings`.
@@ -174,17 +211,17 @@ pub fn make_overlay(
     disks: &DiskFiles,
     settings: &GuestSettings<'_>,
     log: &Path,
-) -> Result<(), String> {
-    let tar = overlay_tar(settings).map_err(|e| format!("build the overlay tree: {e}"))?;
+) -> Result<(), DiskError> {
+    let tar = overlay_tar(settings).map_err(io("build the overlay tree for", &disks.overlay))?;
     let tar_path = disks.overlay.with_extension("tar");
-    std::fs::write(&tar_path, tar).map_err(|e| format!("write {}: {e}", tar_path.display()))?;
+    std::fs::write(&tar_path, tar).map_err(io("write", &tar_path))?;
     let result = run(
         runner,
         &ext4::mkfs_from_tar(&tar_path, &disks.overlay, OVERLAY_BYTES, OVERLAY_LABEL),
         log,
         "make the overlay disk",
     );
-    let _ = std::fs::remove_file(&tar_path);
+    remove_temp(&tar_path);
     result
 }
 
@@ -197,7 +234,7 @@ pub fn make_work(
     size_bytes: u64,
     authorized_key: &str,
     log: &Path,
-) -> Result<(), String> {
+) -> Result<(), DiskError> {
     let work = &disks.work;
     run(
         runner,
@@ -238,9 +275,8 @@ pub fn make_work(
         sif authorized_keys mode 0100600\n\
         sif authorized_keys uid 0\n\
         sif authorized_keys gid 0\n";
-    std::fs::write(&key_file, authorized_key)
-        .and_then(|()| std::fs::write(&script, commands))
-        .map_err(|e| format!("write {}: {e}", dir.display()))?;
+    std::fs::write(&key_file, authorized_key).map_err(io("write", &key_file))?;
+    std::fs::write(&script, commands).map_err(io("write", &script))?;
     let result = run(
         runner,
         &Cmd::new("debugfs")
@@ -250,8 +286,8 @@ pub fn make_work(
         log,
         "install authorized_keys on the work disk",
     );
-    let _ = std::fs::remove_file(&key_file);
-    let _ = std::fs::remove_file(&script);
+    remove_temp(&key_file);
+    remove_temp(&script);
     result
 }
 
@@ -260,22 +296,18 @@ pub fn make_work(
 /// the host (they have had memory-corruption bugs on crafted images). The
 /// guest's own systemd grows the mounted file system at boot, asked to by
 /// `x-systemd.growfs` in the fstab line [`overlay_tar`] writes.
-pub fn grow_work(work: &Path, size_bytes: u64) -> Result<(), String> {
+pub fn grow_work(work: &Path, size_bytes: u64) -> Result<(), DiskError> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(work)
-        .map_err(|e| format!("open {}: {e}", work.display()))?;
-    let current = file
-        .metadata()
-        .map_err(|e| format!("stat {}: {e}", work.display()))?
-        .len();
+        .map_err(io("open", work))?;
+    let current = file.metadata().map_err(io("stat", work))?.len();
     if size_bytes <= current {
         return Ok(());
     }
-    file.set_len(size_bytes)
-        .map_err(|e| format!("grow {} to {size_bytes} bytes: {e}", work.display()))
+    file.set_len(size_bytes).map_err(io("grow", work))
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Finding a VM by what a request names it: an exact name, a full id, or
 //! (for views only) an id prefix.
 
-use banger_api::{ErrorCode, VmState};
+use banger_api::ErrorCode;
 use banger_store::VmRecord;
 
 use crate::error::ApiError;
@@ -63,15 +63,6 @@ pub fn resolve_in(all: &[VmRecord], reference: &str, lookup: Lookup) -> Result<V
 
 /// The shortest id prefix a read-only request may use.
 const MIN_ID_PREFIX: usize = 4;
-
-pub(super) fn parse_state(r: &VmRecord) -> Result<VmState, ApiError> {
-    VmState::parse(&r.state).ok_or_else(|| {
-        ApiError::internal(format!(
-            "vm {:?} has unknown state {:?} in the store",
-            r.name, r.state
-        ))
-    })
-}
 
 #[cfg(test)]
 mod tests {

@@ -114,6 +114,22 @@ fn failed(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::OperationFailed, message)
 }
 
+/// A lifecycle step failed because of `err`: its whole chain is the
+/// message.
+fn failed_by(err: &dyn std::error::Error) -> ApiError {
+    failed(crate::error::error_chain(err))
+}
+
+/// Removes a temporary file a step made, logging (not failing on) a
+/// failure: the step's own result is what its caller needs.
+fn remove_temp(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove a temporary file");
+    }
+}
+
 /// Everything a VM is given by the service.
 #[derive(Debug, Clone, Copy)]
 pub struct Parts<'a> {
@@ -253,6 +269,10 @@ impl Vms {
 fn not_running(vm: &VmRecord) -> ApiError {
     ApiError::new(
         ErrorCode::NotRunning,
-        format!("vm {} is not running (it is {})", vm.name, vm.state),
+        format!(
+            "vm {} is not running (it is {})",
+            vm.name,
+            vm.state.as_str()
+        ),
     )
 }

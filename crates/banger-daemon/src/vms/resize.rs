@@ -5,7 +5,7 @@ use banger_artifacts::store::now_rfc3339;
 
 use super::create::Size;
 use super::disks::{self, DiskFiles};
-use super::{Vms, failed};
+use super::{Vms, failed_by};
 use crate::error::ApiError;
 
 impl Vms {
@@ -27,7 +27,7 @@ impl Vms {
             size.check_room(&self.room()?, size.disk_bytes - vm.disk_bytes, 0)?;
             if size.disk_bytes > vm.disk_bytes {
                 let work = DiskFiles::in_dir(&self.vm_dir(&vm.id)).work;
-                disks::grow_work(&work, size.disk_bytes).map_err(failed)?;
+                disks::grow_work(&work, size.disk_bytes).map_err(|e| failed_by(&e))?;
             }
             self.db.set_vm_size(
                 &vm.id,

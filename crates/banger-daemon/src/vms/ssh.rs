@@ -10,6 +10,35 @@ use std::time::Duration;
 
 use banger_sys::{Cancel, Cmd, RunError, Runner};
 
+use super::remove_temp;
+
+/// Why banger's SSH files could not be made or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    /// A file operation failed.
+    #[error("{what} {}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// ssh-keygen failed.
+    #[error("generate an SSH key")]
+    Keygen(#[source] RunError),
+    /// A host public key is not `<type> <base64> ...`.
+    #[error("malformed host public key {0:?}")]
+    MalformedKey(String),
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SshError {
+    let path = path.to_owned();
+    move |source| SshError::Io { what, path, source }
+}
+
 /// The files under `<state>/ssh/`.
 #[derive(Debug)]
 pub struct SshFiles {
@@ -42,7 +71,7 @@ impl SshFiles {
     }
 
     /// Creates the client key pair when missing.
-    pub fn ensure_identity(&self, runner: &Arc<dyn Runner>) -> Result<(), String> {
+    pub fn ensure_identity(&self, runner: &Arc<dyn Runner>) -> Result<(), SshError> {
         // Held across one ssh-keygen, once per installation; later calls
         // only check that the files exist.
         let _guard = banger_sys::wait::lock(&self.identity_lock);
@@ -50,8 +79,7 @@ impl SshFiles {
         if key.exists() && pub_of(&key).exists() {
             return Ok(());
         }
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| format!("create {}: {e}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
         let tmp = self
             .dir
             .join(format!("id_tmp_{:08x}", rand::random::<u32>()));
@@ -60,26 +88,32 @@ impl SshFiles {
         let result = generated.and_then(|()| {
             std::fs::rename(&tmp_pub, pub_of(&key))
                 .and_then(|()| std::fs::rename(&tmp, &key))
-                .map_err(|e| format!("install {}: {e}", key.display()))
+                .map_err(io("install", &key))
         });
-        let _ = std::fs::remove_file(&tmp);
-        let _ = std::fs::remove_file(&tmp_pub);
+        remove_temp(&tmp);
+        remove_temp(&tmp_pub);
         result
     }
 
     /// banger's public key line (for authorized_keys).
-    pub fn public_key(&self) -> Result<String, String> {
+    pub fn public_key(&self) -> Result<String, SshError> {
         let path = pub_of(&self.identity());
-        std::fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))
+        std::fs::read_to_string(&path).map_err(io("read", &path))
     }
 
     /// Pins `public_key` (an `ssh-ed25519 AAAA...` line) for the VM `id`,
     /// reachable as `ip` and `<name>.vm`, replacing any older entry for the
     /// VM or the address.
-    pub fn pin(&self, id: &str, name: &str, ip: Ipv4Addr, public_key: &str) -> Result<(), String> {
+    pub fn pin(
+        &self,
+        id: &str,
+        name: &str,
+        ip: Ipv4Addr,
+        public_key: &str,
+    ) -> Result<(), SshError> {
         let mut fields = public_key.split_whitespace();
         let (Some(kind), Some(key)) = (fields.next(), fields.next()) else {
-            return Err(format!("malformed host public key {public_key:?}"));
+            return Err(SshError::MalformedKey(public_key.to_owned()));
         };
         let ip_text = ip.to_string();
         self.rewrite(|lines| {
@@ -89,17 +123,17 @@ impl SshFiles {
     }
 
     /// Removes the VM `id`'s entries.
-    pub fn unpin(&self, id: &str) -> Result<(), String> {
+    pub fn unpin(&self, id: &str) -> Result<(), SshError> {
         self.rewrite(|lines| lines.retain(|l| !is_for(l, id)))
     }
 
-    fn rewrite(&self, edit: impl FnOnce(&mut Vec<String>)) -> Result<(), String> {
+    fn rewrite(&self, edit: impl FnOnce(&mut Vec<String>)) -> Result<(), SshError> {
         let _guard = banger_sys::wait::lock(&self.known_hosts_lock);
         let path = self.known_hosts();
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(format!("read {}: {e}", path.display())),
+            Err(e) => return Err(io("read", &path)(e)),
         };
         let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
         edit(&mut lines);
@@ -107,15 +141,14 @@ impl SshFiles {
         if !out.is_empty() {
             out.push('\n');
         }
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| format!("create {}: {e}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
         // Readers (ssh) may open it at any time: never show a torn file.
         let tmp = path.with_extension(format!("tmp-{:08x}", rand::random::<u32>()));
         std::fs::write(&tmp, out)
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                format!("write {}: {e}", path.display())
+                remove_temp(&tmp);
+                io("write", &path)(e)
             })
     }
 }
@@ -143,7 +176,7 @@ pub fn keygen(
     path: &Path,
     comment: &str,
     log: &Path,
-) -> Result<(), String> {
+) -> Result<(), SshError> {
     runner
         .run(
             &Cmd::new("ssh-keygen")
@@ -152,7 +185,7 @@ pub fn keygen(
             log,
             &Cancel::new(),
         )
-        .map_err(|e| format!("generate an SSH key: {e}"))
+        .map_err(SshError::Keygen)
 }
 
 /// Waits until `ip:22` greets with an SSH banner, `alive` stays true and

@@ -169,7 +169,7 @@ impl Kit {
     pub(in crate::vms) fn set_state(&self, id: &str, state: VmState) {
         self.vms
             .db
-            .set_vm_state(id, state.as_str(), None, "2026-11-30T00:00:00Z")
+            .set_vm_state(id, state, None, "2026-11-30T00:00:00Z")
             .unwrap();
     }
 

@@ -6,28 +6,27 @@ use banger_store::VmRecord;
 use banger_sys::wait::lock;
 
 use super::console::{ConsoleError, ConsoleLog};
-use super::lookup::{Lookup, parse_state, resolve_in};
+use super::lookup::{Lookup, resolve_in};
 use super::{Vms, not_running};
 use crate::error::ApiError;
 
 impl Vms {
     pub(super) fn view(&self, r: VmRecord) -> Result<Vm, ApiError> {
-        let state = parse_state(&r)?;
         let h = self.handles(&r.id);
         Ok(Vm {
             console_log: self.files(&r.id).console().display().to_string(),
             pid: h.as_ref().map(|h| h.pid),
             accel: h.map(|h| h.accel),
             id: r.id,
-            name: r.name,
-            state,
-            image: r.image,
-            kernel: r.kernel,
+            name: r.name.into(),
+            state: r.state,
+            image: r.image.into(),
+            kernel: r.kernel.into(),
             vcpus: r.vcpus,
             memory_mib: r.memory_mib,
             disk_bytes: r.disk_bytes,
             nat: r.nat,
-            ip: r.ip,
+            ip: r.ip.to_string(),
             tap: r.tap,
             last_error: r.last_error,
             created_at: r.created_at,
@@ -42,11 +41,11 @@ impl Vms {
             .into_iter()
             .map(|r| {
                 Ok(VmSummary {
-                    state: parse_state(&r)?,
+                    state: r.state,
                     id: r.id,
-                    name: r.name,
-                    image: r.image,
-                    ip: r.ip,
+                    name: r.name.into(),
+                    image: r.image.into(),
+                    ip: r.ip.to_string(),
                     created_at: r.created_at,
                 })
             })
@@ -80,9 +79,9 @@ impl Vms {
 
     pub(super) fn target(&self, vm: &VmRecord) -> SshTarget {
         SshTarget {
-            name: vm.name.clone(),
+            name: vm.name.to_string(),
             user: "root".to_owned(),
-            host: vm.ip.clone(),
+            host: vm.ip.to_string(),
             port: 22,
             identity_file: self.ssh.identity().display().to_string(),
             known_hosts_file: self.ssh.known_hosts().display().to_string(),

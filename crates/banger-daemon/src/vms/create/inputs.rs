@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use banger_api::names::ArtifactName;
 use banger_api::{ErrorCode, Operation, OperationState};
 use banger_artifacts::store::Kind;
 use banger_artifacts::{Progress, Stage};
@@ -46,9 +47,11 @@ impl Vms {
     pub(super) fn resolve_artifacts(
         &self,
         op: &Arc<OpHandle>,
-        image: &str,
-        kernel: Option<&str>,
-    ) -> Result<(String, String), ApiError> {
+        image: &ArtifactName,
+        kernel: Option<&ArtifactName>,
+    ) -> Result<(ArtifactName, ArtifactName), ApiError> {
+        let image_name = image;
+        let image = image.as_str();
         if self.db.get_image(image)?.is_none() {
             let pull = self
                 .artifacts
@@ -60,7 +63,11 @@ impl Vms {
             .db
             .get_image(image)?
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no image {image:?}")))?;
-        let kernel = kernel.map_or(record.kernel, str::to_owned);
+        let kernel = match kernel {
+            Some(kernel) => kernel.clone(),
+            None => ArtifactName::new(record.kernel)
+                .map_err(|e| ApiError::internal(format!("image {image:?} in the store: {e}")))?,
+        };
         let bz = self
             .art_store
             .dir(Kind::Kernel, &kernel)
@@ -69,10 +76,10 @@ impl Vms {
             let pull = self
                 .artifacts
                 .pull_kernel(crate::op_id::OpId::mint().as_str(), &kernel)?;
-            tracing::info!(op = %op.id(), pull = %pull.id, kernel, "the create waits on a pull");
+            tracing::info!(op = %op.id(), pull = %pull.id, kernel = %kernel, "the create waits on a pull");
             self.wait_for(op, pull)?;
         }
-        Ok((image.to_owned(), kernel))
+        Ok((image_name.clone(), kernel))
     }
 
     /// Waits for a pull, mirroring its stages into `op`.

@@ -11,6 +11,7 @@ pub(super) use size::Size;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use banger_api::names::{ArtifactName, VmName};
 use banger_api::{CreateVmRequest, ErrorCode, Operation, OperationKind, VmState};
 use banger_artifacts::store::{Kind, now_rfc3339};
 use banger_artifacts::{Progress, Stage};
@@ -19,7 +20,7 @@ use banger_sys::wait::lock;
 
 use super::disks::{self, DiskFiles, GuestSettings};
 use super::undo::Undo;
-use super::{Vms, failed, ssh};
+use super::{Vms, failed, failed_by, remove_temp, ssh};
 use crate::error::ApiError;
 use crate::operations::OpHandle;
 
@@ -37,22 +38,16 @@ impl Vms {
         op_id: &str,
         req: CreateVmRequest,
     ) -> Result<Operation, ApiError> {
-        let name = match &req.name {
-            Some(name) => {
-                banger_api::names::validate_vm_name(name).map_err(ApiError::invalid)?;
-                name.clone()
-            }
+        // The names were checked as the body was read (VmName,
+        // ArtifactName): only the defaults are made here.
+        let name = match req.name {
+            Some(name) => name,
             None => generated_name(),
         };
-        let image = req
-            .image
-            .clone()
-            .unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
-        banger_api::names::validate_artifact_name("image", &image).map_err(ApiError::invalid)?;
-        if let Some(kernel) = &req.kernel {
-            banger_api::names::validate_artifact_name("kernel", kernel)
-                .map_err(ApiError::invalid)?;
-        }
+        let image = match req.image {
+            Some(image) => image,
+            None => ArtifactName::new(DEFAULT_IMAGE)?,
+        };
         let size = Size::checked(req.vcpus, req.memory_mib, req.disk_bytes, None)?;
         size.check_room(&self.room()?, size.disk_bytes, 0)?;
         if self.db.list_vms()?.iter().any(|v| v.name == name) {
@@ -91,7 +86,7 @@ impl Vms {
             });
         };
         stage(1, &format!("finding image {}", spec.image));
-        let (image, kernel) = self.resolve_artifacts(op, &spec.image, spec.kernel.as_deref())?;
+        let (image, kernel) = self.resolve_artifacts(op, &spec.image, spec.kernel.as_ref())?;
         if op.cancel.is_cancelled() {
             return Err(failed("cancelled"));
         }
@@ -133,8 +128,8 @@ impl Vms {
     pub(super) fn reserve(
         &self,
         spec: &Spec,
-        image: &str,
-        kernel: &str,
+        image: &ArtifactName,
+        kernel: &ArtifactName,
     ) -> Result<VmRecord, ApiError> {
         let _guard = lock(&self.reserve);
         let all = self.db.list_vms()?;
@@ -144,7 +139,7 @@ impl Vms {
                 format!("a vm named {:?} already exists", spec.name),
             ));
         }
-        let used: Vec<Ipv4Addr> = all.iter().filter_map(|v| v.ip.parse().ok()).collect();
+        let used: Vec<Ipv4Addr> = all.iter().map(|v| v.ip).collect();
         let ip = banger_net::allocate(&self.settings.subnet, &used).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::Conflict,
@@ -157,14 +152,14 @@ impl Vms {
             tap: banger_net::tap_name(&id),
             id,
             name: spec.name.clone(),
-            state: VmState::Created.as_str().to_owned(),
-            image: image.to_owned(),
-            kernel: kernel.to_owned(),
+            state: VmState::Created,
+            image: image.clone(),
+            kernel: kernel.clone(),
             vcpus: spec.size.vcpus,
             memory_mib: spec.size.memory_mib,
             disk_bytes: spec.size.disk_bytes,
             nat: spec.nat,
-            ip: ip.to_string(),
+            ip,
             last_error: None,
             created_at: now.clone(),
             updated_at: now,
@@ -189,21 +184,21 @@ impl Vms {
     fn write_disks(&self, vm: &VmRecord, dir: &std::path::Path) -> Result<(), ApiError> {
         self.art_store
             .pin_rootfs(&vm.image, &vm.id)
-            .map_err(|e| failed(crate::error::error_chain(&e)))?;
+            .map_err(|e| failed_by(&e))?;
         let dir = dir.to_owned();
         let log = dir.join("create.log");
-        self.ssh.ensure_identity(&self.runner).map_err(failed)?;
+        self.ssh
+            .ensure_identity(&self.runner)
+            .map_err(|e| failed_by(&e))?;
         let key = dir.join("host_key");
-        ssh::keygen(&self.runner, &key, &format!("root@{}", vm.name), &log).map_err(failed)?;
+        ssh::keygen(&self.runner, &key, &format!("root@{}", vm.name), &log)
+            .map_err(|e| failed_by(&e))?;
         let private = std::fs::read(&key).map_err(|e| failed(format!("read host key: {e}")))?;
         let public =
             std::fs::read(ssh::pub_of(&key)).map_err(|e| failed(format!("read host key: {e}")))?;
-        let _ = std::fs::remove_file(&key);
-        let _ = std::fs::remove_file(ssh::pub_of(&key));
-        let ip: Ipv4Addr = vm
-            .ip
-            .parse()
-            .map_err(|_| ApiError::internal(format!("bad address {:?} in the store", vm.ip)))?;
+        remove_temp(&key);
+        remove_temp(&ssh::pub_of(&key));
+        let ip = vm.ip;
         let disks = DiskFiles::in_dir(&dir);
         // A NAT guest reaches the host's resolvers; others reach nothing,
         // and keep the image's file rather than wait on timeouts.
@@ -218,12 +213,12 @@ impl Vms {
             host_key: (&private, &public),
             nameservers: &nameservers,
         };
-        disks::make_overlay(&self.runner, &disks, &settings, &log).map_err(failed)?;
+        disks::make_overlay(&self.runner, &disks, &settings, &log).map_err(|e| failed_by(&e))?;
         let seed = self
             .art_store
             .dir(Kind::Image, &vm.image)
             .join(banger_artifacts::image::WORK_SEED);
-        let authorized = self.ssh.public_key().map_err(failed)?;
+        let authorized = self.ssh.public_key().map_err(|e| failed_by(&e))?;
         disks::make_work(
             &self.runner,
             &seed,
@@ -232,16 +227,16 @@ impl Vms {
             &authorized,
             &log,
         )
-        .map_err(failed)?;
+        .map_err(|e| failed_by(&e))?;
         self.ssh
             .pin(&vm.id, &vm.name, ip, &String::from_utf8_lossy(&public))
-            .map_err(failed)
+            .map_err(|e| failed_by(&e))
     }
 
     /// Removes everything a VM has on the host but its running pieces.
     pub(super) fn discard(&self, vm: &VmRecord) {
         if let Err(e) = self.ssh.unpin(&vm.id) {
-            tracing::warn!(vm = %vm.name, error = %e, "cannot unpin the host key");
+            tracing::warn!(vm = %vm.name, error = %crate::error::error_chain(&e), "cannot unpin the host key");
         }
         if let Err(e) = self.art_store.unpin_rootfs(&vm.id) {
             tracing::warn!(vm = %vm.name, error = %crate::error::error_chain(&e), "cannot remove the vm's root file system link");
@@ -262,16 +257,17 @@ impl Vms {
 /// A create request, validated.
 #[derive(Debug)]
 pub(super) struct Spec {
-    name: String,
-    image: String,
-    kernel: Option<String>,
+    name: VmName,
+    image: ArtifactName,
+    kernel: Option<ArtifactName>,
     size: Size,
     nat: bool,
     start: bool,
 }
 
-fn generated_name() -> String {
-    format!("vm-{:06x}", rand::random::<u32>() & 0xff_ffff)
+fn generated_name() -> VmName {
+    VmName::new(format!("vm-{:06x}", rand::random::<u32>() & 0xff_ffff))
+        .expect("vm-<6 hex digits> is a vm name")
 }
 
 #[cfg(test)]
@@ -282,6 +278,7 @@ mod tests {
     fn generated_names_are_valid_vm_names() {
         for _ in 0..100 {
             banger_api::names::validate_vm_name(&generated_name()).unwrap();
+            assert!(generated_name().starts_with("vm-"));
         }
     }
 }

@@ -22,7 +22,7 @@ impl Vms {
             }
         };
         for vm in all {
-            if vm.state == VmState::Created.as_str() && self.half_created(&vm) {
+            if vm.state == VmState::Created && self.half_created(&vm) {
                 tracing::warn!(vm = %vm.name, "a create was interrupted before its disks were written; removing the vm");
                 self.discard(&vm);
                 continue;
@@ -61,7 +61,7 @@ impl Vms {
 
     /// Adopts, stops or cleans up after `vm` as what was found says.
     fn settle(&self, vm: &VmRecord, recorded: Option<&Handles>, found: Option<Handles>) {
-        let running = vm.state == VmState::Running.as_str();
+        let running = vm.state == VmState::Running;
         match found {
             // Found only from the host, for a vm whose start never
             // finished: undo that start (the VMM holds the disks' write
@@ -94,10 +94,7 @@ impl Vms {
     /// Records `state` for `vm`, logging a failure: reconciliation goes on
     /// with the other VMs.
     fn record_state(&self, vm: &VmRecord, state: VmState, error: Option<&str>) {
-        if let Err(e) = self
-            .db
-            .set_vm_state(&vm.id, state.as_str(), error, &now_rfc3339())
-        {
+        if let Err(e) = self.db.set_vm_state(&vm.id, state, error, &now_rfc3339()) {
             tracing::warn!(vm = %vm.name, state = state.as_str(), error = %e, "cannot record the vm's state");
         }
     }

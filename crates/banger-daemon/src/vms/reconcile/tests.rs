@@ -34,7 +34,7 @@ impl Kit {
     fn adopted(&self) -> Option<Handles> {
         self.vms.handles(&self.vm.id)
     }
-    fn state(&self) -> String {
+    fn state(&self) -> VmState {
         self.stored(&self.vm.id).state
     }
 }
@@ -46,7 +46,7 @@ fn a_recorded_vmm_still_running_is_adopted_untouched() {
     k.vms.adopt();
     assert_eq!(k.adopted(), Some(recorded("vmm")));
     assert!(k.take_calls().is_empty());
-    assert_eq!(k.state(), "running");
+    assert_eq!(k.state(), VmState::Running);
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn an_adopted_vm_whose_state_write_was_lost_is_recorded_running() {
     FakeVmm::set(&k.vmm.alive, true);
     k.vms.adopt();
     assert!(k.adopted().is_some());
-    assert_eq!(k.state(), "running");
+    assert_eq!(k.state(), VmState::Running);
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn a_running_vm_whose_handles_were_lost_is_found_from_the_host() {
     k.vms.adopt();
     let h = k.adopted().unwrap();
     assert_eq!((h.vmm.as_str(), h.accel.as_str()), ("other", "unknown"));
-    assert_eq!(k.state(), "running");
+    assert_eq!(k.state(), VmState::Running);
 }
 
 #[test]
@@ -109,7 +109,7 @@ fn a_vmm_spawned_by_a_start_that_never_finished_is_stopped_not_orphaned() {
     assert_eq!(k.take_calls(), [&["vmm kill"][..], &RELEASED].concat());
     assert!(k.adopted().is_none());
     let stored = k.stored(&k.vm.id);
-    assert_eq!(stored.state, "error");
+    assert_eq!(stored.state, VmState::Error);
     assert!(
         stored
             .last_error
@@ -126,7 +126,7 @@ fn a_vm_that_died_while_the_daemon_was_away_is_cleaned_up_and_stopped() {
         assert_eq!(k.take_calls(), RELEASED, "{recorded:?}");
         assert!(k.adopted().is_none());
         assert!(handles::read(&k.vms.vm_dir(&k.vm.id)).is_none());
-        assert_eq!(k.state(), "stopped");
+        assert_eq!(k.state(), VmState::Stopped);
     }
 }
 
@@ -137,7 +137,7 @@ fn a_stopped_or_failed_vm_keeps_its_state_and_only_leftovers_go() {
         k.vms.adopt();
         // A tap or rule a crash left behind goes; nothing else happens.
         assert_eq!(k.take_calls(), RELEASED);
-        assert_eq!(k.state(), state.as_str());
+        assert_eq!(k.state(), state);
     }
 }
 
@@ -145,8 +145,8 @@ fn a_stopped_or_failed_vm_keeps_its_state_and_only_leftovers_go() {
 fn a_vm_whose_create_was_cut_short_is_removed_and_a_finished_one_kept() {
     let k = kit("");
     let created = |id: &str, name: &str, n: u8| banger_store::VmRecord {
-        state: VmState::Created.as_str().into(),
-        ip: format!("10.77.0.{n}"),
+        state: VmState::Created,
+        ip: std::net::Ipv4Addr::new(10, 77, 0, n),
         tap: format!("bgt{id}"),
         ..banger_testutil::stopped_vm(id, name, "img")
     };
@@ -178,10 +178,10 @@ fn a_vm_whose_create_was_cut_short_is_removed_and_a_finished_one_kept() {
         .list_vms()
         .unwrap()
         .into_iter()
-        .map(|v| v.name)
+        .map(|v| v.name.to_string())
         .collect();
     left.sort();
-    assert_eq!(left, ["done".to_owned(), k.vm.name.clone()]);
+    assert_eq!(left, ["done".to_owned(), k.vm.name.to_string()]);
     assert!(!k.vms.vm_dir(&marked.id).exists());
     assert!(k.vms.vm_dir(&done.id).exists());
 }
@@ -198,7 +198,7 @@ fn reap_leaves_running_vms_and_cleans_up_after_one_that_powered_off() {
     k.vms.reap();
     assert!(k.adopted().is_none());
     assert_eq!(k.take_calls(), RELEASED);
-    assert_eq!(k.state(), "stopped");
+    assert_eq!(k.state(), VmState::Stopped);
 }
 
 #[test]

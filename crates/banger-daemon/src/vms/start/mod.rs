@@ -48,16 +48,12 @@ impl Vms {
             Ok((_, h)) => {
                 tracing::info!(vm = %vm.name, pid = h.pid, accel = %h.accel, secs = started.elapsed().as_secs_f64(), "vm started");
                 self.db
-                    .set_vm_state(&vm.id, VmState::Running.as_str(), None, &now_rfc3339())?;
+                    .set_vm_state(&vm.id, VmState::Running, None, &now_rfc3339())?;
             }
             Err(e) => {
                 tracing::warn!(vm = %vm.name, error = %e.message, "vm start failed; rolled back");
-                self.db.set_vm_state(
-                    &vm.id,
-                    VmState::Error.as_str(),
-                    Some(&e.message),
-                    &now_rfc3339(),
-                )?;
+                self.db
+                    .set_vm_state(&vm.id, VmState::Error, Some(&e.message), &now_rfc3339())?;
             }
         }
         result
@@ -128,7 +124,7 @@ mod tests {
             assert!(handles::read(&vms.vm_dir(&vm.id)).is_none());
             assert!(vms.handles(&vm.id).is_none());
             let stored = self.kit.stored(&vm.id);
-            assert_eq!(stored.state, "error");
+            assert_eq!(stored.state, banger_api::VmState::Error);
             assert_eq!(stored.last_error.as_deref(), Some(self.message.as_str()));
         }
     }

@@ -36,10 +36,7 @@ impl Vms {
     /// The files a start needs, the VMM's ability to boot them and the
     /// host's room for the VM.
     pub(super) fn start_inputs(&self, vm: &VmRecord) -> Result<Inputs, ApiError> {
-        let ip: Ipv4Addr = vm
-            .ip
-            .parse()
-            .map_err(|_| ApiError::internal(format!("bad address {:?} in the store", vm.ip)))?;
+        let ip = vm.ip;
         let kernel_dir = self.art_store.dir(Kind::Kernel, &vm.kernel);
         let kernel = kernel_dir.join(self.vmm.kernel_file());
         // VMs made before pins existed use the image's current generation.
@@ -121,7 +118,7 @@ impl Vms {
             ip: inputs.ip,
             gateway: self.settings.subnet.gateway(),
             netmask: self.settings.subnet.netmask(),
-            hostname: vm.name.clone(),
+            hostname: vm.name.to_string(),
         };
         let disks = DiskFiles::in_dir(inputs.files.dir());
         let disk = |id, path, read_only| Disk {
