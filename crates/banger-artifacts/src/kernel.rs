@@ -51,16 +51,8 @@ pub enum BuildError {
     #[error("the kernel config dropped {} fragment symbol(s): {}", .0.len(), .0.join(", "))]
     MissingSymbols(Vec<String>),
     /// A file operation failed.
-    #[error("{what} {}", path.display())]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] banger_sys::IoAt),
     /// The tarball was refused.
     #[error(transparent)]
     Tar(#[from] crate::tarscan::TarError),
@@ -112,7 +104,7 @@ pub enum BuildError {
 
 pub(crate) fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
     let path = path.to_owned();
-    move |source| BuildError::Io { what, path, source }
+    move |source| BuildError::Io(banger_sys::IoAt { what, path, source })
 }
 
 /// One build's collaborators.
@@ -262,10 +254,12 @@ fn source_dir(work: &Path) -> Result<PathBuf, BuildError> {
         .flatten()
         .map(|e| e.path())
         .find(|p| p.join("Makefile").is_file())
-        .ok_or_else(|| BuildError::Io {
-            what: "find the kernel source in",
-            path: work.to_owned(),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        .ok_or_else(|| {
+            BuildError::Io(banger_sys::IoAt {
+                what: "find the kernel source in",
+                path: work.to_owned(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })
         })
 }
 

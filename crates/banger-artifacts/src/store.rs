@@ -38,16 +38,8 @@ impl Kind {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A file system operation failed.
-    #[error("{what} {}", path.display())]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] banger_sys::IoAt),
     /// A manifest could not be parsed.
     #[error("manifest {} is corrupt", path.display())]
     Manifest {
@@ -61,7 +53,7 @@ pub enum StoreError {
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.to_owned();
-    move |source| StoreError::Io { what, path, source }
+    move |source| StoreError::Io(banger_sys::IoAt { what, path, source })
 }
 
 /// The store rooted at the cache directory.
@@ -245,11 +237,11 @@ impl ArtifactStore {
     /// delete: installations may share a cache, so none prunes another's.
     pub fn pin_rootfs(&self, image: &str, vm_id: &str) -> Result<PathBuf, StoreError> {
         if vm_id.is_empty() || !vm_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StoreError::Io {
+            return Err(StoreError::Io(banger_sys::IoAt {
                 what: "pin the root file system for",
                 path: PathBuf::from(vm_id),
                 source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-            });
+            }));
         }
         let src = self.dir(Kind::Image, image).join(crate::image::ROOTFS);
         let pin = self.pinned_rootfs(vm_id);

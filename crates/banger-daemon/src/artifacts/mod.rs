@@ -340,7 +340,7 @@ fn not_found(what: &str, name: &str) -> ApiError {
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
     let path = path.to_owned();
-    move |source| BuildError::Io { what, path, source }
+    move |e| banger_sys::io_at(what, &path)(e).into()
 }
 
 /// The image name a staging directory was made for (`.staging-<name>-<hex>`).

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use banger_artifacts::ext4;
 use banger_init::abi::OVERLAY_LABEL;
-use banger_sys::{Cancel, Cmd, RunError, Runner};
+use banger_sys::{Cancel, Cmd, IoAt, RunError, Runner, io_at};
 
 use super::remove_temp;
 
@@ -168,16 +168,8 @@ impl DiskFiles {
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
     /// A file operation failed.
-    #[error("{what} {}", path.display())]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// To which file.
-        path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoAt),
     /// A disk tool failed.
     #[error("{what}")]
     Run {
@@ -187,11 +179,6 @@ pub enum DiskError {
         #[source]
         source: RunError,
     },
-}
-
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DiskError {
-    let path = path.to_owned();
-    move |source| DiskError::Io { what, path, source }
 }
 
 fn run(
@@ -212,9 +199,9 @@ pub fn make_overlay(
     settings: &GuestSettings<'_>,
     log: &Path,
 ) -> Result<(), DiskError> {
-    let tar = overlay_tar(settings).map_err(io("build the overlay tree for", &disks.overlay))?;
+    let tar = overlay_tar(settings).map_err(io_at("build the overlay tree for", &disks.overlay))?;
     let tar_path = disks.overlay.with_extension("tar");
-    std::fs::write(&tar_path, tar).map_err(io("write", &tar_path))?;
+    std::fs::write(&tar_path, tar).map_err(io_at("write", &tar_path))?;
     let result = run(
         runner,
         &ext4::mkfs_from_tar(&tar_path, &disks.overlay, OVERLAY_BYTES, OVERLAY_LABEL),
@@ -275,8 +262,8 @@ pub fn make_work(
         sif authorized_keys mode 0100600\n\
         sif authorized_keys uid 0\n\
         sif authorized_keys gid 0\n";
-    std::fs::write(&key_file, authorized_key).map_err(io("write", &key_file))?;
-    std::fs::write(&script, commands).map_err(io("write", &script))?;
+    std::fs::write(&key_file, authorized_key).map_err(io_at("write", &key_file))?;
+    std::fs::write(&script, commands).map_err(io_at("write", &script))?;
     let result = run(
         runner,
         &Cmd::new("debugfs")
@@ -302,12 +289,12 @@ pub fn grow_work(work: &Path, size_bytes: u64) -> Result<(), DiskError> {
         .write(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(work)
-        .map_err(io("open", work))?;
-    let current = file.metadata().map_err(io("stat", work))?.len();
+        .map_err(io_at("open", work))?;
+    let current = file.metadata().map_err(io_at("stat", work))?.len();
     if size_bytes <= current {
         return Ok(());
     }
-    file.set_len(size_bytes).map_err(io("grow", work))
+    Ok(file.set_len(size_bytes).map_err(io_at("grow", work))?)
 }
 
 #[cfg(test)]

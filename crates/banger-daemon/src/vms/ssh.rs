@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use banger_sys::{Cancel, Cmd, RunError, Runner};
+use banger_sys::{Cancel, Cmd, IoAt, RunError, Runner, io_at};
 
 use super::remove_temp;
 
@@ -16,27 +16,14 @@ use super::remove_temp;
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
     /// A file operation failed.
-    #[error("{what} {}", path.display())]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoAt),
     /// ssh-keygen failed.
     #[error("generate an SSH key")]
     Keygen(#[source] RunError),
     /// A host public key is not `<type> <base64> ...`.
     #[error("malformed host public key {0:?}")]
     MalformedKey(String),
-}
-
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SshError {
-    let path = path.to_owned();
-    move |source| SshError::Io { what, path, source }
 }
 
 /// The files under `<state>/ssh/`.
@@ -79,7 +66,7 @@ impl SshFiles {
         if key.exists() && pub_of(&key).exists() {
             return Ok(());
         }
-        std::fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
+        std::fs::create_dir_all(&self.dir).map_err(io_at("create", &self.dir))?;
         let tmp = self
             .dir
             .join(format!("id_tmp_{:08x}", rand::random::<u32>()));
@@ -88,7 +75,7 @@ impl SshFiles {
         let result = generated.and_then(|()| {
             std::fs::rename(&tmp_pub, pub_of(&key))
                 .and_then(|()| std::fs::rename(&tmp, &key))
-                .map_err(io("install", &key))
+                .map_err(|e| io_at("install", &key)(e).into())
         });
         remove_temp(&tmp);
         remove_temp(&tmp_pub);
@@ -98,7 +85,7 @@ impl SshFiles {
     /// banger's public key line (for authorized_keys).
     pub fn public_key(&self) -> Result<String, SshError> {
         let path = pub_of(&self.identity());
-        std::fs::read_to_string(&path).map_err(io("read", &path))
+        Ok(std::fs::read_to_string(&path).map_err(io_at("read", &path))?)
     }
 
     /// Pins `public_key` (an `ssh-ed25519 AAAA...` line) for the VM `id`,
@@ -133,7 +120,7 @@ impl SshFiles {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(io("read", &path)(e)),
+            Err(e) => return Err(io_at("read", &path)(e).into()),
         };
         let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
         edit(&mut lines);
@@ -141,14 +128,14 @@ impl SshFiles {
         if !out.is_empty() {
             out.push('\n');
         }
-        std::fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
+        std::fs::create_dir_all(&self.dir).map_err(io_at("create", &self.dir))?;
         // Readers (ssh) may open it at any time: never show a torn file.
         let tmp = path.with_extension(format!("tmp-{:08x}", rand::random::<u32>()));
         std::fs::write(&tmp, out)
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|e| {
                 remove_temp(&tmp);
-                io("write", &path)(e)
+                io_at("write", &path)(e).into()
             })
     }
 }
