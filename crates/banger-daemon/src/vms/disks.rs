@@ -145,23 +145,13 @@ fn append(
     }
 }
 
-/// The VM's disk files.
+/// The VM's disk files ([`super::dir::VmDir::disks`] names them).
 #[derive(Debug, Clone)]
 pub struct DiskFiles {
     /// The overlay disk.
     pub overlay: PathBuf,
     /// The work disk.
     pub work: PathBuf,
-}
-
-impl DiskFiles {
-    /// The disks in the VM directory `dir`.
-    pub fn in_dir(dir: &Path) -> Self {
-        Self {
-            overlay: dir.join("overlay.ext4"),
-            work: dir.join("work.ext4"),
-        }
-    }
 }
 
 /// Why a VM's disk could not be written or grown.

@@ -1,9 +1,9 @@
 //! A running VM's transient handles: in memory, and in the VM's
 //! `handles.json` so a restarted daemon can find its VMM again.
 
-use std::path::{Path, PathBuf};
-
 use serde::{Deserialize, Serialize};
+
+use super::dir::VmDir;
 
 /// What identifies a running VM's host-side pieces.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,14 +18,9 @@ pub struct Handles {
     pub vmm: String,
 }
 
-/// `handles.json` in the VM directory `dir`.
-pub fn path(dir: &Path) -> PathBuf {
-    dir.join("handles.json")
-}
-
 /// Writes `handles` atomically (temp file and rename).
-pub fn write(dir: &Path, handles: &Handles) -> std::io::Result<()> {
-    let path = path(dir);
+pub fn write(dir: &VmDir, handles: &Handles) -> std::io::Result<()> {
+    let path = dir.handles();
     let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_vec_pretty(handles).map_err(std::io::Error::other)?;
     std::fs::write(&tmp, text)?;
@@ -33,13 +28,13 @@ pub fn write(dir: &Path, handles: &Handles) -> std::io::Result<()> {
 }
 
 /// Reads `handles.json`; `None` when missing or unreadable.
-pub fn read(dir: &Path) -> Option<Handles> {
-    serde_json::from_slice(&std::fs::read(path(dir)).ok()?).ok()
+pub fn read(dir: &VmDir) -> Option<Handles> {
+    serde_json::from_slice(&std::fs::read(dir.handles()).ok()?).ok()
 }
 
 /// Removes `handles.json`; a missing one is fine.
-pub fn remove(dir: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path(dir)) {
+pub fn remove(dir: &VmDir) -> std::io::Result<()> {
+    match std::fs::remove_file(dir.handles()) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
@@ -51,19 +46,20 @@ mod tests {
 
     #[test]
     fn round_trips_and_tolerates_absence() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(read(dir.path()).is_none());
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = VmDir::new(tmp.path());
+        assert!(read(&dir).is_none());
         let h = Handles {
             pid: 42,
             tap: "bgt0a".into(),
             accel: "tcg".into(),
             vmm: "qemu".into(),
         };
-        write(dir.path(), &h).unwrap();
-        assert_eq!(read(dir.path()), Some(h));
-        remove(dir.path()).unwrap();
-        remove(dir.path()).unwrap();
-        std::fs::write(path(dir.path()), b"{torn").unwrap();
-        assert!(read(dir.path()).is_none());
+        write(&dir, &h).unwrap();
+        assert_eq!(read(&dir), Some(h));
+        remove(&dir).unwrap();
+        remove(&dir).unwrap();
+        std::fs::write(dir.handles(), b"{torn").unwrap();
+        assert!(read(&dir).is_none());
     }
 }

@@ -15,6 +15,7 @@ mod choice;
 pub mod console;
 mod create;
 mod delete;
+mod dir;
 pub mod disks;
 pub mod handles;
 mod host_facts;
@@ -52,6 +53,7 @@ use crate::artifacts::Artifacts;
 use crate::error::ApiError;
 use crate::operations::Operations;
 use boot_assets::BootAssets;
+use dir::VmDir;
 use handles::Handles;
 use ssh::SshFiles;
 
@@ -226,12 +228,13 @@ impl Vms {
         self.stopping.cancel();
     }
 
-    fn vm_dir(&self, id: &str) -> PathBuf {
-        self.vms_dir.join(id)
+    /// The VM `id`'s directory and every path in it.
+    fn dir(&self, id: &str) -> VmDir {
+        VmDir::new(self.vms_dir.join(id))
     }
 
     fn files(&self, id: &str) -> VmFiles {
-        VmFiles::new(self.vm_dir(id))
+        self.dir(id).vmm()
     }
 
     fn vm_lock(&self, id: &str) -> Arc<Mutex<()>> {

@@ -4,7 +4,7 @@ use banger_api::{ErrorCode, SetVmRequest, Vm};
 use banger_artifacts::store::now_rfc3339;
 
 use super::create::Size;
-use super::disks::{self, DiskFiles};
+use super::disks;
 use super::{Vms, failed_by};
 use crate::error::ApiError;
 
@@ -26,7 +26,7 @@ impl Vms {
             )?;
             size.check_room(&self.room()?, size.disk_bytes - vm.disk_bytes, 0)?;
             if size.disk_bytes > vm.disk_bytes {
-                let work = DiskFiles::in_dir(&self.vm_dir(&vm.id)).work;
+                let work = self.dir(&vm.id).disks().work;
                 disks::grow_work(&work, size.disk_bytes).map_err(|e| failed_by(&e))?;
             }
             self.db.set_vm_size(

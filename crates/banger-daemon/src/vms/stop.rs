@@ -48,7 +48,7 @@ impl Vms {
             })
         };
         // 1. The guest's own clean shutdown, which flushes its disks.
-        let log = files.dir().join("stop.log");
+        let log = self.dir(&vm.id).stop_log();
         match ssh::poweroff_guest(
             &self.runner,
             &self.target(vm),
@@ -99,7 +99,7 @@ impl Vms {
             }
         }
         self.release_network(vm);
-        if let Err(e) = handles::remove(files.dir()) {
+        if let Err(e) = handles::remove(&self.dir(&vm.id)) {
             tracing::warn!(vm = %vm.name, error = %e, "cannot remove handles.json");
         }
         lock(&self.running).remove(&vm.id);
@@ -175,7 +175,7 @@ mod tests {
         FakeVmm::set(&k.other.obeys_power_button, obeys_power_button);
         let vm = k.vms.stop("web").unwrap();
         assert_eq!(vm.state, banger_api::VmState::Stopped);
-        assert!(handles::read(&k.vms.vm_dir(&k.vm.id)).is_none());
+        assert!(handles::read(&k.vms.dir(&k.vm.id)).is_none());
         assert!(k.vms.handles(&k.vm.id).is_none());
         assert!(!k.vmm.is_alive() && !k.other.is_alive());
         k.take_calls()

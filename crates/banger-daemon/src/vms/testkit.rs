@@ -125,7 +125,7 @@ pub(in crate::vms) fn kit(fail: &str) -> Kit {
         ..banger_testutil::stopped_vm("0a1b2c3d4e5f6071", "web", "img")
     };
     db.insert_vm(&vm).unwrap();
-    std::fs::create_dir_all(vms.vm_dir(&vm.id)).unwrap();
+    std::fs::create_dir_all(vms.dir(&vm.id).path()).unwrap();
     Kit {
         _dir: dir,
         vms: Arc::new(vms),
@@ -159,7 +159,7 @@ impl Kit {
             accel: "tcg".into(),
             vmm: driver.into(),
         };
-        handles::write(&self.vms.vm_dir(&self.vm.id), &h).unwrap();
+        handles::write(&self.vms.dir(&self.vm.id), &h).unwrap();
         lock(&self.vms.running).insert(self.vm.id.clone(), h.clone());
         self.set_state(&self.vm.id, VmState::Running);
         h

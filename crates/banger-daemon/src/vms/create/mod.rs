@@ -18,15 +18,14 @@ use banger_artifacts::{Progress, Stage};
 use banger_store::VmRecord;
 use banger_sys::wait::lock;
 
-use super::disks::{self, DiskFiles, GuestSettings};
+use banger_sys::io_at;
+
+use super::dir::VmDir;
+use super::disks::{self, GuestSettings};
 use super::undo::Undo;
 use super::{Vms, failed, failed_by, remove_temp, ssh};
 use crate::error::ApiError;
 use crate::operations::OpHandle;
-
-/// A marker in a VM's directory while its disks are being written: a
-/// daemon that starts and finds it knows the create never finished.
-pub(super) const CREATING: &str = ".creating";
 
 /// The image a VM gets when none is named.
 pub const DEFAULT_IMAGE: &str = "debian-bookworm";
@@ -170,27 +169,27 @@ impl Vms {
 
     /// Writes the VM directory: host key, overlay, work disk, known_hosts.
     pub(super) fn prepare(&self, vm: &VmRecord) -> Result<(), ApiError> {
-        let dir = self.vm_dir(&vm.id);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| failed(format!("create {}: {e}", dir.display())))?;
-        let marker = dir.join(CREATING);
-        std::fs::write(&marker, b"")
-            .map_err(|e| failed(format!("write {}: {e}", marker.display())))?;
+        let dir = self.dir(&vm.id);
+        let marker = dir.creating();
+        std::fs::create_dir_all(dir.path())
+            .map_err(io_at("create", dir.path()))
+            .and_then(|()| std::fs::write(&marker, b"").map_err(io_at("write", &marker)))
+            .map_err(|e| failed_by(&e))?;
         self.write_disks(vm, &dir)?;
         std::fs::remove_file(&marker)
-            .map_err(|e| failed(format!("remove {}: {e}", marker.display())))
+            .map_err(io_at("remove", &marker))
+            .map_err(|e| failed_by(&e))
     }
 
-    fn write_disks(&self, vm: &VmRecord, dir: &std::path::Path) -> Result<(), ApiError> {
+    fn write_disks(&self, vm: &VmRecord, dir: &VmDir) -> Result<(), ApiError> {
         self.art_store
             .pin_rootfs(&vm.image, &vm.id)
             .map_err(|e| failed_by(&e))?;
-        let dir = dir.to_owned();
-        let log = dir.join("create.log");
+        let log = dir.create_log();
         self.ssh
             .ensure_identity(&self.runner)
             .map_err(|e| failed_by(&e))?;
-        let key = dir.join("host_key");
+        let key = dir.host_key();
         ssh::keygen(&self.runner, &key, &format!("root@{}", vm.name), &log)
             .map_err(|e| failed_by(&e))?;
         let private = std::fs::read(&key).map_err(|e| failed(format!("read host key: {e}")))?;
@@ -199,7 +198,7 @@ impl Vms {
         remove_temp(&key);
         remove_temp(&ssh::pub_of(&key));
         let ip = vm.ip;
-        let disks = DiskFiles::in_dir(&dir);
+        let disks = dir.disks();
         // A NAT guest reaches the host's resolvers; others reach nothing,
         // and keep the image's file rather than wait on timeouts.
         let nameservers = if vm.nat {
@@ -241,11 +240,11 @@ impl Vms {
         if let Err(e) = self.art_store.unpin_rootfs(&vm.id) {
             tracing::warn!(vm = %vm.name, error = %crate::error::error_chain(&e), "cannot remove the vm's root file system link");
         }
-        let dir = self.vm_dir(&vm.id);
-        if let Err(e) = std::fs::remove_dir_all(&dir)
+        let dir = self.dir(&vm.id);
+        if let Err(e) = std::fs::remove_dir_all(dir.path())
             && e.kind() != std::io::ErrorKind::NotFound
         {
-            tracing::warn!(vm = %vm.name, error = %e, "cannot remove {}", dir.display());
+            tracing::warn!(vm = %vm.name, error = %e, "cannot remove {}", dir.path().display());
         }
         if let Err(e) = self.db.delete_vm(&vm.id) {
             tracing::warn!(vm = %vm.name, error = %e, "cannot delete the row");

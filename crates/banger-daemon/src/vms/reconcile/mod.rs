@@ -27,7 +27,7 @@ impl Vms {
                 self.discard(&vm);
                 continue;
             }
-            let recorded = handles::read(self.files(&vm.id).dir());
+            let recorded = handles::read(&self.dir(&vm.id));
             let found = self.find_vmm(&vm, recorded.as_ref());
             self.settle(&vm, recorded.as_ref(), found);
         }
@@ -52,7 +52,7 @@ impl Vms {
                 accel: recorded.map_or_else(|| "unknown".to_owned(), |h| h.accel.clone()),
                 vmm: vmm.name().to_owned(),
             };
-            if let Err(e) = handles::write(files.dir(), &h) {
+            if let Err(e) = handles::write(&self.dir(&vm.id), &h) {
                 tracing::warn!(vm = %vm.name, error = %e, "cannot rewrite handles.json");
             }
             Some(h)
@@ -103,10 +103,10 @@ impl Vms {
     /// written: no directory yet, the marker `prepare` removes last, or
     /// (killed between the directory and the marker) no disks.
     fn half_created(&self, vm: &VmRecord) -> bool {
-        let dir = self.vm_dir(&vm.id);
-        let disks = super::disks::DiskFiles::in_dir(&dir);
-        !dir.is_dir()
-            || dir.join(super::create::CREATING).exists()
+        let dir = self.dir(&vm.id);
+        let disks = dir.disks();
+        !dir.path().is_dir()
+            || dir.creating().exists()
             || !disks.overlay.is_file()
             || !disks.work.is_file()
     }

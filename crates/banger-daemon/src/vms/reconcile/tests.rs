@@ -16,7 +16,7 @@ fn left(state: VmState, recorded: Option<&Handles>) -> Kit {
     let k = kit("");
     k.set_state(&k.vm.id, state);
     if let Some(h) = recorded {
-        handles::write(&k.vms.vm_dir(&k.vm.id), h).unwrap();
+        handles::write(&k.vms.dir(&k.vm.id), h).unwrap();
     }
     k
 }
@@ -81,7 +81,7 @@ fn stale_handles_are_replaced_by_what_the_host_shows() {
         (h.pid, h.vmm.as_str(), h.accel.as_str()),
         (FAKE_PID, "vmm", "kvm")
     );
-    assert_eq!(handles::read(&k.vms.vm_dir(&k.vm.id)), Some(h));
+    assert_eq!(handles::read(&k.vms.dir(&k.vm.id)), Some(h));
     assert!(k.take_calls().is_empty());
 }
 
@@ -100,7 +100,7 @@ fn a_running_vm_whose_handles_were_lost_is_found_from_the_host() {
 fn a_vmm_spawned_by_a_start_that_never_finished_is_stopped_not_orphaned() {
     let k = left(VmState::Created, None);
     // Its disks were written: only the start was cut short.
-    let disks = crate::vms::disks::DiskFiles::in_dir(&k.vms.vm_dir(&k.vm.id));
+    let disks = k.vms.dir(&k.vm.id).disks();
     std::fs::write(&disks.overlay, b"").unwrap();
     std::fs::write(&disks.work, b"").unwrap();
     FakeVmm::set(&k.vmm.alive, true);
@@ -125,7 +125,7 @@ fn a_vm_that_died_while_the_daemon_was_away_is_cleaned_up_and_stopped() {
         k.vms.adopt();
         assert_eq!(k.take_calls(), RELEASED, "{recorded:?}");
         assert!(k.adopted().is_none());
-        assert!(handles::read(&k.vms.vm_dir(&k.vm.id)).is_none());
+        assert!(handles::read(&k.vms.dir(&k.vm.id)).is_none());
         assert_eq!(k.state(), VmState::Stopped);
     }
 }
@@ -161,16 +161,12 @@ fn a_vm_whose_create_was_cut_short_is_removed_and_a_finished_one_kept() {
         k.vms.db.insert_vm(vm).unwrap();
     }
     for vm in [&marked, &done] {
-        std::fs::create_dir_all(k.vms.vm_dir(&vm.id)).unwrap();
+        std::fs::create_dir_all(k.vms.dir(&vm.id).path()).unwrap();
     }
-    let disks = crate::vms::disks::DiskFiles::in_dir(&k.vms.vm_dir(&done.id));
+    let disks = k.vms.dir(&done.id).disks();
     std::fs::write(&disks.overlay, b"").unwrap();
     std::fs::write(&disks.work, b"").unwrap();
-    std::fs::write(
-        k.vms.vm_dir(&marked.id).join(crate::vms::create::CREATING),
-        b"",
-    )
-    .unwrap();
+    std::fs::write(k.vms.dir(&marked.id).creating(), b"").unwrap();
     k.vms.adopt();
     let mut left: Vec<String> = k
         .vms
@@ -182,8 +178,8 @@ fn a_vm_whose_create_was_cut_short_is_removed_and_a_finished_one_kept() {
         .collect();
     left.sort();
     assert_eq!(left, ["done".to_owned(), k.vm.name.to_string()]);
-    assert!(!k.vms.vm_dir(&marked.id).exists());
-    assert!(k.vms.vm_dir(&done.id).exists());
+    assert!(!k.vms.dir(&marked.id).path().exists());
+    assert!(k.vms.dir(&done.id).path().exists());
 }
 
 #[test]

@@ -121,7 +121,7 @@ mod tests {
         /// No handles on disk or in memory, the VM in state `error`.
         fn assert_recorded_and_released(&self) {
             let (vms, vm) = (&self.kit.vms, &self.kit.vm);
-            assert!(handles::read(&vms.vm_dir(&vm.id)).is_none());
+            assert!(handles::read(&vms.dir(&vm.id)).is_none());
             assert!(vms.handles(&vm.id).is_none());
             let stored = self.kit.stored(&vm.id);
             assert_eq!(stored.state, banger_api::VmState::Error);
@@ -211,7 +211,7 @@ mod tests {
         std::fs::write(s.path().join(banger_artifacts::image::ROOTFS), b"new").unwrap();
         k.vms.art_store.publish(Kind::Image, "img", s).unwrap();
         let _ = k.vms.start("web");
-        let booted = std::fs::read(k.vms.vm_dir(&k.vm.id).join("fake-base-disk")).unwrap();
+        let booted = std::fs::read(k.vms.dir(&k.vm.id).path().join("fake-base-disk")).unwrap();
         assert_eq!(booted, pin.as_os_str().as_encoded_bytes());
     }
 

@@ -12,7 +12,6 @@ use banger_store::VmRecord;
 use banger_sys::wait::lock;
 use banger_vmm::{Accel, BootSpec, Disk, Nic, VmFiles};
 
-use super::super::disks::DiskFiles;
 use super::super::handles::{self, Handles};
 use super::super::stop::stop_pid;
 use super::super::undo::Undo;
@@ -120,7 +119,7 @@ impl Vms {
             netmask: self.settings.subnet.netmask(),
             hostname: vm.name.to_string(),
         };
-        let disks = DiskFiles::in_dir(inputs.files.dir());
+        let disks = self.dir(&vm.id).disks();
         let disk = |id, path, read_only| Disk {
             id,
             path,
@@ -203,10 +202,12 @@ impl Vms {
             accel: spec.accel.name().to_owned(),
             vmm: self.vmm.name().to_owned(),
         };
-        let dir = spec.files.dir().to_owned();
-        undo.push("remove handles.json", move || Ok(handles::remove(&dir)?));
-        handles::write(spec.files.dir(), &h)
-            .map_err(|e| failed(format!("write handles.json: {e}")))?;
+        let dir = self.dir(&vm.id);
+        {
+            let dir = dir.clone();
+            undo.push("remove handles.json", move || Ok(handles::remove(&dir)?));
+        }
+        handles::write(&dir, &h).map_err(|e| failed(format!("write handles.json: {e}")))?;
         let (running, id) = (self.running.clone(), vm.id.clone());
         undo.push("forget the VMM", move || {
             lock(&running).remove(&id);
