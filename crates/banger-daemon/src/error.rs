@@ -88,6 +88,33 @@ impl From<banger_api::names::InvalidName> for ApiError {
     }
 }
 
+impl From<crate::vms::VmError> for ApiError {
+    fn from(err: crate::vms::VmError) -> Self {
+        use crate::vms::VmError as E;
+        let code = match &err {
+            E::Store(_) | E::Service(_) => {
+                return match err {
+                    E::Store(e) => e.into(),
+                    E::Service(e) => e,
+                    other => Self::internal(error_chain(&other)),
+                };
+            }
+            E::NoSuchVmExact(_) | E::NoSuchVm(_) | E::Deleted(_) | E::NoImage(_) => {
+                ErrorCode::NotFound
+            }
+            E::Ambiguous { .. } | E::Invalid(_) | E::Name(_) => ErrorCode::InvalidArgument,
+            E::NotRunning { .. } => ErrorCode::NotRunning,
+            E::AlreadyRunning(_) | E::Running { .. } | E::NoAddress(_) | E::NoRoom(_) => {
+                ErrorCode::Conflict
+            }
+            E::NameTaken(_) => ErrorCode::AlreadyExists,
+            E::Failed(_) => ErrorCode::OperationFailed,
+            E::Internal(_) => ErrorCode::Internal,
+        };
+        Self::new(code, err.message())
+    }
+}
+
 impl From<banger_store::StoreError> for ApiError {
     fn from(err: banger_store::StoreError) -> Self {
         use banger_store::StoreError;

@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::op_id::OpId;
 use crate::state::AppState;
-use crate::vms::Vms;
+use crate::vms::{VmError, Vms};
 
 /// A `{vm}` path parameter: a name or an id (a prefix of an id for views),
 /// checked against the VM name rules before anything looks it up. Which
@@ -34,14 +34,17 @@ impl<S: Send + Sync> FromRequestParts<S> for VmRef {
     }
 }
 
+/// Runs `work` on the VM service off the async workers; its `VmError`
+/// becomes the API's error here.
 async fn blocking<T: Send + 'static>(
     state: &AppState,
-    work: impl FnOnce(&Vms) -> Result<T, ApiError> + Send + 'static,
+    work: impl FnOnce(&Vms) -> Result<T, VmError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let vms = state.vms.clone();
     tokio::task::spawn_blocking(move || work(&vms))
         .await
         .map_err(|e| ApiError::internal(format!("vm task failed: {e}")))?
+        .map_err(ApiError::from)
 }
 
 /// Every VM in the store, oldest first.

@@ -13,7 +13,8 @@ use banger_vmm::probe::KvmVerdict;
 use serde::{Deserialize, Serialize};
 
 use super::{VmSettings, failed};
-use crate::error::{ApiError, error_chain};
+use crate::error::error_chain;
+use crate::vms::VmError;
 
 /// The initramfs and the KVM verdict, each made once and shared by every
 /// boot. No lock is held across the probe boot: a second caller waits on
@@ -45,7 +46,7 @@ impl BootAssets {
     }
 
     /// banger's initramfs, written once per banger-init binary.
-    pub fn initramfs(&self) -> Result<PathBuf, ApiError> {
+    pub fn initramfs(&self) -> Result<PathBuf, VmError> {
         let mut cached = lock(&self.initramfs);
         if let Some(path) = cached.as_ref().filter(|p| p.is_file()) {
             return Ok(path.clone());

@@ -12,7 +12,7 @@ use banger_vmm::firecracker::jailer::JailerConfig;
 use banger_vmm::qemu::Qemu;
 
 use super::{VmSettings, Vms, boot_assets, failed};
-use crate::error::ApiError;
+use crate::vms::VmError;
 use banger_sys::wait::find_in_path;
 
 /// The driver the settings ask for, then every driver (so that VMs a
@@ -66,7 +66,7 @@ impl Vms {
     /// With `vmm = "firecracker"`, refuses a create that cannot boot: the
     /// binary missing, or KVM unusable (Firecracker has no emulation to
     /// fall back on). Runs before the VM's name, address or files exist.
-    pub(super) fn check_vmm_can_boot(&self, kernel: &str) -> Result<(), ApiError> {
+    pub(super) fn check_vmm_can_boot(&self, kernel: &str) -> Result<(), VmError> {
         if self.settings.vmm != VmmChoice::Firecracker {
             return Ok(());
         }

@@ -1,23 +1,18 @@
 //! Deleting a VM: its running pieces, its network, its files and its row.
 
-use banger_api::ErrorCode;
-
 use super::Vms;
-use crate::error::ApiError;
+use crate::vms::VmError;
 
 impl Vms {
     /// Deletes a VM; a running one only with `force` (it is killed).
-    pub fn delete(&self, reference: &str, force: bool) -> Result<(), ApiError> {
+    pub fn delete(&self, reference: &str, force: bool) -> Result<(), VmError> {
         self.locked(reference, |vm| {
             if let Some(h) = self.handles(&vm.id) {
                 if !force {
-                    return Err(ApiError::new(
-                        ErrorCode::Conflict,
-                        format!(
-                            "vm {} is running; stop it first, or delete with force",
-                            vm.name
-                        ),
-                    ));
+                    return Err(VmError::Running {
+                        name: vm.name,
+                        hint: "stop it first, or delete with force",
+                    });
                 }
                 self.after_exit(&vm, Some(&h));
             }

@@ -81,7 +81,7 @@ impl Vms {
                     accel: self.boot.accel(&bz, &initramfs).name(),
                 }
             }
-            Err(e) => KvmFact::NotProbed(e.message),
+            Err(e) => KvmFact::NotProbed(e.to_string()),
         }
     }
 

@@ -1,10 +1,9 @@
 //! Finding a VM by what a request names it: an exact name, a full id, or
 //! (for views only) an id prefix.
 
-use banger_api::ErrorCode;
 use banger_store::VmRecord;
 
-use crate::error::ApiError;
+use super::VmError;
 
 /// How much of a reference may be left out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +19,7 @@ pub enum Lookup {
 /// shaped like a full id ([`banger_api::names::is_vm_id`]) is looked up
 /// only as an id, anything else only as a name (names of that shape are
 /// refused at create, so no name can stand for another VM's id).
-pub fn resolve_in(all: &[VmRecord], reference: &str, lookup: Lookup) -> Result<VmRecord, ApiError> {
+pub fn resolve_in(all: &[VmRecord], reference: &str, lookup: Lookup) -> Result<VmRecord, VmError> {
     let is_id = banger_api::names::is_vm_id(reference);
     let exact = if is_id {
         all.iter().find(|v| v.id == reference)
@@ -41,23 +40,16 @@ pub fn resolve_in(all: &[VmRecord], reference: &str, lookup: Lookup) -> Result<V
     };
     match matches.as_slice() {
         [one] => Ok((*one).clone()),
-        [] if lookup == Lookup::Exact => Err(ApiError::new(
-            ErrorCode::NotFound,
-            format!(
-                "no vm has the name or id {reference:?} (changes take an exact name or full id)"
-            ),
-        )),
-        [] => Err(ApiError::new(
-            ErrorCode::NotFound,
-            format!("no vm has the name or id {reference:?} (or an id starting with it)"),
-        )),
-        many => Err(ApiError::invalid(format!(
-            "{reference:?} is ambiguous: it starts the ids of {}; give more of the id",
-            many.iter()
+        [] if lookup == Lookup::Exact => Err(VmError::NoSuchVmExact(reference.to_owned())),
+        [] => Err(VmError::NoSuchVm(reference.to_owned())),
+        many => Err(VmError::Ambiguous {
+            reference: reference.to_owned(),
+            matches: many
+                .iter()
                 .map(|v| format!("{} ({})", v.name, v.id))
                 .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+                .join(", "),
+        }),
     }
 }
 
@@ -67,6 +59,8 @@ const MIN_ID_PREFIX: usize = 4;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ApiError;
+    use banger_api::ErrorCode;
     use banger_testutil::stopped_vm;
 
     fn vms() -> Vec<VmRecord> {
@@ -79,7 +73,7 @@ mod tests {
 
     #[test]
     fn a_change_never_acts_on_a_name_prefix() {
-        let err = resolve_in(&vms(), "web", Lookup::Exact).unwrap_err();
+        let err = ApiError::from(resolve_in(&vms(), "web", Lookup::Exact).unwrap_err());
         assert_eq!(err.code, ErrorCode::NotFound);
         assert!(
             err.message.contains("exact name or full id"),
@@ -87,13 +81,13 @@ mod tests {
             err.message
         );
         // Nor does a view: names are never matched by prefix.
-        let err = resolve_in(&vms(), "web", Lookup::ReadOnly).unwrap_err();
+        let err = ApiError::from(resolve_in(&vms(), "web", Lookup::ReadOnly).unwrap_err());
         assert_eq!(err.code, ErrorCode::NotFound);
     }
 
     #[test]
     fn a_change_never_acts_on_an_id_prefix() {
-        let err = resolve_in(&vms(), "f00dfeed", Lookup::Exact).unwrap_err();
+        let err = ApiError::from(resolve_in(&vms(), "f00dfeed", Lookup::Exact).unwrap_err());
         assert_eq!(err.code, ErrorCode::NotFound);
         let found = resolve_in(&vms(), "f00dfeed", Lookup::ReadOnly).unwrap();
         assert_eq!(found.name, "cafe");
@@ -134,7 +128,7 @@ mod tests {
         );
         // Under four digits a prefix is too likely to be a typo.
         assert!(resolve_in(&vms(), "f00", Lookup::ReadOnly).is_err());
-        let err = resolve_in(&vms(), "0a1b", Lookup::ReadOnly).unwrap_err();
+        let err = ApiError::from(resolve_in(&vms(), "0a1b", Lookup::ReadOnly).unwrap_err());
         assert_eq!(err.code, ErrorCode::InvalidArgument);
         assert!(err.message.contains("ambiguous"), "{}", err.message);
     }

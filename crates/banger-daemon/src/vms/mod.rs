@@ -17,6 +17,7 @@ mod create;
 mod delete;
 mod dir;
 pub mod disks;
+mod error;
 pub mod handles;
 mod host_facts;
 mod lookup;
@@ -33,6 +34,7 @@ mod views;
 pub use boot_assets::find_init_bin;
 pub use choice::choose_vmm;
 pub use create::DEFAULT_IMAGE;
+pub use error::VmError;
 pub use lookup::{Lookup, resolve_in};
 
 use std::collections::HashMap;
@@ -40,7 +42,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use banger_api::ErrorCode;
 use banger_artifacts::store::ArtifactStore;
 use banger_config::Accel as AccelChoice;
 use banger_net::{Network, Subnet};
@@ -50,7 +51,6 @@ use banger_sys::wait::lock;
 use banger_vmm::{VmFiles, Vmm};
 
 use crate::artifacts::Artifacts;
-use crate::error::ApiError;
 use crate::operations::Operations;
 use boot_assets::BootAssets;
 use dir::VmDir;
@@ -112,13 +112,13 @@ pub struct Vms {
     console_lock: Mutex<()>,
 }
 
-fn failed(message: impl Into<String>) -> ApiError {
-    ApiError::new(ErrorCode::OperationFailed, message)
+fn failed(message: impl Into<String>) -> VmError {
+    VmError::Failed(message.into())
 }
 
 /// A lifecycle step failed because of `err`: its whole chain is the
 /// message.
-fn failed_by(err: &dyn std::error::Error) -> ApiError {
+fn failed_by(err: &dyn std::error::Error) -> VmError {
     failed(crate::error::error_chain(err))
 }
 
@@ -204,15 +204,15 @@ impl Vms {
     }
 
     /// What the host has room for, measured now.
-    fn room(&self) -> Result<banger_sys::host::Room, ApiError> {
+    fn room(&self) -> Result<banger_sys::host::Room, VmError> {
         std::fs::create_dir_all(&self.vms_dir)
-            .map_err(|e| ApiError::internal(format!("create {}: {e}", self.vms_dir.display())))?;
+            .map_err(|e| VmError::Internal(format!("create {}: {e}", self.vms_dir.display())))?;
         banger_sys::host::room(&self.vms_dir)
-            .map_err(|e| ApiError::internal(format!("measure the host's room for VMs: {e}")))
+            .map_err(|e| VmError::Internal(format!("measure the host's room for VMs: {e}")))
     }
 
     /// Memory held by running VMs other than `except`.
-    fn running_memory_mib(&self, except: &str) -> Result<u64, ApiError> {
+    fn running_memory_mib(&self, except: &str) -> Result<u64, VmError> {
         let running: Vec<String> = lock(&self.running).keys().cloned().collect();
         Ok(self
             .db
@@ -250,18 +250,18 @@ impl Vms {
     fn locked<T>(
         &self,
         reference: &str,
-        step: impl FnOnce(VmRecord) -> Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
+        step: impl FnOnce(VmRecord) -> Result<T, VmError>,
+    ) -> Result<T, VmError> {
         let id = self.resolve_exact(reference)?.id;
         let vm_lock = self.vm_lock(&id);
         let _guard = lock(&vm_lock);
         step(self.reload(&id)?)
     }
 
-    fn reload(&self, id: &str) -> Result<VmRecord, ApiError> {
+    fn reload(&self, id: &str) -> Result<VmRecord, VmError> {
         self.db
             .get_vm(id)?
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("vm {id} was deleted")))
+            .ok_or_else(|| VmError::Deleted(id.to_owned()))
     }
 
     fn handles(&self, id: &str) -> Option<Handles> {
@@ -269,13 +269,9 @@ impl Vms {
     }
 }
 
-fn not_running(vm: &VmRecord) -> ApiError {
-    ApiError::new(
-        ErrorCode::NotRunning,
-        format!(
-            "vm {} is not running (it is {})",
-            vm.name,
-            vm.state.as_str()
-        ),
-    )
+fn not_running(vm: &VmRecord) -> VmError {
+    VmError::NotRunning {
+        name: vm.name.clone(),
+        state: vm.state,
+    }
 }

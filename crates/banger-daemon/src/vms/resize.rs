@@ -1,22 +1,22 @@
 //! Resizing a stopped VM: vCPUs, memory, and growing its work disk.
 
-use banger_api::{ErrorCode, SetVmRequest, Vm};
+use banger_api::{SetVmRequest, Vm};
 use banger_artifacts::store::now_rfc3339;
 
 use super::create::Size;
 use super::disks;
 use super::{Vms, failed_by};
-use crate::error::ApiError;
+use crate::vms::VmError;
 
 impl Vms {
     /// Resizes a stopped VM.
-    pub fn set(&self, reference: &str, req: &SetVmRequest) -> Result<Vm, ApiError> {
+    pub fn set(&self, reference: &str, req: &SetVmRequest) -> Result<Vm, VmError> {
         self.locked(reference, |vm| {
             if self.handles(&vm.id).is_some() {
-                return Err(ApiError::new(
-                    ErrorCode::Conflict,
-                    format!("vm {} is running; stop it before resizing", vm.name),
-                ));
+                return Err(VmError::Running {
+                    name: vm.name,
+                    hint: "stop it before resizing",
+                });
             }
             let size = Size::checked(
                 req.vcpus.or(Some(vm.vcpus)),

@@ -8,10 +8,10 @@ use banger_sys::wait::lock;
 use super::console::{ConsoleError, ConsoleLog};
 use super::lookup::{Lookup, resolve_in};
 use super::{Vms, not_running};
-use crate::error::ApiError;
+use crate::vms::VmError;
 
 impl Vms {
-    pub(super) fn view(&self, r: VmRecord) -> Result<Vm, ApiError> {
+    pub(super) fn view(&self, r: VmRecord) -> Result<Vm, VmError> {
         let h = self.handles(&r.id);
         Ok(Vm {
             console_log: self.files(&r.id).console().display().to_string(),
@@ -35,7 +35,7 @@ impl Vms {
     }
 
     /// Every VM, oldest first.
-    pub fn list(&self) -> Result<Vec<VmSummary>, ApiError> {
+    pub fn list(&self) -> Result<Vec<VmSummary>, VmError> {
         self.db
             .list_vms()?
             .into_iter()
@@ -53,23 +53,23 @@ impl Vms {
     }
 
     /// Finds a VM for a read-only request: see [`resolve_in`].
-    pub fn resolve(&self, reference: &str) -> Result<VmRecord, ApiError> {
+    pub fn resolve(&self, reference: &str) -> Result<VmRecord, VmError> {
         resolve_in(&self.db.list_vms()?, reference, Lookup::ReadOnly)
     }
 
     /// Finds a VM for a request that changes or destroys it: an exact name
     /// or an exact full id, never a prefix.
-    pub fn resolve_exact(&self, reference: &str) -> Result<VmRecord, ApiError> {
+    pub fn resolve_exact(&self, reference: &str) -> Result<VmRecord, VmError> {
         resolve_in(&self.db.list_vms()?, reference, Lookup::Exact)
     }
 
     /// One VM.
-    pub fn get(&self, reference: &str) -> Result<Vm, ApiError> {
+    pub fn get(&self, reference: &str) -> Result<Vm, VmError> {
         self.view(self.resolve(reference)?)
     }
 
     /// How to reach a running VM over SSH.
-    pub fn ssh_target(&self, reference: &str) -> Result<SshTarget, ApiError> {
+    pub fn ssh_target(&self, reference: &str) -> Result<SshTarget, VmError> {
         let vm = self.resolve(reference)?;
         if self.handles(&vm.id).is_none() {
             return Err(not_running(&vm));
@@ -89,14 +89,14 @@ impl Vms {
     }
 
     /// The console log from `offset`, at most 1 MiB at a time.
-    pub fn console(&self, reference: &str, offset: u64) -> Result<ConsoleChunk, ApiError> {
+    pub fn console(&self, reference: &str, offset: u64) -> Result<ConsoleChunk, VmError> {
         let vm = self.resolve(reference)?;
         let _one = lock(&self.console_lock);
         let chunk = ConsoleLog::new(self.files(&vm.id).console())
             .read(offset, 1 << 20)
             .map_err(|e| match e {
-                ConsoleError::PastEnd { .. } => ApiError::invalid(e.to_string()),
-                ConsoleError::Io { .. } => ApiError::internal(crate::error::error_chain(&e)),
+                ConsoleError::PastEnd { .. } => VmError::Invalid(e.to_string()),
+                ConsoleError::Io { .. } => VmError::Internal(crate::error::error_chain(&e)),
             })?;
         Ok(ConsoleChunk {
             data: String::from_utf8_lossy(&chunk.data).into_owned(),

@@ -6,18 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use banger_api::names::ArtifactName;
-use banger_api::{ErrorCode, Operation, OperationState};
+use banger_api::{Operation, OperationState};
 use banger_artifacts::store::Kind;
 use banger_artifacts::{Progress, Stage};
 
 use super::super::{Vms, failed};
-use crate::error::ApiError;
 use crate::operations::OpHandle;
+use crate::vms::VmError;
 
 impl Vms {
     /// Refuses an image pulled from a registry that lacks what a VM boots
     /// with, before anything is allocated for the VM.
-    pub(super) fn check_image_can_boot(&self, image: &str, nat: bool) -> Result<(), ApiError> {
+    pub(super) fn check_image_can_boot(&self, image: &str, nat: bool) -> Result<(), VmError> {
         let Some(origin) = self
             .art_store
             .manifest::<banger_artifacts::image::ImageManifest>(Kind::Image, image)
@@ -49,7 +49,7 @@ impl Vms {
         op: &Arc<OpHandle>,
         image: &ArtifactName,
         kernel: Option<&ArtifactName>,
-    ) -> Result<(ArtifactName, ArtifactName), ApiError> {
+    ) -> Result<(ArtifactName, ArtifactName), VmError> {
         let image_name = image;
         let image = image.as_str();
         if self.db.get_image(image)?.is_none() {
@@ -62,11 +62,11 @@ impl Vms {
         let record = self
             .db
             .get_image(image)?
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no image {image:?}")))?;
+            .ok_or_else(|| VmError::NoImage(image.to_owned()))?;
         let kernel = match kernel {
             Some(kernel) => kernel.clone(),
             None => ArtifactName::new(record.kernel)
-                .map_err(|e| ApiError::internal(format!("image {image:?} in the store: {e}")))?,
+                .map_err(|e| VmError::Internal(format!("image {image:?} in the store: {e}")))?,
         };
         let bz = self
             .art_store
@@ -83,7 +83,7 @@ impl Vms {
     }
 
     /// Waits for a pull, mirroring its stages into `op`.
-    pub(super) fn wait_for(&self, op: &Arc<OpHandle>, pull: Operation) -> Result<(), ApiError> {
+    pub(super) fn wait_for(&self, op: &Arc<OpHandle>, pull: Operation) -> Result<(), VmError> {
         let Some(handle) = self.ops.get(&pull.id) else {
             return Ok(());
         };

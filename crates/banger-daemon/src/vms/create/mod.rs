@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use banger_api::names::{ArtifactName, VmName};
-use banger_api::{CreateVmRequest, ErrorCode, Operation, OperationKind, VmState};
+use banger_api::{CreateVmRequest, Operation, OperationKind, VmState};
 use banger_artifacts::store::{Kind, now_rfc3339};
 use banger_artifacts::{Progress, Stage};
 use banger_store::VmRecord;
@@ -26,6 +26,7 @@ use super::undo::Undo;
 use super::{Vms, failed, failed_by, remove_temp, ssh};
 use crate::error::ApiError;
 use crate::operations::OpHandle;
+use crate::vms::VmError;
 
 /// The image a VM gets when none is named.
 pub const DEFAULT_IMAGE: &str = "debian-bookworm";
@@ -36,7 +37,7 @@ impl Vms {
         self: &Arc<Self>,
         op_id: &str,
         req: CreateVmRequest,
-    ) -> Result<Operation, ApiError> {
+    ) -> Result<Operation, VmError> {
         // The names were checked as the body was read (VmName,
         // ArtifactName): only the defaults are made here.
         let name = match req.name {
@@ -50,10 +51,7 @@ impl Vms {
         let size = Size::checked(req.vcpus, req.memory_mib, req.disk_bytes, None)?;
         size.check_room(&self.room()?, size.disk_bytes, 0)?;
         if self.db.list_vms()?.iter().any(|v| v.name == name) {
-            return Err(ApiError::new(
-                ErrorCode::AlreadyExists,
-                format!("a vm named {name:?} already exists"),
-            ));
+            return Err(VmError::NameTaken(name));
         }
         let handle = self.ops.begin(op_id, OperationKind::VmCreate, &name)?;
         let this = self.clone();
@@ -69,13 +67,16 @@ impl Vms {
             };
             match this.create_work(&h, &spec) {
                 Ok(message) => h.succeed(message),
-                Err(e) => h.fail(e.code, e.message),
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    h.fail(e.code, e.message);
+                }
             }
         });
         Ok(handle.snapshot())
     }
 
-    fn create_work(self: &Arc<Self>, op: &Arc<OpHandle>, spec: &Spec) -> Result<String, ApiError> {
+    fn create_work(self: &Arc<Self>, op: &Arc<OpHandle>, spec: &Spec) -> Result<String, VmError> {
         let total = if spec.start { 5 } else { 3 };
         let stage = |index, name: &str| {
             op.stage(Stage {
@@ -129,22 +130,15 @@ impl Vms {
         spec: &Spec,
         image: &ArtifactName,
         kernel: &ArtifactName,
-    ) -> Result<VmRecord, ApiError> {
+    ) -> Result<VmRecord, VmError> {
         let _guard = lock(&self.reserve);
         let all = self.db.list_vms()?;
         if all.iter().any(|v| v.name == spec.name) {
-            return Err(ApiError::new(
-                ErrorCode::AlreadyExists,
-                format!("a vm named {:?} already exists", spec.name),
-            ));
+            return Err(VmError::NameTaken(spec.name.clone()));
         }
         let used: Vec<Ipv4Addr> = all.iter().map(|v| v.ip).collect();
-        let ip = banger_net::allocate(&self.settings.subnet, &used).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Conflict,
-                format!("no free address left in {}", self.settings.subnet),
-            )
-        })?;
+        let ip = banger_net::allocate(&self.settings.subnet, &used)
+            .ok_or(VmError::NoAddress(self.settings.subnet))?;
         let id = format!("{:016x}", rand::random::<u64>());
         let now = now_rfc3339();
         let record = VmRecord {
@@ -168,7 +162,7 @@ impl Vms {
     }
 
     /// Writes the VM directory: host key, overlay, work disk, known_hosts.
-    pub(super) fn prepare(&self, vm: &VmRecord) -> Result<(), ApiError> {
+    pub(super) fn prepare(&self, vm: &VmRecord) -> Result<(), VmError> {
         let dir = self.dir(&vm.id);
         let marker = dir.creating();
         std::fs::create_dir_all(dir.path())
@@ -181,7 +175,7 @@ impl Vms {
             .map_err(|e| failed_by(&e))
     }
 
-    fn write_disks(&self, vm: &VmRecord, dir: &VmDir) -> Result<(), ApiError> {
+    fn write_disks(&self, vm: &VmRecord, dir: &VmDir) -> Result<(), VmError> {
         self.art_store
             .pin_rootfs(&vm.image, &vm.id)
             .map_err(|e| failed_by(&e))?;

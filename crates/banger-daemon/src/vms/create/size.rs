@@ -1,9 +1,7 @@
 //! A VM's shape (vCPUs, memory, work disk): its limits, and whether the
 //! host has room for it.
 
-use banger_api::ErrorCode;
-
-use crate::error::ApiError;
+use crate::vms::VmError;
 
 const DEFAULT_VCPUS: u32 = 2;
 const DEFAULT_MEMORY_MIB: u32 = 1024;
@@ -25,26 +23,26 @@ impl Size {
         memory_mib: Option<u32>,
         disk_bytes: Option<u64>,
         current_disk: Option<u64>,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Self, VmError> {
         let size = Self {
             vcpus: vcpus.unwrap_or(DEFAULT_VCPUS),
             memory_mib: memory_mib.unwrap_or(DEFAULT_MEMORY_MIB),
             disk_bytes: disk_bytes.unwrap_or(DEFAULT_DISK_BYTES),
         };
         if !(1..=64).contains(&size.vcpus) {
-            return Err(ApiError::invalid(format!(
+            return Err(VmError::Invalid(format!(
                 "vcpus must be 1 to 64, got {}",
                 size.vcpus
             )));
         }
         if !(128..=1_048_576).contains(&size.memory_mib) {
-            return Err(ApiError::invalid(format!(
+            return Err(VmError::Invalid(format!(
                 "memory must be 128 MiB to 1 TiB, got {} MiB",
                 size.memory_mib
             )));
         }
         if !(MIN_DISK_BYTES..=MAX_DISK_BYTES).contains(&size.disk_bytes) {
-            return Err(ApiError::invalid(format!(
+            return Err(VmError::Invalid(format!(
                 "disk size must be 64 MiB to 16 TiB, got {} bytes",
                 size.disk_bytes
             )));
@@ -52,7 +50,7 @@ impl Size {
         if let Some(current) = current_disk
             && size.disk_bytes < current
         {
-            return Err(ApiError::invalid(format!(
+            return Err(VmError::Invalid(format!(
                 "the work disk can only grow: it is {current} bytes, asked for {}",
                 size.disk_bytes
             )));
@@ -75,8 +73,8 @@ impl Size {
         room: &banger_sys::host::Room,
         disk_growth: u64,
         running_memory_mib: u64,
-    ) -> Result<(), ApiError> {
-        let full = |message: String| ApiError::new(ErrorCode::Conflict, message);
+    ) -> Result<(), VmError> {
+        let full = VmError::NoRoom;
         if disk_growth > room.free_disk_bytes {
             return Err(full(format!(
                 "the work disk needs {} more but the host has {} free for VMs",
@@ -129,8 +127,8 @@ mod tests {
             (None, None, Some(1 << 30), Some(2 << 30), "only grow"),
         ] {
             let err = Size::checked(v, m, d, cur).unwrap_err();
-            assert_eq!(err.code, ErrorCode::InvalidArgument);
-            assert!(err.message.contains(needle), "{}", err.message);
+            assert!(matches!(err, VmError::Invalid(_)), "{err:?}");
+            assert!(err.to_string().contains(needle), "{err}");
         }
     }
 
@@ -179,8 +177,8 @@ mod tests {
             ),
         ] {
             let err = s.check_room(&room, growth, running).unwrap_err();
-            assert_eq!(err.code, ErrorCode::Conflict);
-            assert!(err.message.contains(says), "{}", err.message);
+            assert!(matches!(err, VmError::NoRoom(_)), "{err:?}");
+            assert!(err.to_string().contains(says), "{err}");
         }
     }
 }

@@ -7,28 +7,25 @@ mod steps;
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use banger_api::{ErrorCode, Vm, VmState};
+use banger_api::{Vm, VmState};
 use banger_artifacts::store::now_rfc3339;
 use banger_store::VmRecord;
 
 use super::Vms;
 use super::handles::Handles;
 use super::undo::Undo;
-use crate::error::ApiError;
+use crate::vms::VmError;
 
 /// Reports start stages: (1-based stage, what is happening).
 pub(super) type StartProgress<'a> = dyn Fn(u32, &str) + 'a;
 
 impl Vms {
     /// Starts a VM that is not running.
-    pub fn start(&self, reference: &str) -> Result<Vm, ApiError> {
+    pub fn start(&self, reference: &str) -> Result<Vm, VmError> {
         let requested = Instant::now();
         self.locked(reference, |vm| {
             if self.handles(&vm.id).is_some() {
-                return Err(ApiError::new(
-                    ErrorCode::Conflict,
-                    format!("vm {} is already running", vm.name),
-                ));
+                return Err(VmError::AlreadyRunning(vm.name));
             }
             self.start_locked(&vm, requested, &|_, _| {})?;
             self.view(self.reload(&vm.id)?)
@@ -41,7 +38,7 @@ impl Vms {
         vm: &VmRecord,
         requested: Instant,
         progress: &StartProgress<'_>,
-    ) -> Result<(Ipv4Addr, Handles), ApiError> {
+    ) -> Result<(Ipv4Addr, Handles), VmError> {
         let started = Instant::now();
         let result = self.start_steps(vm, requested, progress);
         match &result {
@@ -51,9 +48,10 @@ impl Vms {
                     .set_vm_state(&vm.id, VmState::Running, None, &now_rfc3339())?;
             }
             Err(e) => {
-                tracing::warn!(vm = %vm.name, error = %e.message, "vm start failed; rolled back");
+                let message = e.message();
+                tracing::warn!(vm = %vm.name, error = %message, "vm start failed; rolled back");
                 self.db
-                    .set_vm_state(&vm.id, VmState::Error, Some(&e.message), &now_rfc3339())?;
+                    .set_vm_state(&vm.id, VmState::Error, Some(&message), &now_rfc3339())?;
             }
         }
         result
@@ -66,7 +64,7 @@ impl Vms {
         vm: &VmRecord,
         requested: Instant,
         progress: &StartProgress<'_>,
-    ) -> Result<(Ipv4Addr, Handles), ApiError> {
+    ) -> Result<(Ipv4Addr, Handles), VmError> {
         let inputs = self.start_inputs(vm)?;
         progress(1, "booting");
         let initramfs = self.boot.initramfs()?;
@@ -108,7 +106,7 @@ mod tests {
         if shutting_down {
             kit.vms.begin_shutdown();
         }
-        let message = kit.vms.start("web").unwrap_err().message;
+        let message = crate::error::ApiError::from(kit.vms.start("web").unwrap_err()).message;
         let steps = kit.take_calls();
         FailedStart {
             kit,

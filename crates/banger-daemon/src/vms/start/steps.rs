@@ -16,7 +16,8 @@ use super::super::handles::{self, Handles};
 use super::super::stop::stop_pid;
 use super::super::undo::Undo;
 use super::super::{Vms, failed, ssh};
-use crate::error::{ApiError, error_chain};
+use crate::error::error_chain;
+use crate::vms::VmError;
 
 /// What a start boots, checked to exist before anything is changed.
 #[derive(Debug)]
@@ -34,7 +35,7 @@ pub(super) struct Inputs {
 impl Vms {
     /// The files a start needs, the VMM's ability to boot them and the
     /// host's room for the VM.
-    pub(super) fn start_inputs(&self, vm: &VmRecord) -> Result<Inputs, ApiError> {
+    pub(super) fn start_inputs(&self, vm: &VmRecord) -> Result<Inputs, VmError> {
         let ip = vm.ip;
         let kernel_dir = self.art_store.dir(Kind::Kernel, &vm.kernel);
         let kernel = kernel_dir.join(self.vmm.kernel_file());
@@ -82,7 +83,7 @@ impl Vms {
         vm: &VmRecord,
         ip: Ipv4Addr,
         undo: &mut Undo,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), VmError> {
         let bridge = &self.settings.bridge;
         self.net
             .ensure_bridge(bridge, &self.settings.subnet)
@@ -152,7 +153,7 @@ impl Vms {
         spec: &BootSpec,
         requested: Instant,
         undo: &mut Undo,
-    ) -> Result<u32, ApiError> {
+    ) -> Result<u32, VmError> {
         let files = spec.files.clone();
         {
             // The VMM may make its socket (or jail) before it gives up.
@@ -195,7 +196,7 @@ impl Vms {
         spec: &BootSpec,
         pid: u32,
         undo: &mut Undo,
-    ) -> Result<Handles, ApiError> {
+    ) -> Result<Handles, VmError> {
         let h = Handles {
             pid,
             tap: vm.tap.clone(),
@@ -227,7 +228,7 @@ impl Vms {
         ip: Ipv4Addr,
         files: &VmFiles,
         pid: u32,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), VmError> {
         let alive = || self.vmm.is_running(files, pid) && !self.stopping.is_cancelled();
         let Err(e) = ssh::wait_for_sshd(ip, self.settings.boot_timeout, alive) else {
             return Ok(());
