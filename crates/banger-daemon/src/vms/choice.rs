@@ -46,20 +46,35 @@ pub fn choose_vmm(
         };
         Arc::new(fc)
     };
-    let chosen = match settings.vmm {
-        VmmChoice::Qemu => qemu(),
-        VmmChoice::Firecracker => firecracker(),
-        VmmChoice::Auto => {
-            let installed = find_in_path(&settings.firecracker.to_string_lossy()).is_some();
-            let kvm = boot_assets::cached_kvm_verdict(&layout.cache_dir).is_some_and(|v| v.usable);
-            if installed && kvm {
-                firecracker()
-            } else {
-                qemu()
-            }
-        }
+    let installed = || find_in_path(&settings.firecracker.to_string_lossy()).is_some();
+    let kvm = || boot_assets::cached_kvm_verdict(&layout.cache_dir).is_some_and(|v| v.usable);
+    let chosen = match pick(settings.vmm, installed, kvm) {
+        Driver::Qemu => qemu(),
+        Driver::Firecracker => firecracker(),
     };
     (chosen, vec![qemu(), firecracker()])
+}
+
+/// A driver new starts use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    Qemu,
+    Firecracker,
+}
+
+/// The driver `choice` means on a host where Firecracker is `installed`
+/// and KVM is `usable` (asked only for `auto`).
+fn pick(
+    choice: VmmChoice,
+    installed: impl FnOnce() -> bool,
+    usable: impl FnOnce() -> bool,
+) -> Driver {
+    match choice {
+        VmmChoice::Qemu => Driver::Qemu,
+        VmmChoice::Firecracker => Driver::Firecracker,
+        VmmChoice::Auto if installed() && usable() => Driver::Firecracker,
+        VmmChoice::Auto => Driver::Qemu,
+    }
 }
 
 impl Vms {
@@ -91,5 +106,42 @@ impl Vms {
                 verdict.reason
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_takes_firecracker_only_when_installed_with_usable_kvm() {
+        let table = [
+            (VmmChoice::Qemu, true, true, Driver::Qemu),
+            (VmmChoice::Firecracker, false, false, Driver::Firecracker),
+            (VmmChoice::Auto, true, true, Driver::Firecracker),
+            (VmmChoice::Auto, true, false, Driver::Qemu),
+            (VmmChoice::Auto, false, true, Driver::Qemu),
+            (VmmChoice::Auto, false, false, Driver::Qemu),
+        ];
+        for (choice, installed, usable, want) in table {
+            assert_eq!(
+                pick(choice, || installed, || usable),
+                want,
+                "{choice:?} installed={installed} usable={usable}"
+            );
+        }
+        // An explicit choice never probes the host.
+        pick(VmmChoice::Qemu, || panic!("asked"), || panic!("asked"));
+    }
+
+    #[test]
+    fn a_firecracker_create_without_the_binary_is_refused_before_anything_exists() {
+        let k = crate::vms::testkit::kit_with(|s| {
+            s.vmm = VmmChoice::Firecracker;
+            s.firecracker = "/nonexistent/firecracker".into();
+        });
+        let err = k.vms.check_vmm_can_boot("generic-6.1").unwrap_err();
+        assert!(err.to_string().contains("is not installed"), "{err}");
+        assert!(k.take_calls().is_empty());
     }
 }

@@ -49,6 +49,15 @@ pub(in crate::vms) struct Kit {
 /// A kit whose network call starting with `fail` fails (none when it names
 /// no call).
 pub(in crate::vms) fn kit(fail: &str) -> Kit {
+    build(fail, |_| {})
+}
+
+/// A kit whose settings `adjust` changes.
+pub(in crate::vms) fn kit_with(adjust: impl FnOnce(&mut VmSettings)) -> Kit {
+    build("", adjust)
+}
+
+fn build(fail: &str, adjust: impl FnOnce(&mut VmSettings)) -> Kit {
     let dir = tempfile::tempdir().unwrap();
     let (cache, state) = (dir.path().join("cache"), dir.path().join("state"));
     for f in ["kernels/generic-6.1/bzImage", "images/img/rootfs.ext4"] {
@@ -116,7 +125,11 @@ pub(in crate::vms) fn kit(fail: &str) -> Kit {
         runner,
         vmm.clone(),
         Arc::new(net),
-        settings(&fake_init(dir.path())),
+        {
+            let mut s = settings(&fake_init(dir.path()));
+            adjust(&mut s);
+            s
+        },
     )
     .with_other_vmms(vec![other.clone()]);
     let vm = VmRecord {
