@@ -92,10 +92,11 @@ impl From<crate::vms::VmError> for ApiError {
     fn from(err: crate::vms::VmError) -> Self {
         use crate::vms::VmError as E;
         let code = match &err {
-            E::Store(_) | E::Service(_) => {
+            E::Store(_) | E::Service(_) | E::Artifacts(_) => {
                 return match err {
                     E::Store(e) => e.into(),
                     E::Service(e) => e,
+                    E::Artifacts(e) => e.into(),
                     other => Self::internal(error_chain(&other)),
                 };
             }
@@ -110,6 +111,30 @@ impl From<crate::vms::VmError> for ApiError {
             E::NameTaken(_) => ErrorCode::AlreadyExists,
             E::Failed(_) => ErrorCode::OperationFailed,
             E::Internal(_) => ErrorCode::Internal,
+        };
+        Self::new(code, err.message())
+    }
+}
+
+impl From<crate::artifacts::ArtifactError> for ApiError {
+    fn from(err: crate::artifacts::ArtifactError) -> Self {
+        use crate::artifacts::ArtifactError as E;
+        let code = match &err {
+            E::Store(_) | E::Service(_) => {
+                return match err {
+                    E::Store(e) => e.into(),
+                    E::Service(e) => e,
+                    other => Self::internal(error_chain(&other)),
+                };
+            }
+            E::NotInCatalog { .. } | E::NoSuch { .. } => ErrorCode::NotFound,
+            E::UnknownKernel(_) | E::Invalid(_) => ErrorCode::InvalidArgument,
+            E::Busy { .. } | E::InUse { .. } => ErrorCode::Conflict,
+            E::Exists(_) => ErrorCode::AlreadyExists,
+            E::Internal(_) => ErrorCode::Internal,
+            E::Build(_) | E::Stage { .. } | E::Publish { .. } | E::Record { .. } => {
+                ErrorCode::OperationFailed
+            }
         };
         Self::new(code, err.message())
     }

@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use banger_api::{ErrorCode, Operation, OperationKind};
+use banger_api::{Operation, OperationKind};
 use banger_artifacts::image;
 
+use super::ArtifactError;
 use super::{Artifacts, DEFAULT_KERNEL, Done, KindKey, out_name};
-use crate::error::ApiError;
 
 impl Artifacts {
     /// Starts the import of a tarball or ext4 file as image `name`.
@@ -18,12 +18,10 @@ impl Artifacts {
         name: &str,
         path: &Path,
         kernel: Option<&str>,
-    ) -> Result<Operation, ApiError> {
+    ) -> Result<Operation, ArtifactError> {
         let kernel = kernel.unwrap_or(DEFAULT_KERNEL).to_owned();
         if self.catalog.kernel(&kernel).is_none() {
-            return Err(ApiError::invalid(format!(
-                "no kernel {kernel:?} in the catalog; see `banger kernel catalog`"
-            )));
+            return Err(ArtifactError::UnknownKernel(kernel));
         }
         let (opened, format) = open_import(path)?;
         if self.db.get_image(name)?.is_some()
@@ -31,10 +29,9 @@ impl Artifacts {
                 .inflight()
                 .contains_key(&(KindKey::Image, name.to_owned()))
         {
-            return Err(ApiError::new(
-                ErrorCode::AlreadyExists,
-                format!("image {name:?} already exists; delete it first or pick another name"),
-            ));
+            return Err(ArtifactError::Exists(format!(
+                "image {name:?} already exists; delete it first or pick another name"
+            )));
         }
         let opened = Mutex::new(opened);
         self.start(
@@ -69,11 +66,11 @@ enum Format {
 /// the check and the copy. `O_NOFOLLOW` refuses a symlink in the last
 /// component and `O_NONBLOCK` keeps the open of a FIFO or device from
 /// blocking, so the check can refuse it.
-fn open_import(path: &Path) -> Result<(image::Opened, Format), ApiError> {
+fn open_import(path: &Path) -> Result<(image::Opened, Format), ArtifactError> {
     use std::io::{Read, Seek, SeekFrom};
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     if !path.is_absolute() {
-        return Err(ApiError::invalid(format!(
+        return Err(ArtifactError::Invalid(format!(
             "import path {} must be absolute",
             path.display()
         )));
@@ -84,17 +81,17 @@ fn open_import(path: &Path) -> Result<(image::Opened, Format), ApiError> {
         .open(path)
         .map_err(|e| {
             if e.raw_os_error() == Some(libc::ELOOP) {
-                ApiError::invalid(format!(
+                ArtifactError::Invalid(format!(
                     "{} is a symbolic link; give the path of the file itself",
                     path.display()
                 ))
             } else {
-                ApiError::invalid(format!("cannot open {}: {e}", path.display()))
+                ArtifactError::Invalid(format!("cannot open {}: {e}", path.display()))
             }
         })?;
     let kind = file
         .metadata()
-        .map_err(|e| ApiError::invalid(format!("cannot read {}: {e}", path.display())))?
+        .map_err(|e| ArtifactError::Invalid(format!("cannot read {}: {e}", path.display())))?
         .file_type();
     if !kind.is_file() {
         let what = if kind.is_fifo() {
@@ -108,7 +105,7 @@ fn open_import(path: &Path) -> Result<(image::Opened, Format), ApiError> {
         } else {
             "not a regular file"
         };
-        return Err(ApiError::invalid(format!(
+        return Err(ArtifactError::Invalid(format!(
             "{} is {what}; banger imports a regular file (a plain tar or an ext4 file)",
             path.display()
         )));
@@ -123,7 +120,7 @@ fn open_import(path: &Path) -> Result<(image::Opened, Format), ApiError> {
         (&[b'B', b'Z', b'h'][..], "bzip2"),
     ] {
         if head.starts_with(magic) {
-            return Err(ApiError::invalid(format!(
+            return Err(ArtifactError::Invalid(format!(
                 "{} is {what}-compressed; decompress it first (banger imports a plain tar or an ext4 file)",
                 path.display()
             )));
@@ -138,7 +135,7 @@ fn open_import(path: &Path) -> Result<(image::Opened, Format), ApiError> {
     } else if head.len() >= 262 && &head[257..262] == b"ustar" {
         Format::Tar
     } else {
-        return Err(ApiError::invalid(format!(
+        return Err(ArtifactError::Invalid(format!(
             "{} is neither a tar archive nor an ext4 file system",
             path.display()
         )));
@@ -163,16 +160,16 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         // Nobody writes to it: a blocking open would never return.
         let err = open_import(&fifo).unwrap_err();
-        assert!(err.message.contains("is a FIFO"), "{}", err.message);
+        assert!(err.message().contains("is a FIFO"), "{}", err.message());
         let target = dir.path().join("t.tar");
         std::fs::write(&target, b"x").unwrap();
         let link = dir.path().join("link.tar");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let err = open_import(&link).unwrap_err();
         assert!(
-            err.message.contains("is a symbolic link"),
+            err.message().contains("is a symbolic link"),
             "{}",
-            err.message
+            err.message()
         );
     }
 
@@ -193,7 +190,7 @@ mod tests {
         assert!(
             open_import(&gz)
                 .unwrap_err()
-                .message
+                .message()
                 .contains("gzip-compressed")
         );
 
@@ -207,17 +204,22 @@ mod tests {
         assert!(
             open_import(Path::new("rel.tar"))
                 .unwrap_err()
-                .message
+                .message()
                 .contains("absolute")
         );
         assert!(
             open_import(dir.path())
                 .unwrap_err()
-                .message
+                .message()
                 .contains("is a directory")
         );
         let junk = dir.path().join("junk");
         std::fs::write(&junk, b"hello").unwrap();
-        assert!(open_import(&junk).unwrap_err().message.contains("neither"));
+        assert!(
+            open_import(&junk)
+                .unwrap_err()
+                .message()
+                .contains("neither")
+        );
     }
 }

@@ -11,6 +11,7 @@
 //! [`delete`] each add their requests; [`views`] shows what is there.
 
 mod delete;
+mod error;
 mod import;
 mod oci;
 mod pull;
@@ -25,11 +26,13 @@ use banger_artifacts::catalog::Catalog;
 use banger_artifacts::image::ImageManifest;
 use banger_artifacts::kernel::{BuildEnv, BuildError};
 use banger_artifacts::oci::{BlobCache, BlobsInUse, limits::UnpackLimits};
-use banger_artifacts::store::{ArtifactStore, Kind, StoreError};
+use banger_artifacts::store::{ArtifactStore, Kind};
 use banger_store::Store;
 use banger_sys::Runner;
 
-use crate::error::{ApiError, error_chain};
+pub use error::ArtifactError;
+
+use crate::error::error_chain;
 use crate::operations::{OpHandle, Operations};
 
 /// Default kernel of imported images.
@@ -71,42 +74,6 @@ impl From<KindKey> for Kind {
 }
 
 type Work = Box<dyn FnOnce(&Artifacts, &Path, BuildEnv<'_>) -> Result<Done, BuildError> + Send>;
-
-/// Why a pull or import failed once it started.
-#[derive(Debug, thiserror::Error)]
-pub enum ArtifactError {
-    /// The build (or fetch, or unpack) itself.
-    #[error(transparent)]
-    Build(#[from] BuildError),
-    /// Its staging directory could not be made.
-    #[error("stage {name}")]
-    Stage {
-        /// The kernel or image.
-        name: String,
-        /// Why.
-        #[source]
-        source: StoreError,
-    },
-    /// The finished files could not be published.
-    #[error("publish {name}")]
-    Publish {
-        /// The kernel or image.
-        name: String,
-        /// Why.
-        #[source]
-        source: StoreError,
-    },
-    /// The published image could not be recorded (its files were taken
-    /// back).
-    #[error("record image {name}")]
-    Record {
-        /// The image.
-        name: String,
-        /// Why.
-        #[source]
-        source: Box<banger_store::StoreError>,
-    },
-}
 
 /// What a finished build publishes.
 enum Done {
@@ -196,7 +163,7 @@ impl Artifacts {
         name: &str,
         present: bool,
         work: Work,
-    ) -> Result<Operation, ApiError> {
+    ) -> Result<Operation, ArtifactError> {
         let mut inflight = self.inflight();
         if let Some(peer) = inflight.get(&(key, name.to_owned())) {
             tracing::info!(name, peer = %peer.snapshot().id, "joining the running pull");
@@ -239,9 +206,9 @@ impl Artifacts {
                 handle.succeed(message);
             }
             Err(err) => {
-                let message = error_chain(&err);
-                tracing::warn!(name, error = message, "build failed");
-                handle.fail(ErrorCode::OperationFailed, message);
+                let err = crate::error::ApiError::from(err);
+                tracing::warn!(name, error = err.message, "build failed");
+                handle.fail(err.code, err.message);
             }
         }
     }
@@ -321,21 +288,21 @@ fn busy(
     inflight: &HashMap<(KindKey, String), Arc<OpHandle>>,
     key: KindKey,
     name: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), ArtifactError> {
     match inflight.get(&(key, name.to_owned())) {
-        Some(op) => Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!(
-                "{name:?} is being pulled (operation {}); wait or cancel it first",
-                op.snapshot().id
-            ),
-        )),
+        Some(op) => Err(ArtifactError::Busy {
+            name: name.to_owned(),
+            op: op.snapshot().id,
+        }),
         None => Ok(()),
     }
 }
 
-fn not_found(what: &str, name: &str) -> ApiError {
-    ApiError::new(ErrorCode::NotFound, format!("no {what} {name:?}"))
+fn not_found(kind: &'static str, name: &str) -> ArtifactError {
+    ArtifactError::NoSuch {
+        kind,
+        name: name.to_owned(),
+    }
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {

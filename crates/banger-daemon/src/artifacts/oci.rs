@@ -4,14 +4,14 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use banger_api::{CachePruneReport, ErrorCode, ImagePullRequest, Operation, OperationKind};
+use banger_api::{CachePruneReport, ImagePullRequest, Operation, OperationKind};
 use banger_artifacts::image::ImageManifest;
 use banger_artifacts::oci;
 use banger_artifacts::store::Kind;
 use banger_sys::wait::lock;
 
+use super::ArtifactError;
 use super::{Artifacts, DEFAULT_KERNEL, Done, KindKey, out_name};
-use crate::error::ApiError;
 
 impl Artifacts {
     /// Starts (or joins) the pull of the registry image `req.name` (a
@@ -20,33 +20,32 @@ impl Artifacts {
         self: &Arc<Self>,
         op_id: &str,
         req: &ImagePullRequest,
-    ) -> Result<Operation, ApiError> {
+    ) -> Result<Operation, ArtifactError> {
         let reference = req.name.trim();
         if reference.len() > 512
             || reference
                 .chars()
                 .any(|c| c.is_whitespace() || c.is_control())
         {
-            return Err(ApiError::invalid(format!(
+            return Err(ArtifactError::Invalid(format!(
                 "{reference:?} is not an image reference: it holds whitespace or control characters, or is over 512 bytes"
             )));
         }
         let parsed = oci::registry::parse_reference(reference)
-            .map_err(|e| ApiError::invalid(e.to_string()))?;
+            .map_err(|e| ArtifactError::Invalid(e.to_string()))?;
         let name = match &req.image_name {
             Some(n) => n.clone(),
             None => oci::default_name(reference),
         };
-        banger_api::names::validate_artifact_name("image", &name)
-            .map_err(|e| ApiError::invalid(format!("{e}; give the image a name with --name")))?;
+        banger_api::names::validate_artifact_name("image", &name).map_err(|e| {
+            ArtifactError::Invalid(format!("{e}; give the image a name with --name"))
+        })?;
         let kernel = req
             .kernel
             .clone()
             .unwrap_or_else(|| DEFAULT_KERNEL.to_owned());
         if self.catalog.kernel(&kernel).is_none() {
-            return Err(ApiError::invalid(format!(
-                "no kernel {kernel:?} in the catalog; see `banger kernel catalog`"
-            )));
+            return Err(ArtifactError::UnknownKernel(kernel));
         }
         if self.db.get_image(&name)?.is_some() {
             // Pulling a reference again refreshes its image; any other
@@ -59,13 +58,10 @@ impl Artifacts {
                 .and_then(|m| m.oci)
                 .is_some_and(|o| o.reference == parsed.whole());
             if !same {
-                return Err(ApiError::new(
-                    ErrorCode::AlreadyExists,
-                    format!(
-                        "image {name:?} exists and was not pulled from {}; pick another name with --name",
-                        parsed.whole()
-                    ),
-                ));
+                return Err(ArtifactError::Exists(format!(
+                    "image {name:?} exists and was not pulled from {}; pick another name with --name",
+                    parsed.whole()
+                )));
             }
             self.refuse_if_used(&name)?;
         }
@@ -95,12 +91,12 @@ impl Artifacts {
     }
 
     /// Removes cached layer blobs no running pull uses.
-    pub fn prune_blobs(&self, dry_run: bool) -> Result<CachePruneReport, ApiError> {
+    pub fn prune_blobs(&self, dry_run: bool) -> Result<CachePruneReport, ArtifactError> {
         let in_use = self.blobs_in_use.held();
         let pruned = self
             .blobs
             .prune(&in_use, dry_run)
-            .map_err(|e| ApiError::internal(format!("prune the blob cache: {e}")))?;
+            .map_err(|e| ArtifactError::Internal(format!("prune the blob cache: {e}")))?;
         tracing::info!(
             blobs = pruned.blobs,
             bytes = pruned.bytes,

@@ -3,21 +3,20 @@
 
 use std::sync::Arc;
 
-use banger_api::{ErrorCode, Operation, OperationKind};
+use banger_api::{Operation, OperationKind};
 use banger_artifacts::{image, kernel};
 
+use super::ArtifactError;
 use super::{Artifacts, Done, KindKey};
-use crate::error::ApiError;
 
 impl Artifacts {
     /// Starts (or joins) the pull of catalog kernel `name`.
-    pub fn pull_kernel(self: &Arc<Self>, op_id: &str, name: &str) -> Result<Operation, ApiError> {
-        let entry = self.catalog.kernel(name).cloned().ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::NotFound,
-                format!("no kernel {name:?} in the catalog; see `banger kernel catalog`"),
-            )
-        })?;
+    pub fn pull_kernel(
+        self: &Arc<Self>,
+        op_id: &str,
+        name: &str,
+    ) -> Result<Operation, ArtifactError> {
+        let entry = (self.catalog.kernel(name).cloned()).ok_or_else(|| missing("kernel", name))?;
         let hash = entry.recipe_hash();
         let present = self
             .kernel_manifest(name)
@@ -36,13 +35,12 @@ impl Artifacts {
     }
 
     /// Starts (or joins) the pull of catalog image `name`.
-    pub fn pull_image(self: &Arc<Self>, op_id: &str, name: &str) -> Result<Operation, ApiError> {
-        let entry = self.catalog.image(name).cloned().ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::NotFound,
-                format!("no image {name:?} in the catalog; see `banger image catalog`"),
-            )
-        })?;
+    pub fn pull_image(
+        self: &Arc<Self>,
+        op_id: &str,
+        name: &str,
+    ) -> Result<Operation, ArtifactError> {
+        let entry = (self.catalog.image(name).cloned()).ok_or_else(|| missing("image", name))?;
         let hash = entry.recipe_hash();
         let existing = self.db.get_image(name)?;
         let present = existing
@@ -61,5 +59,12 @@ impl Artifacts {
                 image::build(&entry, &svc.mirror, out, env).map(|m| Done::Image(Box::new(m)))
             }),
         )
+    }
+}
+
+fn missing(kind: &'static str, name: &str) -> ArtifactError {
+    ArtifactError::NotInCatalog {
+        kind,
+        name: name.to_owned(),
     }
 }

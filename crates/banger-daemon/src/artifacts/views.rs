@@ -7,8 +7,9 @@ use banger_artifacts::kernel::KernelManifest;
 use banger_artifacts::store::Kind;
 use banger_store::ImageRecord;
 
+use super::ArtifactError;
 use super::{Artifacts, not_found};
-use crate::error::{ApiError, error_chain};
+use crate::error::error_chain;
 
 impl Artifacts {
     pub(super) fn kernel_manifest(&self, name: &str) -> Option<KernelManifest> {
@@ -32,7 +33,7 @@ impl Artifacts {
     }
 
     /// `image catalog`.
-    pub fn image_catalog(&self) -> Result<Vec<CatalogEntry>, ApiError> {
+    pub fn image_catalog(&self) -> Result<Vec<CatalogEntry>, ArtifactError> {
         self.catalog
             .images
             .iter()
@@ -90,23 +91,23 @@ impl Artifacts {
     }
 
     /// Kernels in the store.
-    pub fn list_kernels(&self) -> Result<Vec<Kernel>, ApiError> {
+    pub fn list_kernels(&self) -> Result<Vec<Kernel>, ArtifactError> {
         let manifests = self
             .store
             .list::<KernelManifest>(Kind::Kernel)
-            .map_err(|e| ApiError::internal(error_chain(&e)))?;
+            .map_err(|e| ArtifactError::Internal(error_chain(&e)))?;
         Ok(manifests.into_iter().map(|m| self.kernel_view(m)).collect())
     }
 
     /// One kernel.
-    pub fn get_kernel(&self, name: &str) -> Result<Kernel, ApiError> {
+    pub fn get_kernel(&self, name: &str) -> Result<Kernel, ArtifactError> {
         self.kernel_manifest(name)
             .map(|m| self.kernel_view(m))
             .ok_or_else(|| not_found("kernel", name))
     }
 
     /// Images in the store.
-    pub fn list_images(&self) -> Result<Vec<Image>, ApiError> {
+    pub fn list_images(&self) -> Result<Vec<Image>, ArtifactError> {
         Ok(self
             .db
             .list_images()?
@@ -116,7 +117,7 @@ impl Artifacts {
     }
 
     /// One image.
-    pub fn get_image(&self, name: &str) -> Result<Image, ApiError> {
+    pub fn get_image(&self, name: &str) -> Result<Image, ArtifactError> {
         self.db
             .get_image(name)?
             .map(|r| self.image_view(r))

@@ -20,14 +20,22 @@ use crate::state::AppState;
 #[utoipa::path(get, path = "/v1/images/catalog", operation_id = "image_catalog", tag = "images",
     responses((status = 200, body = [CatalogEntry]), (status = "4XX", body = banger_api::ErrorBody), (status = "5XX", body = banger_api::ErrorBody)))]
 pub async fn catalog(State(state): State<AppState>) -> Result<Json<Vec<CatalogEntry>>, ApiError> {
-    state.artifacts.image_catalog().map(Json)
+    state
+        .artifacts
+        .image_catalog()
+        .map(Json)
+        .map_err(ApiError::from)
 }
 
 /// Images in the local store.
 #[utoipa::path(get, path = "/v1/images", operation_id = "list_images", tag = "images",
     responses((status = 200, body = [Image]), (status = "4XX", body = banger_api::ErrorBody), (status = "5XX", body = banger_api::ErrorBody)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Image>>, ApiError> {
-    state.artifacts.list_images().map(Json)
+    state
+        .artifacts
+        .list_images()
+        .map(Json)
+        .map_err(ApiError::from)
 }
 
 /// One image.
@@ -38,7 +46,11 @@ pub async fn get(
     State(state): State<AppState>,
     NameParam(name): NameParam,
 ) -> Result<Json<Image>, ApiError> {
-    state.artifacts.get_image(&name).map(Json)
+    state
+        .artifacts
+        .get_image(&name)
+        .map(Json)
+        .map_err(ApiError::from)
 }
 
 /// Pulls a catalog image, or an image from an OCI or Docker registry (a
@@ -82,7 +94,11 @@ pub async fn prune_cache(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CachePruneRequest>,
 ) -> Result<Json<CachePruneReport>, ApiError> {
-    state.artifacts.prune_blobs(req.dry_run).map(Json)
+    state
+        .artifacts
+        .prune_blobs(req.dry_run)
+        .map(Json)
+        .map_err(ApiError::from)
 }
 
 /// Imports a root file system tarball or an ext4 file as a new image.

@@ -22,7 +22,11 @@ pub async fn catalog(State(state): State<AppState>) -> Json<Vec<CatalogEntry>> {
 #[utoipa::path(get, path = "/v1/kernels", operation_id = "list_kernels", tag = "kernels",
     responses((status = 200, body = [Kernel]), (status = "4XX", body = banger_api::ErrorBody), (status = "5XX", body = banger_api::ErrorBody)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Kernel>>, ApiError> {
-    state.artifacts.list_kernels().map(Json)
+    state
+        .artifacts
+        .list_kernels()
+        .map(Json)
+        .map_err(ApiError::from)
 }
 
 /// One kernel.
@@ -33,7 +37,11 @@ pub async fn get(
     State(state): State<AppState>,
     NameParam(name): NameParam,
 ) -> Result<Json<Kernel>, ApiError> {
-    state.artifacts.get_kernel(&name).map(Json)
+    state
+        .artifacts
+        .get_kernel(&name)
+        .map(Json)
+        .map_err(ApiError::from)
 }
 
 /// Pulls a catalog kernel: an operation to poll. A pull of a kernel being

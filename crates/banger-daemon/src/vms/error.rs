@@ -12,6 +12,7 @@ impl VmError {
     pub fn message(&self) -> String {
         match self {
             Self::Service(e) => e.message.clone(),
+            Self::Artifacts(e) => e.message(),
             other => crate::error::error_chain(other),
         }
     }
@@ -84,8 +85,11 @@ pub enum VmError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] banger_store::StoreError),
-    /// A service the VM service relies on (operations, artifacts) refused
-    /// or failed, with its own API error.
+    /// A pull the create waits on could not start.
+    #[error(transparent)]
+    Artifacts(#[from] crate::artifacts::ArtifactError),
+    /// The operations registry refused (a reused op id, a stopping
+    /// daemon), with its own API error.
     #[error(transparent)]
     Service(#[from] ApiError),
 }
