@@ -71,8 +71,8 @@ pub enum NetError {
         /// What was found instead.
         state: String,
     },
-    /// A kernel setting could not be written.
-    #[error("{what}: {source}")]
+    /// A kernel setting could not be written (or `ip`'s answer read).
+    #[error("{what}")]
     Io {
         /// What was attempted.
         what: String,
@@ -138,5 +138,20 @@ mod tests {
         for bad in ["", "xyz", "0a 1b", &"a".repeat(33)] {
             assert!(check_tag(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn an_io_error_names_its_cause_once_in_the_chain() {
+        let err = NetError::Io {
+            what: "enable forwarding".into(),
+            source: std::io::Error::other("read-only file system"),
+        };
+        let mut chain = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            chain.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        assert_eq!(chain, "enable forwarding: read-only file system");
     }
 }

@@ -30,40 +30,61 @@ pub fn execute(socket: &Path, command: &str, arguments: Option<Value>) -> Result
         .map_err(|e| err(format!("clone stream: {e}")))?;
     let mut reader = BufReader::new(stream);
 
-    let greeting = read_message(&mut reader).map_err(err)?;
+    let text = |e: Exchange| err(e.to_string());
+    let greeting = read_message(&mut reader).map_err(text)?;
     if greeting.get("QMP").is_none() {
         return Err(err(format!("no QMP greeting, got {greeting}")));
     }
-    send(&mut writer, &json!({"execute": "qmp_capabilities"})).map_err(err)?;
-    reply(&mut reader).map_err(err)?;
+    send(&mut writer, &json!({"execute": "qmp_capabilities"})).map_err(text)?;
+    reply(&mut reader).map_err(text)?;
 
     let mut request = json!({ "execute": command });
     if let Some(arguments) = arguments {
         request["arguments"] = arguments;
     }
-    send(&mut writer, &request).map_err(err)?;
-    reply(&mut reader).map_err(|m| err(format!("{command}: {m}")))
+    send(&mut writer, &request).map_err(text)?;
+    reply(&mut reader).map_err(|e| err(format!("{command}: {e}")))
 }
 
-fn send(writer: &mut UnixStream, value: &Value) -> Result<(), String> {
+/// What went wrong in one exchange; flattened into the caller's
+/// `VmmError::Control` message (the cause is part of the text, once).
+#[derive(Debug, thiserror::Error)]
+enum Exchange {
+    #[error("write: {0}")]
+    Write(std::io::Error),
+    #[error("read: {0}")]
+    Read(std::io::Error),
+    #[error("the VMM closed the connection")]
+    Closed,
+    #[error("bad reply {line:?}: {cause}")]
+    BadReply {
+        line: String,
+        cause: serde_json::Error,
+    },
+    /// QMP's own error: its `desc`.
+    #[error("{0}")]
+    Refused(String),
+    #[error("unexpected message {0}")]
+    Unexpected(Value),
+}
+
+fn send(writer: &mut UnixStream, value: &Value) -> Result<(), Exchange> {
     let mut line = value.to_string();
     line.push('\n');
-    writer
-        .write_all(line.as_bytes())
-        .map_err(|e| format!("write: {e}"))
+    writer.write_all(line.as_bytes()).map_err(Exchange::Write)
 }
 
-fn read_message(reader: &mut impl BufRead) -> Result<Value, String> {
+fn read_message(reader: &mut impl BufRead) -> Result<Value, Exchange> {
     let mut line = String::new();
     match reader.read_line(&mut line) {
-        Ok(0) => Err("the VMM closed the connection".to_owned()),
-        Ok(_) => serde_json::from_str(&line).map_err(|e| format!("bad reply {line:?}: {e}")),
-        Err(e) => Err(format!("read: {e}")),
+        Ok(0) => Err(Exchange::Closed),
+        Ok(_) => serde_json::from_str(&line).map_err(|cause| Exchange::BadReply { line, cause }),
+        Err(e) => Err(Exchange::Read(e)),
     }
 }
 
 /// Reads until a `return` or an `error`, skipping events.
-fn reply(reader: &mut impl BufRead) -> Result<Value, String> {
+fn reply(reader: &mut impl BufRead) -> Result<Value, Exchange> {
     loop {
         let message = read_message(reader)?;
         if let Some(value) = message.get("return") {
@@ -74,10 +95,10 @@ fn reply(reader: &mut impl BufRead) -> Result<Value, String> {
                 .get("desc")
                 .and_then(Value::as_str)
                 .unwrap_or("unknown error");
-            return Err(desc.to_owned());
+            return Err(Exchange::Refused(desc.to_owned()));
         }
         if message.get("event").is_none() {
-            return Err(format!("unexpected message {message}"));
+            return Err(Exchange::Unexpected(message));
         }
     }
 }

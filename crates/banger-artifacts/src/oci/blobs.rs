@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use banger_sys::wait::lock;
+use banger_sys::{IoAt, io_at};
 
 /// The digests running pulls use, each with how many hold it: a prune
 /// leaves them alone. A pull holds a digest through a [`BlobHold`], so the
@@ -64,11 +65,25 @@ pub struct BlobCache {
     dir: PathBuf,
 }
 
+/// Why the blob cache refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// A digest of another algorithm (a hostile manifest's, say).
+    #[error("digest {0:?} is not a sha256 digest")]
+    NotSha256(String),
+    /// A sha256 digest that is not 64 lowercase hex digits.
+    #[error("digest {0:?} is not 64 lowercase hex digits")]
+    BadHex(String),
+    /// A file operation in the cache failed.
+    #[error(transparent)]
+    Io(#[from] IoAt),
+}
+
 /// The hex part of a `sha256:<64 hex>` digest, or why it is not one.
-pub fn digest_hex(digest: &str) -> Result<&str, String> {
+pub fn digest_hex(digest: &str) -> Result<&str, BlobError> {
     let hex = digest
         .strip_prefix("sha256:")
-        .ok_or_else(|| format!("digest {digest:?} is not a sha256 digest"))?;
+        .ok_or_else(|| BlobError::NotSha256(digest.to_owned()))?;
     if hex.len() == 64
         && hex
             .bytes()
@@ -76,7 +91,7 @@ pub fn digest_hex(digest: &str) -> Result<&str, String> {
     {
         Ok(hex)
     } else {
-        Err(format!("digest {digest:?} is not 64 lowercase hex digits"))
+        Err(BlobError::BadHex(digest.to_owned()))
     }
 }
 
@@ -89,7 +104,7 @@ impl BlobCache {
     }
 
     /// Where the blob `digest` lives.
-    pub fn path(&self, digest: &str) -> Result<PathBuf, String> {
+    pub fn path(&self, digest: &str) -> Result<PathBuf, BlobError> {
         Ok(self.dir.join(digest_hex(digest)?))
     }
 
@@ -99,9 +114,8 @@ impl BlobCache {
     }
 
     /// A fresh temporary path for downloading `digest`.
-    pub fn temp(&self, digest: &str) -> Result<PathBuf, String> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| format!("create {}: {e}", self.dir.display()))?;
+    pub fn temp(&self, digest: &str) -> Result<PathBuf, BlobError> {
+        std::fs::create_dir_all(&self.dir).map_err(io_at("create", &self.dir))?;
         Ok(self.dir.join(format!(
             "{}.tmp-{:08x}",
             digest_hex(digest)?,
@@ -110,9 +124,9 @@ impl BlobCache {
     }
 
     /// Publishes a downloaded, verified temporary file as `digest`.
-    pub fn commit(&self, temp: &Path, digest: &str) -> Result<PathBuf, String> {
+    pub fn commit(&self, temp: &Path, digest: &str) -> Result<PathBuf, BlobError> {
         let path = self.path(digest)?;
-        std::fs::rename(temp, &path).map_err(|e| format!("publish {}: {e}", path.display()))?;
+        std::fs::rename(temp, &path).map_err(io_at("publish", &path))?;
         Ok(path)
     }
 

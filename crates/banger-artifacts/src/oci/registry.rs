@@ -75,8 +75,11 @@ pub enum FetchError {
     #[error("{0}")]
     Unsupported(String),
     /// The local cache failed.
-    #[error("blob cache: {0}")]
-    Cache(String),
+    #[error("blob cache")]
+    Cache(#[source] crate::oci::blobs::BlobError),
+    /// The pull's I/O runtime could not start.
+    #[error("start an I/O runtime")]
+    Runtime(#[source] std::io::Error),
     /// The pull was cancelled.
     #[error("cancelled")]
     Cancelled,
@@ -244,7 +247,7 @@ impl Fetch<'_> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| FetchError::Cache(format!("start an I/O runtime: {e}")))?;
+            .map_err(FetchError::Runtime)?;
         runtime.block_on(fetch_async(self))
     }
 }
@@ -367,7 +370,7 @@ async fn fetch_async(fetch: &Fetch<'_>) -> Result<Fetched, FetchError> {
 
 enum DownloadError {
     Cancelled,
-    Cache(String),
+    Cache(crate::oci::blobs::BlobError),
     Registry(oci_client::errors::OciDistributionError),
 }
 
@@ -382,7 +385,7 @@ async fn download(
     let temp = cache.temp(&desc.digest).map_err(DownloadError::Cache)?;
     let file = tokio::fs::File::create(&temp)
         .await
-        .map_err(|e| DownloadError::Cache(format!("create {}: {e}", temp.display())))?;
+        .map_err(|e| DownloadError::Cache(banger_sys::io_at("create", &temp)(e).into()))?;
     let written = AtomicU64::new(0);
     let writer = Counting {
         inner: tokio::io::BufWriter::new(file),
