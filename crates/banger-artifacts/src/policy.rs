@@ -21,24 +21,61 @@ const ALLOWED_CHAR_DEVICES: [(u32, u32); 8] = [
     (5, 2), // ptmx
 ];
 
+/// Why an archive entry's path or kind is refused (the tar scan and the
+/// OCI flatten share these rules).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A path starting with `/`.
+    #[error("absolute path")]
+    Absolute,
+    /// A path over the limit, in bytes.
+    #[error("path longer than {0} bytes")]
+    PathTooLong(usize),
+    /// A `..` component.
+    #[error("`..` path component")]
+    DotDot,
+    /// A component ext4 cannot store.
+    #[error("name component of {len} bytes, longer than the {max} ext4 can store")]
+    NameTooLong {
+        /// Its length.
+        len: usize,
+        /// ext4's limit.
+        max: usize,
+    },
+    /// A block device node.
+    #[error("block devices are not allowed in an image")]
+    BlockDevice,
+    /// A character device whose numbers cannot be read.
+    #[error("character device with unreadable device numbers")]
+    UnreadableDevice,
+    /// A character device outside [`ALLOWED_CHAR_DEVICES`].
+    #[error(
+        "character device {major}:{minor} is not one of the usual ones (null, zero, full, random, urandom, tty, console, ptmx)"
+    )]
+    UnusualDevice {
+        /// Its major number.
+        major: u32,
+        /// Its minor number.
+        minor: u32,
+    },
+}
+
 /// Refuses a device node outside [`ALLOWED_CHAR_DEVICES`]. `major` and
 /// `minor` are read from the header only for devices.
-pub fn check_device(kind: EntryType, header: &tar::Header) -> Result<(), String> {
+pub fn check_device(kind: EntryType, header: &tar::Header) -> Result<(), Refusal> {
     match kind {
-        EntryType::Block => Err("block devices are not allowed in an image".into()),
+        EntryType::Block => Err(Refusal::BlockDevice),
         EntryType::Char => {
             let (Some(major), Some(minor)) = (
                 header.device_major().ok().flatten(),
                 header.device_minor().ok().flatten(),
             ) else {
-                return Err("character device with unreadable device numbers".into());
+                return Err(Refusal::UnreadableDevice);
             };
             if ALLOWED_CHAR_DEVICES.contains(&(major, minor)) {
                 Ok(())
             } else {
-                Err(format!(
-                    "character device {major}:{minor} is not one of the usual ones (null, zero, full, random, urandom, tty, console, ptmx)"
-                ))
+                Err(Refusal::UnusualDevice { major, minor })
             }
         }
         _ => Ok(()),
@@ -65,12 +102,14 @@ mod tests {
         assert!(
             check_device(EntryType::Char, &mem)
                 .unwrap_err()
+                .to_string()
                 .contains("1:1")
         );
         let sda = device(EntryType::Block, 8, 0);
         assert!(
             check_device(EntryType::Block, &sda)
                 .unwrap_err()
+                .to_string()
                 .contains("block devices")
         );
         assert!(check_device(EntryType::Regular, &tar::Header::new_gnu()).is_ok());

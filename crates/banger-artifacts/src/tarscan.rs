@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use tar::EntryType;
 
+use crate::policy::Refusal;
+
 /// Longest name of one path component ext4 stores.
 const MAX_NAME: usize = 255;
 /// Longest whole path accepted.
@@ -81,7 +83,7 @@ pub fn scan(path: &Path) -> Result<TarSummary, TarError> {
             entry: name.clone(),
             reason,
         };
-        check_path(&raw).map_err(refuse)?;
+        check_path(&raw).map_err(|r| refuse(r.to_string()))?;
         let parts = normalize(&raw);
         for depth in 1..parts.len() {
             match seen.get(&parts[..depth].join(&b'/')) {
@@ -101,7 +103,7 @@ pub fn scan(path: &Path) -> Result<TarSummary, TarError> {
             }
         }
         let kind = entry.header().entry_type();
-        crate::policy::check_device(kind, entry.header()).map_err(refuse)?;
+        crate::policy::check_device(kind, entry.header()).map_err(|r| refuse(r.to_string()))?;
         // mke2fs reads the archive with libarchive, which takes device
         // numbers from these PAX keys over the header's: refused, so what
         // was checked is what is built.
@@ -154,22 +156,22 @@ pub fn scan(path: &Path) -> Result<TarSummary, TarError> {
 
 /// Checks one archive path: relative, no `..`, every component at most 255
 /// bytes (ext4's limit; `mke2fs` otherwise fails with an unrelated message).
-pub fn check_path(raw: &[u8]) -> Result<(), String> {
+pub fn check_path(raw: &[u8]) -> Result<(), Refusal> {
     if raw.first() == Some(&b'/') {
-        return Err("absolute path".into());
+        return Err(Refusal::Absolute);
     }
     if raw.len() > MAX_PATH {
-        return Err(format!("path longer than {MAX_PATH} bytes"));
+        return Err(Refusal::PathTooLong(MAX_PATH));
     }
     for component in raw.split(|b| *b == b'/') {
         if component == b".." {
-            return Err("`..` path component".into());
+            return Err(Refusal::DotDot);
         }
         if component.len() > MAX_NAME {
-            return Err(format!(
-                "name component of {} bytes, longer than the {MAX_NAME} ext4 can store",
-                component.len()
-            ));
+            return Err(Refusal::NameTooLong {
+                len: component.len(),
+                max: MAX_NAME,
+            });
         }
     }
     Ok(())
@@ -264,19 +266,14 @@ mod tests {
         assert!(check_path(b"./etc/passwd").is_ok());
         assert!(check_path(b"etc/").is_ok());
         assert!(check_path(b"./").is_ok());
-        assert_eq!(check_path(b"/etc/passwd").unwrap_err(), "absolute path");
-        assert_eq!(
-            check_path(b"./../escape").unwrap_err(),
-            "`..` path component"
-        );
-        assert_eq!(
-            check_path(b"a/b/../../../c").unwrap_err(),
-            "`..` path component"
-        );
+        assert_eq!(check_path(b"/etc/passwd").unwrap_err(), Refusal::Absolute);
+        assert_eq!(check_path(b"./../escape").unwrap_err(), Refusal::DotDot);
+        assert_eq!(check_path(b"a/b/../../../c").unwrap_err(), Refusal::DotDot);
         assert!(check_path(b"a/..b/c..").is_ok());
         assert!(
             check_path(&[b'x'; 256])
                 .unwrap_err()
+                .to_string()
                 .contains("longer than the 255")
         );
     }

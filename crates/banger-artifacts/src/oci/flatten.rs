@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use tar::{EntryType, Header};
 
 use super::limits::{Budget, Guarded, UnpackLimits};
+use crate::policy::Refusal;
 use crate::tarscan::{TarSummary, check_path};
 
 /// One layer blob, as the manifest lists it.
@@ -100,7 +101,7 @@ struct Version {
 
 /// The paths of one archive, relative to its root, without `./`, empty or
 /// `.` components; the root itself is the empty path.
-fn normalize(raw: &[u8]) -> Result<Vec<u8>, String> {
+fn normalize(raw: &[u8]) -> Result<Vec<u8>, Refusal> {
     check_path(raw)?;
     let parts: Vec<&[u8]> = raw
         .split(|b| *b == b'/')
@@ -234,7 +235,7 @@ fn plan(layers: &[Layer], limits: UnpackLimits) -> Result<Tree, FlattenError> {
                 entry: lossy(&raw),
                 why,
             };
-            let path = normalize(&raw).map_err(&refuse)?;
+            let path = normalize(&raw).map_err(|r| refuse(r.to_string()))?;
             let pos = Pos {
                 layer: li,
                 entry: ei,
@@ -288,7 +289,7 @@ fn plan(layers: &[Layer], limits: UnpackLimits) -> Result<Tree, FlattenError> {
                 EntryType::Symlink => Kind::Symlink,
                 EntryType::Fifo => Kind::Other,
                 kind @ (EntryType::Char | EntryType::Block) => {
-                    crate::policy::check_device(kind, header).map_err(refuse)?;
+                    crate::policy::check_device(kind, header).map_err(|r| refuse(r.to_string()))?;
                     Kind::Other
                 }
                 EntryType::Link => {
