@@ -83,7 +83,9 @@ fn record(r: &Row<'_>) -> rusqlite::Result<VmRecord> {
 }
 
 impl Store {
-    /// Every VM, oldest first.
+    /// Every VM, oldest first. A row this banger cannot read (edited by
+    /// hand, or corrupt) is left out and logged, so the other VMs stay
+    /// usable (and adoptable); [`Store::get_vm`] reports it as an error.
     pub fn list_vms(&self) -> Result<Vec<VmRecord>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn
@@ -92,7 +94,17 @@ impl Store {
             ))
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt.query_map([], record).map_err(|e| self.sqlite(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+        let mut vms = Vec::new();
+        for row in rows {
+            match row {
+                Ok(vm) => vms.push(vm),
+                Err(rusqlite::Error::FromSqlConversionFailure(column, _, e)) => {
+                    tracing::warn!(column, error = %e, "a vm row does not parse; leaving it out");
+                }
+                Err(e) => return Err(self.sqlite(e)),
+            }
+        }
+        Ok(vms)
     }
 
     /// One VM by id.
@@ -283,6 +295,18 @@ mod tests {
             .lock()
             .execute("UPDATE vms SET ip = 'not-an-ip' WHERE id = 'a1'", [])
             .unwrap();
+        store.insert_vm(&vm("b2", "db", "10.0.0.3")).unwrap();
+        let names: Vec<_> = store
+            .list_vms()
+            .unwrap()
+            .into_iter()
+            .map(|v| v.id)
+            .collect();
+        assert_eq!(
+            names,
+            ["b2"],
+            "the unreadable row is left out, the rest listed"
+        );
         let err = store.get_vm("a1").unwrap_err();
         let mut chain = err.to_string();
         let mut source = std::error::Error::source(&err);

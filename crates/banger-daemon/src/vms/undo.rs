@@ -45,7 +45,7 @@ impl Drop for Undo {
         for (what, action) in self.actions.drain(..).rev() {
             tracing::info!(step = what, "undoing");
             if let Err(e) = action() {
-                tracing::warn!(step = what, error = %e, "undo failed");
+                tracing::warn!(step = what, error = %crate::error::error_chain(&*e), "undo failed");
             }
         }
     }

@@ -75,7 +75,11 @@ impl Vms {
         let pid = self.spawn_vmm(vm, &spec, requested, &mut undo)?;
         let h = self.record_handles(vm, &spec, pid, &mut undo)?;
         progress(2, "waiting for the guest's SSH server");
-        self.wait_for_guest(inputs.ip, &inputs.files, pid)?;
+        if let Err(why) = self.wait_for_guest(inputs.ip, &inputs.files, pid) {
+            // Roll back first: the VMM is stopped before its console is read.
+            drop(undo);
+            return Err(Self::boot_failed(&why, &inputs.files));
+        }
         undo.commit();
         Ok((inputs.ip, h))
     }

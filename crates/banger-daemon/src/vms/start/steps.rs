@@ -155,11 +155,6 @@ impl Vms {
         undo: &mut Undo,
     ) -> Result<u32, VmError> {
         let files = spec.files.clone();
-        {
-            // The VMM may make its socket (or jail) before it gives up.
-            let (vmm, files) = (self.vmm.clone(), files.clone());
-            undo.push("remove what the VMM left", move || Ok(vmm.release(&files)?));
-        }
         let spawning = Instant::now();
         let pid = self.vmm.start(spec).map_err(|e| {
             let log = std::fs::read_to_string(files.vmm_log()).unwrap_or_default();
@@ -168,6 +163,12 @@ impl Vms {
                 .rev()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("");
+            // The VMM may have made its socket (or jail) before it gave up.
+            // Only here: once a pid exists, the kill's undo releases, and
+            // only after the process is gone.
+            if let Err(r) = self.vmm.release(&files) {
+                tracing::warn!(vm = %vm.name, error = %error_chain(&r), "cannot remove what the failed VMM left");
+            }
             failed(format!("{}: {last}", error_chain(&e)))
         })?;
         // banger's own overhead, request to VMM spawn, and the VMM's set-up
@@ -222,33 +223,49 @@ impl Vms {
     }
 
     /// Waits for the guest's SSH server while the VMM runs and the daemon
-    /// is not stopping; a failure quotes the console's last lines.
+    /// is not stopping; the error says why it gave up.
     pub(super) fn wait_for_guest(
         &self,
         ip: Ipv4Addr,
         files: &VmFiles,
         pid: u32,
-    ) -> Result<(), VmError> {
+    ) -> Result<(), GuestWait> {
         let alive = || self.vmm.is_running(files, pid) && !self.stopping.is_cancelled();
         let Err(e) = ssh::wait_for_sshd(ip, self.settings.boot_timeout, alive) else {
             return Ok(());
         };
-        let e = if self.stopping.is_cancelled() {
-            "the daemon is shutting down".to_owned()
+        Err(if self.stopping.is_cancelled() {
+            GuestWait::ShuttingDown
         } else {
-            e.to_string()
-        };
+            GuestWait::Sshd(e)
+        })
+    }
+
+    /// A boot that gave up because of `why`, with the console's last lines:
+    /// read after the rollback stopped the VMM, so they are its last.
+    pub(super) fn boot_failed(why: &GuestWait, files: &VmFiles) -> VmError {
         // Only the tail is read (the guest decides the log's size), and
         // only printable text goes into the error a terminal shows.
         let tail = super::super::console::ConsoleLog::new(files.console()).tail(4096);
         let console = banger_api::text::printable(&String::from_utf8_lossy(&tail));
         let tail: Vec<&str> = console.lines().rev().take(3).collect();
-        Err(failed(format!(
-            "{e}; console ({}) ends: {}",
+        failed(format!(
+            "{why}; console ({}) ends: {}",
             files.console().display(),
             tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        )))
+        ))
     }
+}
+
+/// Why the wait for the guest gave up.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum GuestWait {
+    /// The daemon began to stop.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    /// The VMM exited, or sshd did not answer in time.
+    #[error(transparent)]
+    Sshd(ssh::SshdWaitError),
 }
 
 /// A locally administered unicast MAC derived from the VM id.
