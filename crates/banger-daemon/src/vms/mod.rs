@@ -5,8 +5,14 @@
 //! check, the address allocation and the row insert; every lifecycle step
 //! of one VM runs under that VM's own lock, so slow work (disks, boots,
 //! graceful stops) on different VMs overlaps. Each start is a list of
-//! steps with undo actions ([`Undo`]); a failure rolls back what was done
-//! and records the error on the VM.
+//! named steps with undo actions ([`undo::Undo`], rolled back on drop); a
+//! failure rolls back what was done and records the error on the VM.
+//!
+//! One module per concern: `create/`, `start/`, `stop`, `delete`,
+//! `resize`, `reconcile/` (adopt and reap), `lookup` (which VM a reference
+//! means), `views`, `dir` (every path of a VM's directory),
+//! `boot_assets` (initramfs, KVM verdict), `choice` (which VMM), `error`
+//! ([`VmError`], the service's only error type).
 //!
 //! Everything here blocks; routes call it on blocking threads.
 
