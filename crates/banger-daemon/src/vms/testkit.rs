@@ -80,25 +80,7 @@ fn build(fail: &str, adjust: impl FnOnce(&mut VmSettings)) -> Kit {
     }));
     let other = Arc::new(FakeVmm::new("other", &calls));
     let ssh = Arc::new(Mutex::new(Ssh::Fails));
-    let runner: Arc<dyn Runner> = {
-        let (vmm, other, ssh) = (vmm.clone(), other.clone(), ssh.clone());
-        Arc::new(FakeRunner::new(&calls, move |cmd| {
-            assert_eq!(cmd.program, Path::new("ssh"), "only ssh is expected");
-            match *ssh.lock().unwrap() {
-                Ssh::PowersOff => {
-                    FakeVmm::set(&vmm.alive, false);
-                    FakeVmm::set(&other.alive, false);
-                    Ok(())
-                }
-                Ssh::Ignores => Ok(()),
-                Ssh::Fails => Err(RunError::Failed {
-                    command: "ssh".into(),
-                    status: std::process::ExitStatus::from_raw(255 << 8),
-                    log: PathBuf::from("stop.log"),
-                }),
-            }
-        }))
-    };
+    let runner = ssh_runner(&calls, [vmm.clone(), other.clone()], ssh.clone());
     let db = Arc::new(Store::open(&state.join("s.db")).unwrap());
     let ops = Arc::new(Operations::default());
     let artifacts = Arc::new(crate::artifacts::Artifacts::new(
@@ -190,6 +172,28 @@ impl Kit {
     pub(in crate::vms) fn stored(&self, id: &str) -> VmRecord {
         self.vms.db.get_vm(id).unwrap().unwrap()
     }
+}
+
+/// A runner that expects only `ssh` (the stop's poweroff) and answers as
+/// `ssh` says; a guest that powers off stops every `vmms`.
+fn ssh_runner(calls: &Calls, vmms: [Arc<FakeVmm>; 2], ssh: Arc<Mutex<Ssh>>) -> Arc<dyn Runner> {
+    Arc::new(FakeRunner::new(calls, move |cmd| {
+        assert_eq!(cmd.program, Path::new("ssh"), "only ssh is expected");
+        match *ssh.lock().unwrap() {
+            Ssh::PowersOff => {
+                for vmm in &vmms {
+                    FakeVmm::set(&vmm.alive, false);
+                }
+                Ok(())
+            }
+            Ssh::Ignores => Ok(()),
+            Ssh::Fails => Err(RunError::Failed {
+                command: "ssh".into(),
+                status: std::process::ExitStatus::from_raw(255 << 8),
+                log: PathBuf::from("stop.log"),
+            }),
+        }
+    }))
 }
 
 fn settings(init: &Path) -> VmSettings {
