@@ -19,6 +19,7 @@ pub mod shutdown;
 pub mod text;
 pub mod vm;
 pub mod whole;
+pub mod workspace;
 
 pub use artifact::{
     CachePruneReport, CachePruneRequest, CatalogEntry, Image, ImagePullRequest, ImportRequest,
@@ -33,6 +34,7 @@ pub use vm::{
     ConsoleChunk, ConsoleQuery, CreateVmRequest, DeleteVmQuery, ListVmsQuery, SetVmRequest,
     SshTarget, Vm, VmState, VmSummary,
 };
+pub use workspace::{PrepareWorkspaceQuery, Workspace};
 
 /// Response header carrying the operation id of every request, also written
 /// into every log line the request causes.

@@ -19,6 +19,10 @@ pub const VM_RESTART: &str = "/v1/vms/{vm}/restart";
 pub const VM_SSH: &str = "/v1/vms/{vm}/ssh";
 /// `GET`: a VM's serial console log from an offset.
 pub const VM_CONSOLE: &str = "/v1/vms/{vm}/console";
+/// `PUT`: (re)sync a running VM's workspace from a tar stream.
+pub const VM_WORKSPACE: &str = "/v1/vms/{vm}/workspace";
+/// `GET`: the guest's changes since the last prepare, as a git patch.
+pub const VM_WORKSPACE_EXPORT: &str = "/v1/vms/{vm}/workspace/export";
 /// `GET`: what banger found about this host (KVM, tools).
 pub const DOCTOR: &str = "/v1/doctor";
 /// `POST`: stop the daemon cleanly.

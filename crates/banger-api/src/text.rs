@@ -65,6 +65,17 @@ fn skip_string(chars: &mut Chars<'_>) {
     }
 }
 
+/// `arg` as one word for a POSIX shell: ssh hands the remote side one
+/// string, so each argument is quoted for the guest's shell.
+pub fn shell_quote(arg: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
+    if !arg.is_empty() && arg.chars().all(safe) {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::printable;

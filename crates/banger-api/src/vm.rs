@@ -56,6 +56,8 @@ pub struct VmSummary {
     pub ip: String,
     /// Creation time (RFC 3339).
     pub created_at: String,
+    /// The host checkout in its workspace, if one was prepared.
+    pub workspace: Option<String>,
 }
 
 /// One VM in full: `GET /v1/vms/{vm}` and the lifecycle calls.
@@ -96,6 +98,8 @@ pub struct Vm {
     pub created_at: String,
     /// Time of the last change (RFC 3339).
     pub updated_at: String,
+    /// Its workspace, as recorded at the last prepare.
+    pub workspace: Option<crate::Workspace>,
 }
 
 /// `POST /v1/vms`: create (and by default start) a VM, as an operation.

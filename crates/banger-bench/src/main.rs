@@ -17,6 +17,7 @@
 mod figures;
 mod oci;
 mod plain;
+mod workspace;
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -158,15 +159,42 @@ impl Install {
     }
 
     fn command(&self, args: &[&str]) -> Command {
+        let mut c = self.with_env(Command::new(self.bins.join("banger")));
+        c.args(args);
+        c
+    }
+
+    /// `c` with the installation's directories.
+    fn with_env(&self, mut c: Command) -> Command {
         let d = self.dir.path();
-        let mut c = Command::new(self.bins.join("banger"));
-        c.args(args)
-            .env("BANGER_CONFIG_DIR", d.join("config"))
+        c.env("BANGER_CONFIG_DIR", d.join("config"))
             .env("BANGER_STATE_DIR", d.join("state"))
             .env("BANGER_RUNTIME_DIR", d.join("run"))
             .env("BANGER_DAEMON_BIN", self.bins.join("bangerd"))
             .stdin(Stdio::null());
         c
+    }
+
+    fn bin(&self, name: &str) -> PathBuf {
+        self.bins.join(name)
+    }
+
+    /// Runs a shell script in `dir` as banger's commands run, insisting on
+    /// success; returns stdout.
+    fn sh_env(&self, script: &str, dir: &Path) -> Result<String, String> {
+        let mut c = self.with_env(Command::new("sh"));
+        let out = c
+            .args(["-c", script])
+            .current_dir(dir)
+            .output()
+            .map_err(|e| format!("sh: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{script}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     fn run(&self, args: &[&str]) -> Result<Output, String> {
@@ -289,7 +317,10 @@ fn bench(opts: &Opts) -> Result<(), String> {
     let plain = plain::boot_times(&install, &shape, &cmdline, runs)?;
     let plain = Figure::durations("plain qemu boot to sshd answering", &plain);
     let ratio = Figure::ratio("vm run --rm -- true / plain qemu boot", &e2e, &plain);
+    eprintln!("workspaces: vm run PATH, prepare, exec, export, {runs} runs");
+    let ws = workspace::figures(&install, install.dir.path(), &e2e, runs)?;
     figs.extend([e2e, plain, ratio]);
+    figs.extend(ws);
 
     eprintln!("vm create --no-start: 1 alone, 4 at once, {runs} runs");
     let (mut one, mut four) = (Vec::new(), Vec::new());

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use banger_api::names::ArtifactName;
 use banger_api::{
     CachePruneReport, CachePruneRequest, CatalogEntry, ConsoleChunk, CreateVmRequest, DoctorReport,
-    ErrorBody, Image, ImagePullRequest, ImportRequest, Kernel, Operation, Ping, PullRequest,
-    SetVmRequest, ShutdownAccepted, ShutdownRequest, SshTarget, Vm, VmSummary, routes,
+    ErrorBody, Image, ImagePullRequest, ImportRequest, Kernel, Operation, Ping,
+    PrepareWorkspaceQuery, PullRequest, SetVmRequest, ShutdownAccepted, ShutdownRequest, SshTarget,
+    Vm, VmSummary, routes,
 };
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
@@ -372,6 +373,34 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        let body = match body {
+            Some(b) => Bytes::from(serde_json::to_vec(b).map_err(|e| ClientError::Protocol {
+                status: StatusCode::OK,
+                detail: format!("encode request: {e}"),
+            })?),
+            None => Bytes::new(),
+        };
+        let mut request = Request::builder().method(method).uri(path);
+        if !body.is_empty() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(op_id) = op_id {
+            request = request.header(banger_api::OP_ID_HEADER, op_id);
+        }
+        self.exchange(request, Full::new(body)).await
+    }
+
+    /// Sends `request` with `body` on a connection of its own; the status
+    /// and the whole answer.
+    async fn exchange<B>(
+        &self,
+        request: http::request::Builder,
+        body: B,
+    ) -> Result<(StatusCode, Bytes), ClientError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let stream = UnixStream::connect(&self.socket).await.map_err(|source| {
             use std::io::ErrorKind::{ConnectionRefused, NotFound};
             if matches!(source.kind(), NotFound | ConnectionRefused) {
@@ -390,25 +419,9 @@ impl Client {
             .await
             .map_err(ClientError::Http)?;
         let conn = tokio::spawn(conn);
-        let body = match body {
-            Some(b) => Bytes::from(serde_json::to_vec(b).map_err(|e| ClientError::Protocol {
-                status: StatusCode::OK,
-                detail: format!("encode request: {e}"),
-            })?),
-            None => Bytes::new(),
-        };
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, "bangerd");
-        if !body.is_empty() {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-        }
-        if let Some(op_id) = op_id {
-            request = request.header(banger_api::OP_ID_HEADER, op_id);
-        }
         let request = request
-            .body(Full::new(body))
+            .header(header::HOST, "bangerd")
+            .body(body)
             .map_err(|e| ClientError::Protocol {
                 status: StatusCode::OK,
                 detail: format!("build request: {e}"),
@@ -427,5 +440,60 @@ impl Client {
         drop(sender);
         let _ = conn.await;
         Ok((status, bytes))
+    }
+
+    /// `PUT /v1/vms/{vm}/workspace`: streams the tar `chunks` carries (an
+    /// error among them aborts the request, so the daemon never takes a
+    /// cut-off stream for a whole one).
+    pub async fn prepare_workspace(
+        &self,
+        vm: &str,
+        query: &PrepareWorkspaceQuery,
+        chunks: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    ) -> Result<Vm, ClientError> {
+        let query = serde_urlencoded::to_string(query).map_err(|e| ClientError::Protocol {
+            status: StatusCode::OK,
+            detail: format!("encode query: {e}"),
+        })?;
+        let path = format!("{}?{query}", with_param(routes::VM_WORKSPACE, vm));
+        let request = Request::builder()
+            .method(Method::PUT)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/x-tar");
+        let body = http_body_util::StreamBody::new(Chunks(chunks));
+        let (status, bytes) = self.exchange(request, body).await?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+                status,
+                detail: e.to_string(),
+            });
+        }
+        Err(error_from(status, &bytes))
+    }
+
+    /// `GET /v1/vms/{vm}/workspace/export`: the patch.
+    pub async fn export_workspace(&self, vm: &str) -> Result<Bytes, ClientError> {
+        let path = with_param(routes::VM_WORKSPACE_EXPORT, vm);
+        let (status, bytes) = self.raw(None, Method::GET, &path, None::<&()>).await?;
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        Err(error_from(status, &bytes))
+    }
+}
+
+/// A request body's frames from a channel.
+struct Chunks(tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>);
+
+impl futures_core::Stream for Chunks {
+    type Item = std::io::Result<hyper::body::Frame<Bytes>>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| c.map(hyper::body::Frame::data)))
     }
 }

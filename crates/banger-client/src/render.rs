@@ -59,13 +59,22 @@ impl Table {
 
 /// `banger vm list` as a table.
 pub fn vm_table(vms: &[VmSummary]) -> String {
-    let mut table = Table::new(vec!["NAME", "STATE", "IP", "IMAGE", "CREATED", "ID"]);
+    let mut table = Table::new(vec![
+        "NAME",
+        "STATE",
+        "IP",
+        "IMAGE",
+        "WORKSPACE",
+        "CREATED",
+        "ID",
+    ]);
     for vm in vms {
         table.row(vec![
             vm.name.clone(),
             vm.state.as_str().to_owned(),
             vm.ip.clone(),
             vm.image.clone(),
+            vm.workspace.clone().unwrap_or_else(|| "-".to_owned()),
             vm.created_at.clone(),
             vm.id.clone(),
         ]);
@@ -149,7 +158,10 @@ mod tests {
 
     #[test]
     fn empty_vm_table_is_the_header_alone() {
-        assert_eq!(vm_table(&[]), "NAME  STATE  IP  IMAGE  CREATED  ID\n");
+        assert_eq!(
+            vm_table(&[]),
+            "NAME  STATE  IP  IMAGE  WORKSPACE  CREATED  ID\n"
+        );
     }
 
     #[test]
@@ -161,6 +173,7 @@ mod tests {
             image: "debian-bookworm".into(),
             ip: "10.77.0.2".into(),
             created_at: "2026-11-24T08:00:00Z".into(),
+            workspace: (name == "a").then(|| "/home/dev/app".into()),
         };
         let text = vm_table(&[
             vm("a", VmState::Running),
@@ -171,6 +184,9 @@ mod tests {
         let state_col = lines[0].find("STATE").unwrap();
         assert_eq!(lines[1].find("running").unwrap(), state_col);
         assert_eq!(lines[2].find("stopped").unwrap(), state_col);
+        let ws_col = lines[0].find("WORKSPACE").unwrap();
+        assert_eq!(lines[1].find("/home/dev/app").unwrap(), ws_col);
+        assert_eq!(lines[2].find(" - ").unwrap() + 1, ws_col);
         assert!(text.lines().all(|l| !l.ends_with(' ')));
     }
 }

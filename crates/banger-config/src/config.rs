@@ -98,6 +98,10 @@ pub struct Config {
     pub image_max_unpacked_gib: u64,
     /// Most tar entries a registry image may hold, all layers together.
     pub image_max_entries: u64,
+    /// Where a VM's workspace (the repository `vm run PATH` and `vm
+    /// workspace prepare` carry) lives in the guest: an absolute path
+    /// under `/root` (the work disk, kept across stop and start).
+    pub workspace_guest_path: String,
 }
 
 /// Which VMM runs guests.
@@ -151,8 +155,30 @@ impl Default for Config {
             jailer_bin: String::new(),
             image_max_unpacked_gib: 64,
             image_max_entries: 4_000_000,
+            workspace_guest_path: "/root/repo".to_owned(),
         }
     }
+}
+
+/// A workspace path in the guest: under `/root` (so it is on the work
+/// disk and survives stop and start), plain components only, so it can
+/// be given to the guest's shell quoted and never reinterpreted.
+pub fn check_guest_path(path: &str) -> Result<(), String> {
+    let rest = path.strip_prefix("/root/").unwrap_or_default();
+    // No dot components: `/root/.ssh` would lose the guest its key.
+    let plain = |c: &str| {
+        !c.is_empty()
+            && !c.starts_with('.')
+            && c.len() <= 64
+            && c.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
+    };
+    if rest.is_empty() || path.len() > 200 || !rest.split('/').all(plain) {
+        return Err(format!(
+            "must be an absolute path under /root made of letters, digits, '.', '_' and '-', no component starting with '.' (like /root/repo), got {path:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// A loaded configuration and the warnings its loading raised (unknown keys).
@@ -234,6 +260,8 @@ impl Config {
             key: key.to_owned(),
             message,
         };
+        check_guest_path(&self.workspace_guest_path)
+            .map_err(|m| value("workspace_guest_path", m))?;
         banger_api::net::check_ifname("bridge", &self.bridge, "")
             .map_err(|e| value("bridge", e.to_string()))?;
         self.subnet()
@@ -383,6 +411,36 @@ mod tests {
 
     fn parse(text: &str) -> Result<Loaded, ConfigError> {
         Config::parse(text, Path::new("/etc/x/config.toml"))
+    }
+
+    #[test]
+    fn the_workspace_path_is_a_plain_path_under_root() {
+        assert_eq!(
+            parse("workspace_guest_path = \"/root/src/app\"\n")
+                .unwrap()
+                .config
+                .workspace_guest_path,
+            "/root/src/app"
+        );
+        for bad in [
+            "/root",
+            "/root/",
+            "/root/.ssh",
+            "/root/a/.config",
+            "/etc/x",
+            "root/x",
+            "/root/../etc",
+            "/root/a b",
+            "/root/$(id)",
+            "/root//x",
+            "/root/x'",
+        ] {
+            let err = parse(&format!("workspace_guest_path = {bad:?}\n")).unwrap_err();
+            assert!(
+                err.to_string().contains("workspace_guest_path"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

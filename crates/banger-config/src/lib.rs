@@ -9,5 +9,5 @@
 pub mod config;
 pub mod layout;
 
-pub use config::{Accel, Config, ConfigError, LogLevel, VmmChoice};
+pub use config::{Accel, Config, ConfigError, LogLevel, VmmChoice, check_guest_path};
 pub use layout::{Layout, LayoutError};

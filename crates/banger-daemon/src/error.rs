@@ -105,9 +105,12 @@ impl From<crate::vms::VmError> for ApiError {
             }
             E::Ambiguous { .. } | E::Invalid(_) | E::Name(_) => ErrorCode::InvalidArgument,
             E::NotRunning { .. } => ErrorCode::NotRunning,
-            E::AlreadyRunning(_) | E::Running { .. } | E::NoAddress(_) | E::NoRoom(_) => {
-                ErrorCode::Conflict
-            }
+            E::AlreadyRunning(_)
+            | E::Running { .. }
+            | E::NoAddress(_)
+            | E::NoRoom(_)
+            | E::Busy(_)
+            | E::NoWorkspace(_) => ErrorCode::Conflict,
             E::NameTaken(_) => ErrorCode::AlreadyExists,
             E::Failed(_) => ErrorCode::OperationFailed,
             E::Internal(_) => ErrorCode::Internal,

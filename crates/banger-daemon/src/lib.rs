@@ -21,6 +21,7 @@ pub mod operations;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod stream;
 pub mod vms;
 
 pub use error::ApiError;

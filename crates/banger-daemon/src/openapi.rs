@@ -23,6 +23,8 @@ use utoipa::OpenApi;
         crate::routes::vms::delete,
         crate::routes::vms::ssh,
         crate::routes::vms::console,
+        crate::routes::vms::prepare_workspace,
+        crate::routes::vms::export_workspace,
         crate::routes::vms::doctor,
         crate::routes::shutdown::shutdown,
         crate::routes::openapi::document,
@@ -69,9 +71,10 @@ pub fn document() -> serde_json::Value {
 /// operation a list holds: links from those responses to the calls that
 /// take them.
 fn add_links(doc: &mut serde_json::Value) {
-    const VM_OPS: [&str; 9] = [
+    const VM_OPS: [&str; 10] = [
         "get_vm",
         "vm_console",
+        "export_workspace",
         "vm_ssh_target",
         "set_vm",
         "start_vm",

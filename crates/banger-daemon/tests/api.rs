@@ -513,6 +513,50 @@ async fn a_console_offset_past_the_end_is_a_400() {
     d.stop().await;
 }
 
+/// A workspace prepare or export names its problem in a 4xx before any
+/// stream goes anywhere: a bad query value, an unknown VM, a VM that is
+/// not running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_request_the_daemon_cannot_serve_is_a_4xx() {
+    let d = TestDaemon::start_inert().await;
+    insert_vms(&d, &[("0a1b2c3d4e5f6071", "web")]);
+    let fp = "f".repeat(64);
+    let put = |target: String| {
+        let socket = d.socket.clone();
+        async move {
+            raw_request(
+                &socket,
+                "PUT",
+                &target,
+                &[("content-type", "application/x-tar")],
+                "tar",
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let ok = format!("host_path=%2Fhome%2Fdev%2Frepo&fingerprint={fp}");
+    for (query, says) in [
+        (format!("host_path=relative&fingerprint={fp}"), "host_path"),
+        (format!("{ok}&commit=HEAD"), "commit"),
+        (format!("{ok}&branch=-x"), "branch"),
+        ("host_path=%2Fx&fingerprint=short".to_owned(), "fingerprint"),
+        (format!("{ok}&bogus=1"), "bogus"),
+    ] {
+        let resp = put(format!("/v1/vms/web/workspace?{query}")).await;
+        let err = assert_error(&resp, 400, ErrorCode::InvalidArgument);
+        assert!(err.message.contains(says), "{query}: {err:?}");
+    }
+    let resp = put(format!("/v1/vms/nope/workspace?{ok}")).await;
+    assert_error(&resp, 404, ErrorCode::NotFound);
+    let resp = put(format!("/v1/vms/web/workspace?{ok}")).await;
+    let err = assert_error(&resp, 409, ErrorCode::NotRunning);
+    assert!(err.message.contains("not running"), "{err:?}");
+    let resp = d.get("/v1/vms/web/workspace/export").await;
+    assert_error(&resp, 409, ErrorCode::NotRunning);
+    d.stop().await;
+}
+
 /// A daemon with tight connection bounds, and nothing in its catalog.
 async fn start_limited(max_connections: usize) -> TestDaemon {
     TestDaemon::start_with(DaemonOptions {

@@ -9,8 +9,9 @@
 //! create or kernel pull starts nothing that builds or boots. Left out:
 //! `POST /v1/images/pull` (a generated reference would name a registry
 //! off this machine), `POST /v1/images/import` (it reads host paths) and
-//! `POST /v1/shutdown` (it ends the run); the API fuzzer in `api.rs`
-//! covers their input checks.
+//! `POST /v1/shutdown` (it ends the run) and `PUT /v1/vms/{vm}/workspace`
+//! (its body is a tar stream, which schemathesis has no generator for);
+//! `api.rs` covers their input checks.
 //!
 //! Two checks are off. `use_after_free` takes `DELETE /v1/operations/{id}`
 //! for a removal, while it is a cancel that leaves the operation readable.
@@ -109,6 +110,8 @@ async fn the_live_api_honours_its_openapi_document() {
         "import_image",
         "--exclude-operation-id",
         "shutdown",
+        "--exclude-operation-id",
+        "prepare_workspace",
         "--no-color",
     ]
     .into_iter()

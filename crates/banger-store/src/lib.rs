@@ -8,6 +8,7 @@
 mod images;
 mod migrate;
 mod vms;
+mod workspaces;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};

@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "oci_images",
         sql: include_str!("migrations/0004_oci_images.sql"),
     },
+    Migration {
+        version: 5,
+        name: "workspaces",
+        sql: include_str!("migrations/0005_workspaces.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

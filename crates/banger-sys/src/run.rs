@@ -94,6 +94,22 @@ impl Cmd {
         self
     }
 
+    /// The command for callers that wire its standard streams themselves
+    /// (a pipe to stream into, output to read): program, arguments,
+    /// environment and working directory, stdin from /dev/null until the
+    /// caller says otherwise.
+    pub fn to_command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null());
+        if let Some(dir) = &self.cwd {
+            command.current_dir(dir);
+        }
+        command
+    }
+
     /// The command as one line for logs and messages (not for a shell).
     pub fn display(&self) -> String {
         std::iter::once(self.program.as_os_str())

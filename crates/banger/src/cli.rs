@@ -103,13 +103,23 @@ pub enum VmCommand {
     },
     /// Create a VM, run a command in it over SSH, and pass its exit code back.
     ///
-    /// Without a command, an interactive shell. With --rm the VM is deleted
-    /// afterwards, whatever happened: no disk, tap or process is left.
+    /// Given PATH (a directory in a git work tree), the repository goes
+    /// into the guest first, at /root/repo, as you see it: tracked files
+    /// with their work-tree content, untracked files git does not ignore,
+    /// and .git, so git status, diff and log there match the host's. The
+    /// command runs in it. Without a command, an interactive shell. With
+    /// --rm the VM is deleted afterwards, whatever happened: no disk, tap
+    /// or process is left.
     ///
-    ///   banger vm run --rm -- make test
+    ///   banger vm run --rm . -- make test
+    ///   banger vm run --rm . --from v1.2 --branch fix -- ./test.sh
     Run {
         #[command(flatten)]
         shape: VmShape,
+        /// A directory in a git work tree to carry in (its top is used).
+        path: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        at: WorkspaceAt,
         /// Delete the VM when the command ends.
         #[arg(long)]
         rm: bool,
@@ -192,6 +202,29 @@ pub enum VmCommand {
         #[arg(long)]
         raw: bool,
     },
+    /// Run a command in a running VM's workspace, exit code passed back.
+    ///
+    /// Runs through `mise exec --` when the guest has mise, with a TTY when
+    /// this terminal is one. When the host checkout moved since the last
+    /// prepare (another HEAD, or unsynced edits) it says so on stderr;
+    /// --auto-prepare syncs it first.
+    ///
+    ///   banger vm exec dev -- cargo test
+    Exec {
+        /// VM name, full id, or an unambiguous prefix of an id.
+        vm: String,
+        /// Sync the workspace first when the host checkout has moved.
+        #[arg(long)]
+        auto_prepare: bool,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// A running VM's workspace: the repository it carries.
+    Workspace {
+        #[command(subcommand)]
+        command: WorkspaceCommand,
+    },
     /// Open a shell in a running VM over SSH, or run a command there.
     ///
     /// Uses banger's key and known_hosts with StrictHostKeyChecking=yes:
@@ -202,6 +235,49 @@ pub enum VmCommand {
         /// A command to run instead of a shell, after `--`.
         #[arg(last = true)]
         command: Vec<String>,
+    },
+}
+
+/// Which state of a checkout goes into the guest.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct WorkspaceAt {
+    /// Create and check out this new branch in the guest's copy (starting
+    /// at --from, else at HEAD with your work-tree changes).
+    #[arg(long, value_name = "NAME")]
+    pub branch: Option<String>,
+    /// Check the guest's copy out at this commit, tag or branch instead of
+    /// your work tree (work-tree changes are not carried).
+    #[arg(long, value_name = "REF")]
+    pub from: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Sync a running VM's workspace from a checkout, replacing what it
+    /// held; recorded (vm show) so exec can tell when the host moves on.
+    Prepare {
+        /// VM name or full id (exact).
+        vm: String,
+        /// A directory in a git work tree [default: the current directory].
+        path: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        at: WorkspaceAt,
+    },
+    /// Write the guest's changes since the last prepare as a git patch.
+    ///
+    /// Edits, additions, deletions, renames, mode changes and binary files,
+    /// against the tree as prepared (your uncommitted edits included):
+    /// apply it to that checkout with `git apply` (`git apply --index` on a
+    /// clean checkout at the prepared commit). The guest is left as it was;
+    /// no changes is an empty patch.
+    ///
+    ///   banger vm workspace export dev -o fix.patch && git apply fix.patch
+    Export {
+        /// VM name, full id, or an unambiguous prefix of an id.
+        vm: String,
+        /// Write the patch here instead of to stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
     },
 }
 

@@ -7,6 +7,7 @@ mod cli;
 mod daemon_cmd;
 mod follow;
 mod vm_cmd;
+mod workspace_cmd;
 
 use std::io::Write;
 use std::path::PathBuf;

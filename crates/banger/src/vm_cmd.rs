@@ -5,11 +5,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use banger_api::names::VmName;
+use banger_api::text::shell_quote;
 use banger_api::{CreateVmRequest, SetVmRequest, SshTarget, VmState, routes};
 use banger_client::{Client, render};
 
-use crate::cli::{Output, OutputArg, VmCommand, VmShape};
+use crate::cli::{Output, OutputArg, VmCommand, VmShape, WorkspaceCommand};
 use crate::follow::{finish, follow};
+use crate::workspace_cmd::Checkout;
 use crate::{Ctx, json, print};
 
 /// Checks a name or reference before any request is made.
@@ -46,7 +48,11 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
         | VmCommand::Set { vm, .. }
         | VmCommand::Show { vm }
         | VmCommand::Logs { vm, .. }
-        | VmCommand::Ssh { vm, .. } => check_vm("vm reference", vm)?,
+        | VmCommand::Ssh { vm, .. }
+        | VmCommand::Exec { vm, .. }
+        | VmCommand::Workspace {
+            command: WorkspaceCommand::Prepare { vm, .. } | WorkspaceCommand::Export { vm, .. },
+        } => check_vm("vm reference", vm)?,
         VmCommand::Create { shape, .. } | VmCommand::Run { shape, .. } => {
             request(shape.clone(), false)?;
         }
@@ -108,7 +114,29 @@ pub async fn run(ctx: &Ctx, command: VmCommand) -> anyhow::Result<ExitCode> {
             let err = banger_sys::process::exec("ssh", ssh_argv(&target, &command));
             anyhow::bail!("run ssh: {err}");
         }
-        VmCommand::Run { shape, rm, command } => return vm_run(&client, shape, rm, command).await,
+        VmCommand::Run {
+            shape,
+            path,
+            at,
+            rm,
+            command,
+        } => {
+            // A checkout that cannot be carried is refused before any VM
+            // exists.
+            let checkout = path.map(|p| Checkout::open(&p, &at)).transpose()?;
+            if checkout.is_none() && (at.branch.is_some() || at.from.is_some()) {
+                anyhow::bail!("--branch and --from need a PATH to carry");
+            }
+            return vm_run(&client, shape, checkout, rm, command).await;
+        }
+        VmCommand::Exec {
+            vm,
+            auto_prepare,
+            command,
+        } => return crate::workspace_cmd::exec(&client, &vm, auto_prepare, &command).await,
+        VmCommand::Workspace { command } => {
+            return crate::workspace_cmd::run(&client, command).await;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -146,20 +174,12 @@ fn ssh_argv(target: &SshTarget, command: &[String]) -> Vec<String> {
     args
 }
 
-fn shell_quote(arg: &str) -> String {
-    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
-    if !arg.is_empty() && arg.chars().all(safe) {
-        arg.to_owned()
-    } else {
-        format!("'{}'", arg.replace('\'', r"'\''"))
-    }
-}
-
 /// `vm run`: create and start, run over SSH, pass the exit code back, and
 /// with `rm` delete the VM whatever happened.
 async fn vm_run(
     client: &Client,
     shape: VmShape,
+    checkout: Option<Checkout>,
     rm: bool,
     command: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
@@ -168,7 +188,7 @@ async fn vm_run(
     let op = follow(client, client.create_vm(&mine, &req).await?, &mine).await?;
     let name = op.target.clone();
     let result = match finish(&op) {
-        Ok(_) => run_in(client, &name, &command).await,
+        Ok(_) => run_in(client, &name, checkout.as_ref(), &command).await,
         Err(e) => Err(e),
     };
     // A start that failed still recorded the VM (state error): --rm
@@ -185,9 +205,41 @@ async fn vm_run(
     result
 }
 
-async fn run_in(client: &Client, name: &str, command: &[String]) -> anyhow::Result<ExitCode> {
+async fn run_in(
+    client: &Client,
+    name: &str,
+    checkout: Option<&Checkout>,
+    command: &[String],
+) -> anyhow::Result<ExitCode> {
     let target = client.vm_ssh_target(name).await?;
-    let argv = ssh_argv(&target, command);
+    let Some(checkout) = checkout else {
+        return ssh_foreground(ssh_argv(&target, command)).await;
+    };
+    // Ctrl-C (whose default a follow() above replaced) ends the upload,
+    // and a --rm still removes the VM.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let vm = tokio::select! {
+        vm = crate::workspace_cmd::prepare(client, name, checkout) => vm?,
+        _ = sigint.recv() => anyhow::bail!("interrupted while carrying the workspace"),
+    };
+    let guest = vm.workspace.map(|w| w.guest_path).unwrap_or_default();
+    ssh_in(target, crate::workspace_cmd::in_workspace(&guest, command)).await
+}
+
+/// Runs `remote` (one string for the guest's shell) over ssh, with a TTY
+/// when this terminal is one; ssh's exit code.
+pub async fn ssh_in(target: SshTarget, remote: String) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let mut argv = target.ssh_args();
+    if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+        argv.insert(0, "-t".to_owned());
+    }
+    argv.push("--".to_owned());
+    argv.push(remote);
+    ssh_foreground(argv).await
+}
+
+async fn ssh_foreground(argv: Vec<String>) -> anyhow::Result<ExitCode> {
     // Ctrl-C goes to ssh (same terminal); this process waits for it so the
     // VM can still be removed.
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -289,18 +341,4 @@ pub async fn doctor(ctx: &Ctx, output: OutputArg) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn arguments_survive_the_remote_shell() {
-        assert_eq!(shell_quote("make"), "make");
-        assert_eq!(shell_quote("exit 7"), "'exit 7'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(shell_quote(""), "''");
-        assert_eq!(shell_quote("$HOME;rm"), "'$HOME;rm'");
-    }
 }

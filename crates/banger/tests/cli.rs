@@ -23,7 +23,7 @@ fn vm_list_on_empty_state_starts_the_daemon_and_prints_an_empty_table() {
     assert_eq!(env.daemon_pid(), None);
     assert_eq!(
         env.ok(&["vm", "list"]),
-        "NAME  STATE  IP  IMAGE  CREATED  ID\n"
+        "NAME  STATE  IP  IMAGE  WORKSPACE  CREATED  ID\n"
     );
     let pid = env
         .daemon_pid()

@@ -39,6 +39,13 @@ pub fn router(state: AppState) -> Router {
         .route(routes::VM_RESTART, post(vms::restart))
         .route(routes::VM_SSH, get(vms::ssh))
         .route(routes::VM_CONSOLE, get(vms::console))
+        .route(
+            routes::VM_WORKSPACE,
+            axum::routing::put(vms::prepare_workspace)
+                // The tar is streamed into the guest, never buffered.
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(routes::VM_WORKSPACE_EXPORT, get(vms::export_workspace))
         .route(routes::DOCTOR, get(vms::doctor))
         .route(routes::SHUTDOWN, post(shutdown::shutdown))
         .route(routes::OPENAPI, get(openapi::document))

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::{Extension, FromRequestParts, Path, State};
 use banger_api::{
     ConsoleChunk, ConsoleQuery, CreateVmRequest, DeleteVmQuery, DoctorReport, ListVmsQuery,
-    Operation, SetVmRequest, SshTarget, Vm, VmSummary,
+    Operation, PrepareWorkspaceQuery, SetVmRequest, SshTarget, Vm, VmSummary,
 };
 use http::StatusCode;
 use http::request::Parts;
@@ -179,4 +179,46 @@ pub async fn doctor(State(state): State<AppState>) -> Result<Json<DoctorReport>,
     blocking(&state, |v| Ok(crate::doctor::report(&v.host_facts())))
         .await
         .map(Json)
+}
+
+/// How long a workspace stream may go without a byte.
+const WORKSPACE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Replaces a running VM's workspace with the checkout the body carries: a
+/// tar stream (paths relative to the checkout's top, `.git` included) piped
+/// unparsed into the guest's `tar -x` over one SSH session, then recorded.
+/// 409 when the VM is not running or a start, stop or delete holds it.
+#[utoipa::path(put, path = "/v1/vms/{vm}/workspace", operation_id = "prepare_workspace", tag = "vms",
+    params(("vm" = String, Path, description = "VM name or full id (exact)", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", min_length = 1, max_length = 63), PrepareWorkspaceQuery),
+    request_body(content = banger_api::workspace::Binary, content_type = "application/x-tar", description = "The checkout as a tar stream"),
+    responses((status = 200, body = Vm), (status = "4XX", body = banger_api::ErrorBody), (status = "5XX", body = banger_api::ErrorBody)))]
+pub async fn prepare_workspace(
+    State(state): State<AppState>,
+    VmRef(r): VmRef,
+    ApiQuery(q): ApiQuery<PrepareWorkspaceQuery>,
+    timeout: Option<Extension<crate::http::BodyTimeout>>,
+    body: axum::body::Body,
+) -> Result<Json<Vm>, ApiError> {
+    crate::vms::workspace::check_query(&q)?;
+    // Per chunk, and longer than a JSON body gets: the CLI sends a chunk
+    // per 256 KiB packed, and a cold `.git` can be slow to read.
+    let idle = timeout.map_or(WORKSPACE_IDLE, |t| t.0.0.max(WORKSPACE_IDLE));
+    let mut stream = crate::stream::BodyReader::spawn(body, idle);
+    blocking(&state, move |v| v.prepare_workspace(&r, &q, &mut stream))
+        .await
+        .map(Json)
+}
+
+/// The running VM's changes since its last workspace prepare, as a binary
+/// git patch that `git apply --index` takes on the host checkout as it was
+/// prepared; empty when nothing changed. The guest is left as it was.
+#[utoipa::path(get, path = "/v1/vms/{vm}/workspace/export", operation_id = "export_workspace", tag = "vms",
+    params(("vm" = String, Path, description = "VM name, full id, or an unambiguous id prefix", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", min_length = 1, max_length = 63)),
+    responses((status = 200, content_type = "text/x-diff", body = banger_api::workspace::Binary), (status = "4XX", body = banger_api::ErrorBody), (status = "5XX", body = banger_api::ErrorBody)))]
+pub async fn export_workspace(
+    State(state): State<AppState>,
+    VmRef(r): VmRef,
+) -> Result<([(http::HeaderName, &'static str); 1], Vec<u8>), ApiError> {
+    let patch = blocking(&state, move |v| v.export_workspace(&r)).await?;
+    Ok(([(http::header::CONTENT_TYPE, "text/x-diff")], patch))
 }

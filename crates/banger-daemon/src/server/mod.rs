@@ -112,6 +112,7 @@ impl DaemonOptions {
                 firecracker: PathBuf::from(&config.firecracker_bin),
                 jailer: (!config.jailer_bin.is_empty()).then(|| PathBuf::from(&config.jailer_bin)),
                 init_bin: crate::vms::find_init_bin(),
+                workspace_guest_path: config.workspace_guest_path.clone(),
             },
             vmm: None,
             net: None,

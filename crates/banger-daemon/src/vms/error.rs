@@ -46,6 +46,14 @@ pub enum VmError {
         /// What it is instead.
         state: VmState,
     },
+    /// A lifecycle step (start, stop, delete) holds the VM.
+    #[error(
+        "vm {0} is busy: a start, stop or delete of it is under way; try again when it is done"
+    )]
+    Busy(VmName),
+    /// An export from a VM no prepare has given a workspace.
+    #[error("vm {0} has no workspace: give it one with `banger vm workspace prepare {0} PATH`")]
+    NoWorkspace(VmName),
     /// A start of a running VM.
     #[error("vm {0} is already running")]
     AlreadyRunning(VmName),

@@ -36,6 +36,7 @@ mod stop;
 mod testkit;
 mod undo;
 mod views;
+pub mod workspace;
 
 pub use boot_assets::find_init_bin;
 pub use choice::choose_vmm;
@@ -86,6 +87,8 @@ pub struct VmSettings {
     pub jailer: Option<PathBuf>,
     /// The static banger-init binary, if one was found.
     pub init_bin: Option<PathBuf>,
+    /// Where workspaces go in guests (checked by the config).
+    pub workspace_guest_path: String,
 }
 
 /// The VM service.
@@ -107,6 +110,10 @@ pub struct Vms {
     ssh: SshFiles,
     reserve: Mutex<()>,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Per-VM workspace locks, apart from the lifecycle ones.
+    workspace_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Shell sessions in guests, for workspaces.
+    guest: Arc<dyn workspace::guest::GuestShell>,
     /// Shared with undo actions, which forget a VM whose start failed.
     running: Arc<Mutex<HashMap<String, Handles>>>,
     boot: BootAssets,
@@ -164,6 +171,12 @@ impl Vms {
         self
     }
 
+    /// Runs guest shell sessions through `guest` (a fake, in tests).
+    pub fn with_guest_shell(mut self, guest: Arc<dyn workspace::guest::GuestShell>) -> Self {
+        self.guest = guest;
+        self
+    }
+
     /// The driver called `name` (as recorded in a VM's handles), else the
     /// one new starts use.
     fn driver(&self, name: &str) -> Arc<dyn Vmm> {
@@ -202,6 +215,8 @@ impl Vms {
             ssh: SshFiles::new(parts.state_dir.join("ssh")),
             reserve: Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
+            workspace_locks: Mutex::new(HashMap::new()),
+            guest: Arc::new(workspace::guest::SshShell),
             running: Arc::new(Mutex::new(HashMap::new())),
             boot,
             stopping: banger_sys::Cancel::new(),

@@ -227,7 +227,7 @@ fn banner(addr: SocketAddr) -> Option<Vec<u8>> {
 /// config (`-F /dev/null`: a user's `ProxyCommand`, `Include` or agent
 /// forwarding must not reach the daemon's connections), no global
 /// known_hosts, never a prompt.
-fn daemon_ssh(target: &banger_api::SshTarget) -> Cmd {
+pub(super) fn daemon_ssh(target: &banger_api::SshTarget) -> Cmd {
     Cmd::new("ssh")
         .args(["-F", "/dev/null"])
         .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])

@@ -133,6 +133,20 @@ fn build(fail: &str, adjust: impl FnOnce(&mut VmSettings)) -> Kit {
 }
 
 impl Kit {
+    /// The kit with guest shell sessions going to `guest`.
+    pub(in crate::vms) fn with_guest_shell(
+        self,
+        guest: Arc<dyn super::workspace::guest::GuestShell>,
+    ) -> Self {
+        let vms = Arc::try_unwrap(self.vms)
+            .unwrap_or_else(|_| panic!("the kit's service is shared"))
+            .with_guest_shell(guest);
+        Self {
+            vms: Arc::new(vms),
+            ..self
+        }
+    }
+
     /// The calls so far, and forgets them.
     pub(in crate::vms) fn take_calls(&self) -> Vec<String> {
         std::mem::take(&mut *self.calls.lock().unwrap())
@@ -210,6 +224,7 @@ fn settings(init: &Path) -> VmSettings {
         firecracker: PathBuf::from("firecracker"),
         jailer: None,
         init_bin: Some(init.to_owned()),
+        workspace_guest_path: "/root/repo".into(),
     }
 }
 

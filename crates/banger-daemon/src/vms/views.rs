@@ -14,6 +14,7 @@ impl Vms {
     pub(super) fn view(&self, r: VmRecord) -> Result<Vm, VmError> {
         let h = self.handles(&r.id);
         Ok(Vm {
+            workspace: self.db.get_workspace(&r.id)?,
             console_log: self.files(&r.id).console().display().to_string(),
             pid: h.as_ref().map(|h| h.pid),
             accel: h.map(|h| h.accel),
@@ -36,11 +37,13 @@ impl Vms {
 
     /// Every VM, oldest first.
     pub fn list(&self) -> Result<Vec<VmSummary>, VmError> {
+        let mut workspaces = self.db.workspace_paths()?;
         self.db
             .list_vms()?
             .into_iter()
             .map(|r| {
                 Ok(VmSummary {
+                    workspace: workspaces.remove(&r.id),
                     state: r.state,
                     id: r.id,
                     name: r.name.into(),

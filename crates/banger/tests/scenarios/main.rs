@@ -29,6 +29,7 @@ mod images;
 mod lifecycle;
 mod names;
 mod support;
+mod workspace;
 
 use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
@@ -47,6 +48,7 @@ fn all() -> Vec<Scenario> {
     all.extend(failures::scenarios());
     all.extend(daemon::scenarios());
     all.extend(images::scenarios());
+    all.extend(workspace::scenarios());
     all.extend(bench::scenarios());
     all
 }

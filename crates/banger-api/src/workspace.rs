@@ -1,0 +1,71 @@
+//! A VM's workspace: a host checkout carried into the guest.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Query parameters of `PUT /v1/vms/{vm}/workspace`, whose body is the tar
+/// stream of the checkout (paths relative to its top, `.git` included).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PrepareWorkspaceQuery {
+    /// The checkout's top directory on the host (recorded, shown).
+    pub host_path: String,
+    /// HEAD's commit on the host (full hex); absent in a repository
+    /// without commits.
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// The host's branch, when HEAD is on one (recorded, shown).
+    #[serde(default)]
+    pub host_branch: Option<String>,
+    /// A commit (full hex) for the guest to check out instead of the work
+    /// tree the body carries (`--from`).
+    #[serde(default)]
+    pub checkout: Option<String>,
+    /// A branch to create and check out in the guest (`--branch`).
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// The host checkout's fingerprint when it was packed, so a later
+    /// `vm exec` can tell that the host moved on.
+    pub fingerprint: String,
+    /// git `user.name` for the guest's `/root/.gitconfig`.
+    #[serde(default)]
+    pub git_name: Option<String>,
+    /// git `user.email` for the guest's `/root/.gitconfig`.
+    #[serde(default)]
+    pub git_email: Option<String>,
+}
+
+/// What a VM's workspace holds, as recorded at its last prepare.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Workspace {
+    /// The checkout on the host.
+    pub host_path: String,
+    /// Where it is in the guest.
+    pub guest_path: String,
+    /// The host's HEAD when prepared.
+    pub commit: Option<String>,
+    /// The branch checked out in the guest (`--branch`), else the host's.
+    pub branch: Option<String>,
+    /// The commit checked out in the guest (`--from`), if not the work tree.
+    pub checkout: Option<String>,
+    /// The host checkout's fingerprint when prepared.
+    pub fingerprint: String,
+    /// When (RFC 3339).
+    pub prepared_at: String,
+}
+
+/// The last entry of every workspace tar. A stream cut short between two
+/// entries extracts without an error, so the guest takes the tree as whole
+/// only when this arrived (and then removes it).
+pub const END_MARKER: &str = ".banger-workspace-end";
+
+/// Raw bytes as a body (a tar stream, a patch), for the API document.
+#[derive(Debug, Clone, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct Binary(pub Vec<u8>);
+
+/// The most a workspace export answers with: a bigger patch is refused
+/// rather than held in the daemon's memory.
+pub const MAX_PATCH_BYTES: usize = 64 << 20;

@@ -1,0 +1,271 @@
+//! Shell sessions in a guest over the daemon's own SSH: a fixed script,
+//! its arguments quoted for the guest's shell, the request's stream on its
+//! stdin, and its output read with a bound (the guest writes it).
+
+use std::io::{Read, Write};
+use std::process::Stdio;
+use std::time::Duration;
+
+use banger_api::SshTarget;
+use banger_api::text::shell_quote;
+
+/// Why a guest session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    /// ssh could not be started.
+    #[error("run ssh: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// The stream for the guest's stdin broke (the client went away, or
+    /// sent a broken stream).
+    #[error("the workspace stream broke: {0}")]
+    Input(#[source] std::io::Error),
+    /// The script failed in the guest (255: ssh itself failed).
+    #[error("exit status {code}: {stderr}")]
+    Exit {
+        /// The exit code; -1 when ssh was killed.
+        code: i32,
+        /// The end of what it printed on stderr, made printable.
+        stderr: String,
+    },
+    /// The guest printed more than the caller takes.
+    #[error("the guest sent more than {0} bytes")]
+    TooMuch(usize),
+    /// Reading what the guest printed failed.
+    #[error("read the guest's output: {0}")]
+    Output(#[source] std::io::Error),
+    /// The session outlived its deadline (ssh was killed).
+    #[error("the guest did not finish within {}s", .0.as_secs())]
+    TimedOut(Duration),
+}
+
+/// One script run in a guest.
+#[derive(Debug, Clone, Copy)]
+pub struct Session<'a> {
+    /// The script, for `sh -c`.
+    pub script: &'a str,
+    /// Its positional arguments.
+    pub args: &'a [&'a str],
+    /// Most stdout taken.
+    pub max: usize,
+    /// How long the whole session may take: a guest that never finishes
+    /// must not hold the VM's workspace lock for ever.
+    pub deadline: Duration,
+}
+
+/// Runs scripts in guests; faked in unit tests.
+pub trait GuestShell: Send + Sync + std::fmt::Debug {
+    /// Runs `session` in the guest at `target`, feeding it `input`; its
+    /// stdout.
+    fn run(
+        &self,
+        target: &SshTarget,
+        session: &Session<'_>,
+        input: &mut dyn Read,
+    ) -> Result<Vec<u8>, GuestError>;
+}
+
+/// The remote command: `sh -c SCRIPT NAME ARGS...`, each word quoted, as
+/// ssh sends the guest one string for its shell.
+pub fn remote_command(script: &str, args: &[&str]) -> String {
+    ["sh", "-c", script, "banger"]
+        .iter()
+        .chain(args)
+        .map(|w| shell_quote(w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The real thing: `ssh` with the daemon's key and pinned host key.
+#[derive(Debug)]
+pub struct SshShell;
+
+/// Most of the guest's stderr kept for an error message.
+const STDERR_TAIL: usize = 8 * 1024;
+
+impl GuestShell for SshShell {
+    fn run(
+        &self,
+        target: &SshTarget,
+        session: &Session<'_>,
+        input: &mut dyn Read,
+    ) -> Result<Vec<u8>, GuestError> {
+        let cmd = super::super::ssh::daemon_ssh(target)
+            // A guest that dies or a VM that stops mid-session ends it.
+            .args(["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"])
+            .arg(remote_command(session.script, session.args));
+        let mut child = cmd
+            .to_command()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(GuestError::Spawn)?;
+        let pid = child.id();
+        let (Some(mut stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(GuestError::Spawn(std::io::Error::other("no pipes")));
+        };
+        // The readers and the watchdog may stop ssh; it is reaped only
+        // after all three are joined, so the pid is still its own.
+        let kill = move || {
+            // SAFETY: kill(2) on our own unreaped child.
+            unsafe { libc::kill(pid.cast_signed(), libc::SIGKILL) };
+        };
+        let deadline = session.deadline;
+        let (done, watchdog) = watchdog(deadline, kill);
+        let max = session.max;
+        let out = std::thread::spawn(move || bounded(stdout, max, kill));
+        let err = std::thread::spawn(move || tail(stderr));
+        let fed = std::io::copy(input, &mut stdin).and_then(|_| stdin.flush());
+        if fed.is_err() {
+            // Killed before stdin closes: the guest must not see a clean
+            // end of a stream that broke.
+            kill();
+        }
+        drop(stdin);
+        let out = out.join().unwrap_or(Err(GuestError::TooMuch(max)));
+        let stderr = err.join().unwrap_or_default();
+        let _ = done.send(());
+        let late = watchdog.join().unwrap_or(true);
+        let status = child.wait().map_err(GuestError::Spawn)?;
+        if late {
+            return Err(GuestError::TimedOut(deadline));
+        }
+        verdict(status, fed, out, &stderr)
+    }
+}
+
+/// A thread that calls `kill` unless told (through the sender) that the
+/// session ended within `deadline`; it answers whether it killed.
+fn watchdog(
+    deadline: Duration,
+    kill: impl FnOnce() + Send + 'static,
+) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<bool>) {
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let late = finished.recv_timeout(deadline).is_err();
+        if late {
+            kill();
+        }
+        late
+    });
+    (done, thread)
+}
+
+/// What a session's exit status, input copy, stdout and stderr add up to.
+fn verdict(
+    status: std::process::ExitStatus,
+    fed: std::io::Result<()>,
+    out: Result<Vec<u8>, GuestError>,
+    stderr: &[u8],
+) -> Result<Vec<u8>, GuestError> {
+    if let Err(e) = fed {
+        // A guest that exits early (a failed tar) closes the pipe: its
+        // own error says more than the broken pipe.
+        if e.kind() != std::io::ErrorKind::BrokenPipe || status.success() {
+            return Err(GuestError::Input(e));
+        }
+    }
+    let out = out?;
+    if !status.success() {
+        return Err(GuestError::Exit {
+            code: status.code().unwrap_or(-1),
+            stderr: banger_api::text::printable(&String::from_utf8_lossy(stderr))
+                .trim()
+                .to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// Reads all of `r` if it holds at most `max` bytes; else stops the
+/// writer and fails.
+fn bounded(r: impl Read, max: usize, stop: impl FnOnce()) -> Result<Vec<u8>, GuestError> {
+    let mut out = Vec::new();
+    let n = r
+        .take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(GuestError::Output)?;
+    if n > max {
+        stop();
+        return Err(GuestError::TooMuch(max));
+    }
+    Ok(out)
+}
+
+/// The last [`STDERR_TAIL`] bytes of `r`.
+fn tail(mut r: impl Read) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = r.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > STDERR_TAIL {
+            kept.drain(..kept.len() - STDERR_TAIL);
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_word_reaches_the_guest_shell_as_one_word() {
+        assert_eq!(shell_quote("make"), "make");
+        assert_eq!(shell_quote("exit 7"), "'exit 7'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+        let cmd = remote_command("echo \"$1\"", &["a b", "$(id)"]);
+        assert_eq!(cmd, r#"sh -c 'echo "$1"' banger 'a b' '$(id)'"#);
+        // What a shell makes of it.
+        let out = banger_sys::Cmd::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .to_command()
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, b"a b\n");
+    }
+
+    #[test]
+    fn output_past_the_bound_stops_the_writer() {
+        let stopped = std::cell::Cell::new(false);
+        assert_eq!(
+            bounded(&b"12345"[..], 5, || stopped.set(true)).unwrap(),
+            b"12345"
+        );
+        assert!(!stopped.get());
+        assert!(matches!(
+            bounded(&b"123456"[..], 5, || stopped.set(true)),
+            Err(GuestError::TooMuch(5))
+        ));
+        assert!(stopped.get());
+        let long = vec![b'x'; STDERR_TAIL * 3];
+        assert_eq!(tail(&long[..]).len(), STDERR_TAIL);
+    }
+
+    #[test]
+    fn the_watchdog_kills_only_a_late_session() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let killed = Arc::new(AtomicBool::new(false));
+        let k = killed.clone();
+        let (done, thread) = watchdog(Duration::from_secs(30), move || {
+            k.store(true, Ordering::SeqCst)
+        });
+        done.send(()).unwrap();
+        assert!(!thread.join().unwrap());
+        assert!(!killed.load(Ordering::SeqCst));
+        let k = killed.clone();
+        let (_done, thread) = watchdog(Duration::from_millis(20), move || {
+            k.store(true, Ordering::SeqCst)
+        });
+        assert!(thread.join().unwrap());
+        assert!(killed.load(Ordering::SeqCst));
+    }
+}

@@ -1,0 +1,190 @@
+//! A VM's workspace: a host checkout carried into the running guest as one
+//! tar stream over one SSH session (`prepare`), and the guest's changes
+//! since then handed back as a git patch (`export`).
+//!
+//! The daemon never reads the user's files: the CLI packs them with the
+//! user's rights and the daemon pipes the stream, unparsed, into the
+//! guest's `tar -x`. A per-VM workspace lock orders prepares and exports
+//! of one VM; it is not the lifecycle lock, so a slow prepare holds up no
+//! other VM and no `vm exec`, and a stop or kill is never blocked by it
+//! (the session just ends with the VM).
+
+pub mod guest;
+mod scripts;
+
+use std::io::Read;
+use std::sync::{Arc, Mutex, TryLockError};
+use std::time::Duration;
+
+use banger_api::names::VmName;
+use banger_api::{PrepareWorkspaceQuery, Vm, Workspace};
+use banger_store::VmRecord;
+use banger_sys::wait::lock;
+
+use super::{Vms, failed, not_running};
+use crate::vms::VmError;
+use guest::{GuestError, Session};
+
+/// Most a prepare's own output (not the tree) may be.
+const PREPARE_OUTPUT: usize = 64 * 1024;
+/// How long a prepare may take, stream included; a guest past it is cut
+/// off and the VM's workspace lock freed.
+const PREPARE_DEADLINE: Duration = Duration::from_secs(30 * 60);
+/// How long an export may take.
+const EXPORT_DEADLINE: Duration = Duration::from_secs(10 * 60);
+
+impl Vms {
+    fn workspace_lock(&self, id: &str) -> Arc<Mutex<()>> {
+        lock(&self.workspace_locks)
+            .entry(id.to_owned())
+            .or_insert_with(|| Arc::new(Mutex::new(())))
+            .clone()
+    }
+
+    /// The VM `vm` if it runs and no lifecycle step (a start, stop or
+    /// delete) is under way on it.
+    fn ready_for_workspace(&self, vm: &VmRecord) -> Result<VmRecord, VmError> {
+        let lifecycle = self.vm_lock(&vm.id);
+        let _quiet = match lifecycle.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return Err(VmError::Busy(vm.name.clone())),
+        };
+        let vm = self.reload(&vm.id)?;
+        if self.handles(&vm.id).is_none() {
+            return Err(not_running(&vm));
+        }
+        Ok(vm)
+    }
+
+    /// Replaces the running VM `reference`'s workspace with the checkout
+    /// `tar` carries, as `query` describes it, and records it.
+    pub fn prepare_workspace(
+        &self,
+        reference: &str,
+        query: &PrepareWorkspaceQuery,
+        tar: &mut dyn Read,
+    ) -> Result<Vm, VmError> {
+        check_query(query)?;
+        let vm = self.resolve_exact(reference)?;
+        let ws_lock = self.workspace_lock(&vm.id);
+        let _one = lock(&ws_lock);
+        let vm = self.ready_for_workspace(&vm)?;
+        let guest_path = self.settings.workspace_guest_path.clone();
+        let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+        let (checkout, branch) = (opt(&query.checkout), opt(&query.branch));
+        let (name, email) = (opt(&query.git_name), opt(&query.git_email));
+        let session = Session {
+            script: scripts::PREPARE,
+            args: &[&guest_path, &checkout, &branch, &name, &email],
+            max: PREPARE_OUTPUT,
+            deadline: PREPARE_DEADLINE,
+        };
+        self.guest
+            .run(&self.target(&vm), &session, tar)
+            .map_err(|e| guest_failed(&vm.name, "prepare the workspace", e))?;
+        let ws = Workspace {
+            host_path: query.host_path.clone(),
+            guest_path,
+            commit: query.commit.clone(),
+            branch: query.branch.clone().or_else(|| {
+                // A `--from` checkout is detached; else the host's branch.
+                query
+                    .checkout
+                    .is_none()
+                    .then(|| query.host_branch.clone())?
+            }),
+            checkout: query.checkout.clone(),
+            fingerprint: query.fingerprint.clone(),
+            prepared_at: banger_artifacts::store::now_rfc3339(),
+        };
+        if !self.db.set_workspace(&vm.id, &ws)? {
+            return Err(VmError::Deleted(vm.id));
+        }
+        self.view(vm)
+    }
+
+    /// The running VM `reference`'s changes since its last prepare, as a
+    /// git patch (empty when nothing changed).
+    pub fn export_workspace(&self, reference: &str) -> Result<Vec<u8>, VmError> {
+        let vm = self.resolve(reference)?;
+        let ws_lock = self.workspace_lock(&vm.id);
+        let _one = lock(&ws_lock);
+        let vm = self.ready_for_workspace(&vm)?;
+        let ws = self
+            .db
+            .get_workspace(&vm.id)?
+            .ok_or_else(|| VmError::NoWorkspace(vm.name.clone()))?;
+        let session = Session {
+            script: scripts::EXPORT,
+            args: &[&ws.guest_path],
+            max: banger_api::workspace::MAX_PATCH_BYTES,
+            deadline: EXPORT_DEADLINE,
+        };
+        self.guest
+            .run(&self.target(&vm), &session, &mut std::io::empty())
+            .map_err(|e| guest_failed(&vm.name, "export the workspace", e))
+    }
+}
+
+fn guest_failed(name: &VmName, what: &str, e: GuestError) -> VmError {
+    match e {
+        GuestError::Input(_) => VmError::Invalid(format!("{what} of vm {name}: {e}")),
+        GuestError::TooMuch(_) => VmError::Failed(format!(
+            "{what} of vm {name}: {e} (the most the daemon hands back)"
+        )),
+        _ => failed(format!("{what} of vm {name}: {e}")),
+    }
+}
+
+/// Refuses values the guest's git would misread or a table would show
+/// garbled: every value here reaches the guest as a quoted argument, but a
+/// commit must still be a commit and a branch a plain name.
+pub fn check_query(q: &PrepareWorkspaceQuery) -> Result<(), VmError> {
+    let bad = |what: &str, why: &str| Err(VmError::Invalid(format!("{what}: {why}")));
+    let hex = |v: &str| matches!(v.len(), 40 | 64) && v.bytes().all(|b| b.is_ascii_hexdigit());
+    for (what, v) in [("commit", &q.commit), ("checkout", &q.checkout)] {
+        if let Some(v) = v
+            && !hex(v)
+        {
+            return bad(what, "must be a full commit id (40 or 64 hex digits)");
+        }
+    }
+    for (what, v) in [("branch", &q.branch), ("host_branch", &q.host_branch)] {
+        if let Some(v) = v
+            && (v.is_empty()
+                || v.len() > 1024
+                || v.starts_with('-')
+                || v.chars().any(|c| c.is_control() || c.is_whitespace()))
+        {
+            return bad(
+                what,
+                "must be a branch name: no spaces or control characters, not starting with '-'",
+            );
+        }
+    }
+    let text = |v: &str| v.len() <= 4096 && !v.chars().any(char::is_control);
+    if !q.host_path.starts_with('/') || !text(&q.host_path) {
+        return bad(
+            "host_path",
+            "must be an absolute path without control characters",
+        );
+    }
+    for (what, v) in [("git_name", &q.git_name), ("git_email", &q.git_email)] {
+        if let Some(v) = v
+            && (!text(v) || v.len() > 256)
+        {
+            return bad(
+                what,
+                "at most 256 characters, none of them control characters",
+            );
+        }
+    }
+    if q.fingerprint.len() != 64 || !q.fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return bad("fingerprint", "must be 64 hex digits");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

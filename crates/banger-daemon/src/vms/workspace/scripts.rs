@@ -1,0 +1,76 @@
+//! The guest's side of prepare and export: fixed scripts, given their
+//! values as positional arguments (never interpolated into the text).
+//! git runs with hooks off (`core.hooksPath=/dev/null`): a repository's
+//! `post-checkout` or `reference-transaction` hook is not banger's to run.
+
+/// `$1` the workspace path, `$2` a commit to check out (or empty), `$3` a
+/// branch to create (or empty), `$4`/`$5` git user.name and user.email (or
+/// empty). stdin: the tar of the checkout, ending with [`banger_api::workspace::END_MARKER`].
+///
+/// The tree is built beside the workspace and swapped in only when every
+/// step worked: a failed prepare leaves the previous tree as it was. The
+/// prepared state is kept as `refs/banger/prepared` (a commit of the tree
+/// as carried, made with a scratch index so the user's index is
+/// untouched), the base an export diffs against. `core.checkStat=minimal`
+/// lets the host's index (sizes and whole-second mtimes, which the tar
+/// keeps) stand in the guest, so git does not re-read every file.
+pub const PREPARE: &str = r#"set -eu
+exec 1>&2
+dest=$1 checkout=$2 branch=$3 name=$4 email=$5
+new=$dest.banger-new old=$dest.banger-old
+rm -rf "$new" "$old"
+mkdir -p "$new"
+trap 'rm -rf "$new"' EXIT
+tar -x -f - -C "$new"
+if [ ! -e "$new/.banger-workspace-end" ]; then
+    echo "the workspace stream ended early: no end marker" >&2
+    exit 4
+fi
+rm -f "$new/.banger-workspace-end"
+git config --global core.checkStat minimal
+git config --global core.trustctime false
+if [ -n "$name" ]; then git config --global user.name "$name"; fi
+if [ -n "$email" ]; then git config --global user.email "$email"; fi
+touch /root/.hushlogin
+cd "$new"
+g() { git -c core.hooksPath=/dev/null "$@"; }
+if [ -n "$checkout" ]; then g checkout -q -f --detach "$checkout"; fi
+if [ -n "$branch" ]; then g checkout -q -b "$branch"; fi
+g update-index -q --refresh >/dev/null 2>&1 || true
+scratch=$(mktemp -d)
+trap 'rm -rf "$new" "$scratch"' EXIT
+if [ -f .git/index ]; then cp .git/index "$scratch/index"; fi
+GIT_INDEX_FILE=$scratch/index g add -A
+tree=$(GIT_INDEX_FILE=$scratch/index g write-tree)
+base=$(GIT_AUTHOR_NAME=banger GIT_AUTHOR_EMAIL=banger@localhost GIT_COMMITTER_NAME=banger GIT_COMMITTER_EMAIL=banger@localhost g commit-tree -m "banger: the workspace as prepared" "$tree")
+g update-ref refs/banger/prepared "$base"
+cd /
+if [ -e "$dest" ]; then mv "$dest" "$old"; fi
+mv "$new" "$dest"
+rm -rf "$old"
+cd "$dest"
+if command -v mise >/dev/null 2>&1; then mise trust --quiet --all >/dev/null 2>&1 || true; fi
+"#;
+
+/// `$1` the workspace path. stdout: the changes since the prepare as a
+/// binary git patch. New objects go to a scratch object directory and the
+/// index is a scratch copy: an export changes nothing in the guest.
+pub const EXPORT: &str = r#"set -eu
+cd "$1"
+g() { git -c core.hooksPath=/dev/null -c core.splitIndex=false "$@"; }
+base=$(g rev-parse -q --verify 'refs/banger/prepared^{tree}') || {
+    echo "the workspace in $1 has no prepared base (refs/banger/prepared): prepare it again" >&2
+    exit 3
+}
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+objects=$(cd "$(g rev-parse --git-path objects)" && pwd)
+mkdir "$scratch/objects"
+export GIT_OBJECT_DIRECTORY="$scratch/objects" GIT_ALTERNATE_OBJECT_DIRECTORIES="$objects"
+export GIT_INDEX_FILE="$scratch/index"
+if [ -f .git/index ]; then cp .git/index "$GIT_INDEX_FILE"; fi
+g add -A
+tree=$(g write-tree)
+g -c diff.noprefix=false -c diff.mnemonicPrefix=false -c core.quotePath=true \
+    diff --no-color --no-ext-diff --no-textconv --binary --full-index -M "$base" "$tree"
+"#;

@@ -1,0 +1,281 @@
+use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use banger_api::{PrepareWorkspaceQuery, SshTarget};
+
+use super::guest::{GuestError, GuestShell, Session};
+use super::*;
+use crate::vms::testkit::{Kit, kit};
+
+/// (first line of the script, args, stdin) of one session.
+type Seen = (String, Vec<String>, Vec<u8>);
+
+/// A guest that records each session and answers with `answer`.
+#[derive(Debug, Default)]
+struct FakeGuest {
+    seen: Mutex<Vec<Seen>>,
+    answer: Mutex<Option<GuestError>>,
+    output: Vec<u8>,
+    /// Sessions running now, and the most at once.
+    now: AtomicUsize,
+    most: AtomicUsize,
+}
+
+impl GuestShell for FakeGuest {
+    fn run(
+        &self,
+        _target: &SshTarget,
+        session: &Session<'_>,
+        input: &mut dyn Read,
+    ) -> Result<Vec<u8>, GuestError> {
+        let (script, args) = (session.script, session.args);
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(n, Ordering::SeqCst);
+        let mut fed = Vec::new();
+        let read = input.read_to_end(&mut fed);
+        std::thread::sleep(Duration::from_millis(20));
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        read.map_err(GuestError::Input)?;
+        let kind = if script.contains("tar -x") {
+            "prepare"
+        } else {
+            "export"
+        };
+        self.seen.lock().unwrap().push((
+            kind.into(),
+            args.iter().map(|a| (*a).to_owned()).collect(),
+            fed,
+        ));
+        match self.answer.lock().unwrap().take() {
+            Some(e) => Err(e),
+            None => Ok(self.output.clone()),
+        }
+    }
+}
+
+fn with_guest(k: Kit, guest: FakeGuest) -> (Kit, Arc<FakeGuest>) {
+    let guest = Arc::new(guest);
+    (k.with_guest_shell(guest.clone()), guest)
+}
+
+fn query() -> PrepareWorkspaceQuery {
+    PrepareWorkspaceQuery {
+        host_path: "/home/dev/my repo".into(),
+        commit: Some("c".repeat(40)),
+        host_branch: Some("main".into()),
+        checkout: None,
+        branch: None,
+        fingerprint: "f".repeat(64),
+        git_name: Some("Dev O'Neil".into()),
+        git_email: Some("dev@example.com".into()),
+    }
+}
+
+#[test]
+fn a_prepare_pipes_the_whole_stream_and_records_the_workspace() {
+    let (k, guest) = with_guest(kit(""), FakeGuest::default());
+    k.run_web("vmm");
+    let vm = k
+        .vms
+        .prepare_workspace("web", &query(), &mut &b"TARBYTES"[..])
+        .unwrap();
+    let seen = guest.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [(
+            "prepare".to_owned(),
+            vec![
+                "/root/repo".into(),
+                String::new(),
+                String::new(),
+                "Dev O'Neil".into(),
+                "dev@example.com".into()
+            ],
+            b"TARBYTES".to_vec()
+        )]
+    );
+    let ws = vm.workspace.unwrap();
+    assert_eq!(
+        (ws.host_path.as_str(), ws.guest_path.as_str()),
+        ("/home/dev/my repo", "/root/repo")
+    );
+    assert_eq!(ws.branch.as_deref(), Some("main"));
+    assert_eq!(
+        k.vms.list().unwrap()[0].workspace.as_deref(),
+        Some("/home/dev/my repo")
+    );
+
+    // --from and --branch: the guest checks out and branches; the record
+    // names the new branch.
+    let q = PrepareWorkspaceQuery {
+        checkout: Some("d".repeat(40)),
+        branch: Some("try/x".into()),
+        ..query()
+    };
+    let ws = k
+        .vms
+        .prepare_workspace("web", &q, &mut &b""[..])
+        .unwrap()
+        .workspace
+        .unwrap();
+    assert_eq!(
+        (ws.branch.as_deref(), ws.checkout),
+        (Some("try/x"), Some("d".repeat(40)))
+    );
+    let args = &guest.seen.lock().unwrap()[1].1;
+    assert_eq!(
+        (args[1].as_str(), args[2].as_str()),
+        ("d".repeat(40).as_str(), "try/x")
+    );
+}
+
+#[test]
+fn a_stopped_or_busy_vm_gets_no_session_and_no_record() {
+    let (k, guest) = with_guest(kit(""), FakeGuest::default());
+    let err = k
+        .vms
+        .prepare_workspace("web", &query(), &mut &b"x"[..])
+        .unwrap_err();
+    assert!(matches!(err, VmError::NotRunning { .. }), "{err}");
+    k.run_web("vmm");
+    let lifecycle = k.vms.vm_lock(&k.vm.id);
+    let held = lifecycle.lock().unwrap();
+    let err = k
+        .vms
+        .prepare_workspace("web", &query(), &mut &b"x"[..])
+        .unwrap_err();
+    assert!(matches!(err, VmError::Busy(_)), "{err}");
+    assert_eq!(
+        crate::error::ApiError::from(err).code,
+        banger_api::ErrorCode::Conflict
+    );
+    let err = k.vms.export_workspace("web").unwrap_err();
+    assert!(matches!(err, VmError::Busy(_)), "{err}");
+    drop(held);
+    assert!(guest.seen.lock().unwrap().is_empty());
+    assert_eq!(k.vms.get("web").unwrap().workspace, None);
+    // No prepare yet: nothing to export.
+    let err = k.vms.export_workspace("web").unwrap_err();
+    assert!(matches!(err, VmError::NoWorkspace(_)), "{err}");
+    assert!(
+        err.to_string().contains("banger vm workspace prepare web"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_failed_session_records_nothing_and_says_why() {
+    let (k, guest) = with_guest(kit(""), FakeGuest::default());
+    k.run_web("vmm");
+    *guest.answer.lock().unwrap() = Some(GuestError::Exit {
+        code: 2,
+        stderr: "tar: Unexpected EOF in archive".into(),
+    });
+    let err = k
+        .vms
+        .prepare_workspace("web", &query(), &mut &b"x"[..])
+        .unwrap_err();
+    assert!(matches!(err, VmError::Failed(_)), "{err}");
+    assert!(err.to_string().contains("Unexpected EOF"), "{err}");
+    assert_eq!(k.vms.get("web").unwrap().workspace, None);
+
+    // A broken client stream is the client's error.
+    struct Broken;
+    impl Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("client went away"))
+        }
+    }
+    let err = k
+        .vms
+        .prepare_workspace("web", &query(), &mut Broken)
+        .unwrap_err();
+    assert!(matches!(err, VmError::Invalid(_)), "{err}");
+    assert_eq!(k.vms.get("web").unwrap().workspace, None);
+}
+
+#[test]
+fn an_export_hands_back_what_the_guest_printed() {
+    let (k, _guest) = with_guest(
+        kit(""),
+        FakeGuest {
+            output: b"diff --git a/x b/x\n".to_vec(),
+            ..FakeGuest::default()
+        },
+    );
+    k.run_web("vmm");
+    k.vms
+        .prepare_workspace("web", &query(), &mut &b""[..])
+        .unwrap();
+    assert_eq!(
+        k.vms.export_workspace("web").unwrap(),
+        b"diff --git a/x b/x\n"
+    );
+}
+
+#[test]
+fn prepares_of_one_vm_run_one_after_the_other() {
+    let (k, guest) = with_guest(kit(""), FakeGuest::default());
+    k.run_web("vmm");
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                k.vms
+                    .prepare_workspace("web", &query(), &mut &b"t"[..])
+                    .unwrap()
+            });
+        }
+    });
+    assert_eq!(guest.most.load(Ordering::SeqCst), 1);
+    assert_eq!(guest.seen.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn values_the_guest_would_misread_are_refused() {
+    check_query(&query()).unwrap();
+    let bad = [
+        PrepareWorkspaceQuery {
+            commit: Some("HEAD".into()),
+            ..query()
+        },
+        PrepareWorkspaceQuery {
+            checkout: Some("--orphan".into()),
+            ..query()
+        },
+        PrepareWorkspaceQuery {
+            branch: Some("-b".into()),
+            ..query()
+        },
+        PrepareWorkspaceQuery {
+            branch: Some("a b".into()),
+            ..query()
+        },
+        PrepareWorkspaceQuery {
+            host_path: "relative".into(),
+            ..query()
+        },
+        PrepareWorkspaceQuery {
+            host_path: "/a\nb".into(),
+            ..query()
+        },
+        PrepareWorkspaceQuery {
+            git_name: Some("x\ny".into()),
+            ..query()
+        },
+        PrepareWorkspaceQuery {
+            fingerprint: "short".into(),
+            ..query()
+        },
+    ];
+    for q in bad {
+        assert!(matches!(check_query(&q), Err(VmError::Invalid(_))), "{q:?}");
+    }
+}
+
+#[test]
+fn the_prepare_script_checks_the_end_marker_the_cli_sends() {
+    let marker = banger_api::workspace::END_MARKER;
+    assert!(scripts::PREPARE.contains(&format!("[ ! -e \"$new/{marker}\" ]")));
+    assert!(scripts::PREPARE.contains(&format!("rm -f \"$new/{marker}\"")));
+}

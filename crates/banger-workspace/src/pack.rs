@@ -1,0 +1,256 @@
+//! One tar stream of a checkout, for the guest's `tar -x`: entries owned
+//! by root (the guest's git refuses a repository owned by someone else),
+//! symlinks carried as symlinks and never followed, file contents streamed
+//! (a 2 GiB file costs no memory).
+
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::repo::{Repo, RepoError};
+
+/// What a pack carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contents {
+    /// The work tree as the user sees it, and `.git`.
+    WorkTree,
+    /// `.git` alone: the guest checks a commit out itself.
+    GitOnly,
+}
+
+/// The host checkout's state: its HEAD and the files a pack carries.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// HEAD's commit, if any.
+    pub head: Option<String>,
+    /// The branch HEAD is on, if any.
+    pub branch: Option<String>,
+    /// The work tree's files, relative to the top.
+    pub files: Vec<PathBuf>,
+    /// A digest of HEAD and every file's path, type, mode, size and
+    /// modification time: when it changes, the host has moved on.
+    pub fingerprint: String,
+}
+
+impl Snapshot {
+    /// Reads `repo`'s state now (git, and a `stat` per file: no content).
+    pub fn take(repo: &Repo) -> Result<Self, RepoError> {
+        let head = repo.head()?;
+        let branch = repo.branch()?;
+        let files = repo.files()?;
+        let mut digest = Sha256::new();
+        digest.update(head.as_deref().unwrap_or("unborn").as_bytes());
+        for rel in &files {
+            digest.update([0]);
+            digest.update(rel.as_os_str().as_bytes());
+            if let Ok(m) = std::fs::symlink_metadata(repo.top().join(rel)) {
+                for n in [
+                    u64::from(m.mode()),
+                    m.size(),
+                    m.mtime().cast_unsigned(),
+                    m.mtime_nsec().cast_unsigned(),
+                ] {
+                    digest.update(n.to_le_bytes());
+                }
+            }
+        }
+        let fingerprint = digest
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Self {
+            head,
+            branch,
+            files,
+            fingerprint,
+        })
+    }
+}
+
+/// Counts of what a pack wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Packed {
+    /// Entries written.
+    pub entries: u64,
+    /// File bytes written.
+    pub bytes: u64,
+}
+
+/// Writes `contents` of `repo` (as `snapshot` lists them) to `out` as one
+/// tar stream with paths relative to the top.
+pub fn pack(
+    repo: &Repo,
+    snapshot: &Snapshot,
+    contents: Contents,
+    out: impl Write,
+) -> Result<Packed, RepoError> {
+    let mut packer = Packer {
+        top: repo.top(),
+        tar: tar::Builder::new(out),
+        done: Packed::default(),
+        config: None,
+    };
+    packer.tar.mode(tar::HeaderMode::Complete);
+    packer.config = Some(repo.guest_config()?);
+    packer.tree(Path::new(".git"))?;
+    packer.config = None;
+    if contents == Contents::WorkTree {
+        for rel in &snapshot.files {
+            // A nested repository's `.git` directory goes whole.
+            packer.tree(rel)?;
+        }
+    }
+    packer.marker()?;
+    packer
+        .tar
+        .into_inner()
+        .and_then(|mut w| w.flush())
+        .map_err(|source| RepoError::Read {
+            path: repo.top().to_owned(),
+            source,
+        })?;
+    Ok(packer.done)
+}
+
+struct Packer<'a, W: Write> {
+    top: &'a Path,
+    tar: tar::Builder<W>,
+    done: Packed,
+    /// `.git/config` as the guest gets it, while `.git` is packed.
+    config: Option<Vec<u8>>,
+}
+
+impl<W: Write> Packer<'_, W> {
+    /// A directory and everything under it, never following a symlink.
+    fn tree(&mut self, rel: &Path) -> Result<(), RepoError> {
+        let path = self.top.join(rel);
+        let meta = self.entry(rel)?;
+        if !meta.is_some_and(|m| m.is_dir()) {
+            return Ok(());
+        }
+        let read = |source| RepoError::Read {
+            path: path.clone(),
+            source,
+        };
+        let mut names: Vec<_> = std::fs::read_dir(&path)
+            .map_err(read)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(read)?;
+        names.sort();
+        for name in names {
+            self.tree(&rel.join(name))?;
+        }
+        Ok(())
+    }
+
+    /// One entry; its metadata when it was carried (sockets, fifos and
+    /// devices are not: a `.git` may hold fsmonitor's socket).
+    fn entry(&mut self, rel: &Path) -> Result<Option<std::fs::Metadata>, RepoError> {
+        let path = self.top.join(rel);
+        let err = |source| RepoError::Read {
+            path: path.clone(),
+            source,
+        };
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            // Gone since git listed it: the guest sees it gone too.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(err(e)),
+        };
+        let mut header = tar::Header::new_gnu();
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mode(meta.mode() & 0o7777);
+        header.set_mtime(meta.mtime().max(0).cast_unsigned());
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            let target = std::fs::read_link(&path).map_err(err)?;
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            self.tar
+                .append_link(&mut header, rel, &target)
+                .map_err(err)?;
+        } else if kind.is_dir() {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_size(0);
+            self.tar
+                .append_data(&mut header, rel, std::io::empty())
+                .map_err(err)?;
+        } else if kind.is_file() && rel == Path::new(".git/config") && self.config.is_some() {
+            let config = self.config.take().unwrap_or_default();
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(config.len() as u64);
+            self.tar
+                .append_data(&mut header, rel, config.as_slice())
+                .map_err(err)?;
+        } else if kind.is_file() {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(err)?;
+            let size = file.metadata().map_err(err)?.len();
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(size);
+            // Exactly `size` bytes, whatever happens to the file meanwhile:
+            // a short read is an error, never a torn archive.
+            let body = Exact {
+                inner: file.take(size),
+                left: size,
+            };
+            self.tar.append_data(&mut header, rel, body).map_err(err)?;
+            self.done.bytes += size;
+        } else {
+            return Ok(None);
+        }
+        self.done.entries += 1;
+        Ok(Some(meta))
+    }
+}
+
+impl<W: Write> Packer<'_, W> {
+    /// The last entry: the guest takes the tree as whole only when it came.
+    fn marker(&mut self) -> Result<(), RepoError> {
+        let mut header = tar::Header::new_gnu();
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(0);
+        self.tar
+            .append_data(
+                &mut header,
+                banger_api::workspace::END_MARKER,
+                std::io::empty(),
+            )
+            .map_err(|source| RepoError::Read {
+                path: self.top.to_owned(),
+                source,
+            })
+    }
+}
+
+/// A reader that fails instead of ending early.
+struct Exact<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && self.left > 0 && !buf.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file shrank while it was packed",
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}

@@ -1,0 +1,370 @@
+//! Packing real checkouts made with real git.
+
+#![allow(
+    clippy::tests_outside_test_module,
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "integration tests: each file is a test crate of its own; the setup runs the user's own git"
+)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use banger_workspace::{Contents, Repo, RepoError, Snapshot, pack};
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+        .args([
+            "-c",
+            "protocol.file.allow=always",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn write(path: &Path, data: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, data).unwrap();
+}
+
+/// A checkout with a commit, an edit, an untracked file, an ignored one and
+/// a deleted one.
+fn checkout() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let top = tmp.path().join("repo");
+    std::fs::create_dir(&top).unwrap();
+    git(&top, &["init", "-q"]);
+    write(&top.join("src/main.c"), b"int main;\n");
+    write(&top.join(".gitignore"), b"build/\n");
+    write(&top.join("gone.txt"), b"bye\n");
+    git(&top, &["add", "-A"]);
+    git(&top, &["commit", "-q", "-m", "first"]);
+    write(&top.join("src/main.c"), b"int main(void);\n");
+    write(&top.join("notes.md"), b"untracked\n");
+    write(&top.join("build/out.o"), b"ignored\n");
+    std::fs::remove_file(top.join("gone.txt")).unwrap();
+    (tmp, top)
+}
+
+/// Each entry's path, type, owner and content.
+fn entries(tar: &[u8]) -> BTreeMap<Vec<u8>, (tar::EntryType, u64, Vec<u8>)> {
+    let mut seen = BTreeMap::new();
+    for entry in tar::Archive::new(tar).entries().unwrap() {
+        let mut e = entry.unwrap();
+        let kind = e.header().entry_type();
+        let uid = e.header().uid().unwrap();
+        let path = e.path_bytes().into_owned();
+        let body = if kind == tar::EntryType::Symlink {
+            e.link_name_bytes().unwrap().into_owned()
+        } else {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut b).unwrap();
+            b
+        };
+        seen.insert(path, (kind, uid, body));
+    }
+    seen
+}
+
+fn packed(top: &Path, contents: Contents) -> BTreeMap<Vec<u8>, (tar::EntryType, u64, Vec<u8>)> {
+    let repo = Repo::open(top).unwrap();
+    let snap = Snapshot::take(&repo).unwrap();
+    let mut out = Vec::new();
+    pack(&repo, &snap, contents, &mut out).unwrap();
+    entries(&out)
+}
+
+#[test]
+fn the_work_tree_as_the_user_sees_it_goes_with_git_owned_by_root() {
+    let (_tmp, top) = checkout();
+    // Opened from a subdirectory: the top is used.
+    assert_eq!(Repo::open(&top.join("src")).unwrap().top(), top);
+    let seen = packed(&top, Contents::WorkTree);
+    assert_eq!(seen[&b"src/main.c"[..]].2, b"int main(void);\n");
+    assert_eq!(seen[&b"notes.md"[..]].2, b"untracked\n");
+    assert!(seen.contains_key(&b".gitignore"[..]));
+    assert!(seen.contains_key(&b".git/HEAD"[..]));
+    assert!(seen.contains_key(&b".git/index"[..]));
+    assert!(
+        !seen.keys().any(|k| k.starts_with(b"build")),
+        "ignored files stay"
+    );
+    assert!(
+        !seen.contains_key(&b"gone.txt"[..]),
+        "deleted files stay deleted"
+    );
+    assert!(seen.values().all(|(_, uid, _)| *uid == 0));
+
+    let git_only = packed(&top, Contents::GitOnly);
+    let marker = banger_api::workspace::END_MARKER.as_bytes();
+    assert!(
+        git_only
+            .keys()
+            .all(|k| k.starts_with(b".git/") || k == b".git" || k == marker)
+    );
+    assert!(git_only.contains_key(&b".git/HEAD"[..]));
+}
+
+#[test]
+fn odd_names_and_escaping_symlinks_are_carried_as_they_are() {
+    let (tmp, top) = checkout();
+    let names: [&[u8]; 5] = [
+        b"with space.txt",
+        b"new\nline",
+        b"-leading-dash",
+        "ünïcode".as_bytes(),
+        b"bad\xffutf8",
+    ];
+    for name in names {
+        write(&top.join(OsStr::from_bytes(name)), name);
+    }
+    std::fs::write(tmp.path().join("secret"), b"host only").unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("secret"), top.join("escape")).unwrap();
+    let seen = packed(&top, Contents::WorkTree);
+    for name in names {
+        assert_eq!(seen[name].2, name, "{:?}", String::from_utf8_lossy(name));
+    }
+    let (kind, _, target) = &seen[&b"escape"[..]];
+    assert_eq!(*kind, tar::EntryType::Symlink);
+    assert_eq!(target, tmp.path().join("secret").as_os_str().as_bytes());
+    assert!(
+        !seen.values().any(|(_, _, body)| body == b"host only"),
+        "never followed"
+    );
+}
+
+#[test]
+fn a_submodules_checkout_is_carried() {
+    let (tmp, top) = checkout();
+    let lib = tmp.path().join("lib");
+    std::fs::create_dir(&lib).unwrap();
+    git(&lib, &["init", "-q"]);
+    write(&lib.join("lib.c"), b"lib\n");
+    git(&lib, &["add", "-A"]);
+    git(&lib, &["commit", "-q", "-m", "lib"]);
+    git(
+        &top,
+        &[
+            "submodule",
+            "add",
+            "-q",
+            lib.to_str().unwrap(),
+            "vendor/lib",
+        ],
+    );
+    let seen = packed(&top, Contents::WorkTree);
+    assert_eq!(seen[&b"vendor/lib/lib.c"[..]].2, b"lib\n");
+    assert!(
+        seen.contains_key(&b"vendor/lib/.git"[..]),
+        "the gitdir link"
+    );
+    assert!(
+        seen.keys()
+            .any(|k| k.starts_with(b".git/modules/vendor/lib/"))
+    );
+}
+
+#[test]
+fn what_cannot_be_a_workspace_is_named() {
+    let (tmp, top) = checkout();
+    let missing = Repo::open(&tmp.path().join("nope")).unwrap_err();
+    assert!(matches!(missing, RepoError::Path { .. }), "{missing}");
+    let file = Repo::open(&top.join("notes.md")).unwrap_err();
+    assert!(matches!(file, RepoError::NotADirectory(_)), "{file}");
+    let plain = tmp.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    // git must not find the temp dir's parents' repositories either.
+    let err = Repo::open(&plain).unwrap_err();
+    assert!(matches!(err, RepoError::NotARepository(_)), "{err}");
+    assert!(
+        err.to_string().contains("not inside a git work tree"),
+        "{err}"
+    );
+    let bare = tmp.path().join("bare.git");
+    git(
+        tmp.path(),
+        &["init", "-q", "--bare", bare.to_str().unwrap()],
+    );
+    assert!(matches!(Repo::open(&bare).unwrap_err(), RepoError::Bare(_)));
+    let linked = tmp.path().join("linked");
+    git(&top, &["worktree", "add", "-q", linked.to_str().unwrap()]);
+    let err = Repo::open(&linked).unwrap_err();
+    assert!(matches!(err, RepoError::GitFile(_)), "{err}");
+    assert!(err.to_string().contains("linked worktree"), "{err}");
+
+    let repo = Repo::open(&top).unwrap();
+    assert_eq!(repo.resolve("HEAD").unwrap().len(), 40);
+    for bad in ["no-such-ref", "--output=/tmp/x", ""] {
+        assert!(
+            matches!(repo.resolve(bad).unwrap_err(), RepoError::UnknownRef(_)),
+            "{bad}"
+        );
+    }
+    for bad in ["a..b", "-x", "with space", "end.lock"] {
+        assert!(
+            matches!(
+                repo.check_new_branch(bad).unwrap_err(),
+                RepoError::BadBranch(_)
+            ),
+            "{bad}"
+        );
+    }
+    assert!(matches!(
+        repo.check_new_branch("main").unwrap_err(),
+        RepoError::BranchExists(_)
+    ));
+    repo.check_new_branch("feature/x").unwrap();
+}
+
+#[test]
+fn the_fingerprint_moves_with_head_and_the_work_tree_only() {
+    let (_tmp, top) = checkout();
+    let repo = Repo::open(&top).unwrap();
+    let first = Snapshot::take(&repo).unwrap();
+    assert_eq!(
+        first.fingerprint,
+        Snapshot::take(&repo).unwrap().fingerprint
+    );
+    assert_eq!(first.branch.as_deref(), Some("main"));
+    write(&top.join("build/more.o"), b"ignored\n");
+    assert_eq!(
+        first.fingerprint,
+        Snapshot::take(&repo).unwrap().fingerprint,
+        "ignored files"
+    );
+    write(&top.join("notes.md"), b"untracked, longer now\n");
+    let edited = Snapshot::take(&repo).unwrap();
+    assert_ne!(first.fingerprint, edited.fingerprint);
+    git(&top, &["commit", "-q", "-a", "-m", "second"]);
+    let committed = Snapshot::take(&repo).unwrap();
+    assert_ne!(edited.fingerprint, committed.fingerprint);
+    assert_ne!(first.head, committed.head);
+}
+
+#[test]
+fn a_big_file_is_streamed_not_held() {
+    let (_tmp, top) = checkout();
+    let big = std::fs::File::create(top.join("big.bin")).unwrap();
+    big.set_len(2 << 30).unwrap();
+    drop(big);
+    let repo = Repo::open(&top).unwrap();
+    let snap = Snapshot::take(&repo).unwrap();
+    let done = pack(&repo, &snap, Contents::WorkTree, std::io::sink()).unwrap();
+    assert!(done.bytes >= 2 << 30);
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    assert!(
+        usage.ru_maxrss < 256 * 1024,
+        "peak RSS {} KiB",
+        usage.ru_maxrss
+    );
+}
+
+#[test]
+fn credentials_stay_on_the_host_and_the_stream_ends_with_its_marker() {
+    let (_tmp, top) = checkout();
+    git(
+        &top,
+        &[
+            "config",
+            "http.https://github.com/.extraheader",
+            "AUTHORIZATION: basic c2VjcmV0",
+        ],
+    );
+    git(&top, &["config", "credential.helper", "store"]);
+    git(
+        &top,
+        &[
+            "remote",
+            "add",
+            "origin",
+            "https://x-access-token:ghs_secret@github.com/o/r.git",
+        ],
+    );
+    git(
+        &top,
+        &["remote", "add", "mirror", "ssh://git@example.com/r.git"],
+    );
+    git(&top, &["config", "core.editor", "vim"]);
+    let seen = packed(&top, Contents::WorkTree);
+    let config = String::from_utf8(seen[&b".git/config"[..]].2.clone()).unwrap();
+    assert!(
+        !config.contains("secret") && !config.contains("c2VjcmV0"),
+        "{config}"
+    );
+    assert!(!config.contains("credential"), "{config}");
+    assert!(
+        config.contains("url = https://github.com/o/r.git"),
+        "{config}"
+    );
+    assert!(
+        config.contains("url = ssh://git@example.com/r.git"),
+        "{config}"
+    );
+    assert!(config.contains("editor = vim"), "{config}");
+    // The host's own config is untouched.
+    let host = std::fs::read_to_string(top.join(".git/config")).unwrap();
+    assert!(host.contains("ghs_secret") && host.contains("extraheader"));
+
+    let repo = Repo::open(&top).unwrap();
+    let snap = Snapshot::take(&repo).unwrap();
+    let mut out = Vec::new();
+    pack(&repo, &snap, Contents::WorkTree, &mut out).unwrap();
+    let mut archive = tar::Archive::new(&out[..]);
+    let last: Vec<u8> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path_bytes().into_owned())
+        .last()
+        .unwrap();
+    assert_eq!(last, banger_api::workspace::END_MARKER.as_bytes());
+}
+
+#[test]
+fn a_nested_clone_goes_with_its_git_and_borrowed_objects_are_refused() {
+    let (tmp, top) = checkout();
+    let nested = top.join("nested");
+    std::fs::create_dir(&nested).unwrap();
+    git(&nested, &["init", "-q"]);
+    write(&nested.join("inner.txt"), b"inner\n");
+    git(&nested, &["add", "-A"]);
+    git(&nested, &["commit", "-q", "-m", "inner"]);
+    let seen = packed(&top, Contents::WorkTree);
+    assert_eq!(seen[&b"nested/inner.txt"[..]].2, b"inner\n");
+    assert!(
+        seen.contains_key(&b"nested/.git/HEAD"[..]),
+        "the nested .git whole"
+    );
+
+    let shared = tmp.path().join("shared");
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            "--shared",
+            top.to_str().unwrap(),
+            shared.to_str().unwrap(),
+        ],
+    );
+    let err = Repo::open(&shared).unwrap_err();
+    assert!(err.to_string().contains("borrows objects"), "{err}");
+}

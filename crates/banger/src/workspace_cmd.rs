@@ -1,0 +1,271 @@
+//! `banger vm workspace ...`, `vm exec`, and the workspace half of `vm run`.
+//! The checkout is read here, with the user's own rights, and streamed to
+//! the daemon as one tar.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use banger_api::text::shell_quote;
+use banger_api::{PrepareWorkspaceQuery, Vm};
+use banger_client::Client;
+use banger_workspace::{Contents, Repo, Snapshot};
+use bytes::Bytes;
+
+use crate::cli::{WorkspaceAt, WorkspaceCommand};
+use crate::print;
+
+/// A checkout checked and ready to carry: everything about it that can be
+/// wrong is found before any VM is made.
+#[derive(Debug)]
+pub struct Checkout {
+    repo: Repo,
+    checkout: Option<String>,
+    branch: Option<String>,
+}
+
+impl Checkout {
+    /// Checks `path` and the `--from` / `--branch` asked for.
+    pub fn open(path: &Path, at: &WorkspaceAt) -> anyhow::Result<Self> {
+        let repo = Repo::open(path)?;
+        let checkout = at.from.as_deref().map(|r| repo.resolve(r)).transpose()?;
+        if let Some(name) = &at.branch {
+            repo.check_new_branch(name)?;
+        }
+        Ok(Self {
+            repo,
+            checkout,
+            branch: at.branch.clone(),
+        })
+    }
+}
+
+/// Streams `checkout` into the running VM `vm`'s workspace.
+pub async fn prepare(client: &Client, vm: &str, checkout: &Checkout) -> anyhow::Result<Vm> {
+    let repo = checkout.repo.clone();
+    let snapshot = Snapshot::take(&repo)?;
+    let (git_name, git_email) = repo.identity()?;
+    let query = PrepareWorkspaceQuery {
+        host_path: path_text(repo.top())?,
+        commit: snapshot.head.clone(),
+        host_branch: snapshot.branch.clone(),
+        checkout: checkout.checkout.clone(),
+        branch: checkout.branch.clone(),
+        fingerprint: snapshot.fingerprint.clone(),
+        git_name,
+        git_email,
+    };
+    let contents = if checkout.checkout.is_some() {
+        Contents::GitOnly
+    } else {
+        Contents::WorkTree
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let packer = tokio::task::spawn_blocking(move || {
+        let mut out = ChunkWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let packed = banger_workspace::pack(&repo, &snapshot, contents, &mut out);
+        if let Err(e) = &packed {
+            // The request fails rather than ending as if whole.
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+        packed
+    });
+    let sent = client.prepare_workspace(vm, &query, rx).await;
+    let packed = packer.await?;
+    match (sent, packed) {
+        // The daemon's answer (a 409, say) explains more than the packer's
+        // "stopped reading".
+        (Err(e @ banger_client::ClientError::Api { .. }), _) => Err(e.into()),
+        // The packer's own error names the file; the request's only says
+        // the stream broke.
+        (_, Err(e)) => Err(e.into()),
+        (sent, Ok(_)) => Ok(sent?),
+    }
+}
+
+fn path_text(path: &Path) -> anyhow::Result<String> {
+    path.to_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{path:?}: a repository path must be valid UTF-8"))
+}
+
+const CHUNK: usize = 256 * 1024;
+
+/// Sends what is written as chunks of [`CHUNK`] bytes.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::other("the daemon stopped reading the workspace"))
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.send()
+    }
+}
+
+/// `banger vm workspace ...`.
+pub async fn run(client: &Client, command: WorkspaceCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        WorkspaceCommand::Prepare { vm, path, at } => {
+            let checkout = Checkout::open(&path.unwrap_or_else(|| PathBuf::from(".")), &at)?;
+            running(client, &vm).await?;
+            let vm = prepare(client, &vm, &checkout).await?;
+            if let Some(ws) = &vm.workspace {
+                print(&format!(
+                    "{} -> {}:{}\n",
+                    ws.host_path, vm.name, ws.guest_path
+                ))?;
+            }
+        }
+        WorkspaceCommand::Export { vm, output } => {
+            let patch = client.export_workspace(&vm).await?;
+            match output {
+                Some(file) => std::fs::write(&file, &patch)
+                    .with_context(|| format!("write {}", file.display()))?,
+                None if std::io::stdout().is_terminal() => {
+                    // The guest wrote these bytes: not for a terminal raw.
+                    print(&banger_api::text::printable(&String::from_utf8_lossy(
+                        &patch,
+                    )))?;
+                }
+                None => std::io::stdout().lock().write_all(&patch)?,
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The VM `vm`, refused unless it runs (before any stream is sent).
+async fn running(client: &Client, vm: &str) -> anyhow::Result<Vm> {
+    let found = client.get_vm(vm).await?;
+    if found.state != banger_api::VmState::Running {
+        anyhow::bail!(
+            "vm {} is not running (it is {}); start it with `banger vm start {}`",
+            found.name,
+            found.state.as_str(),
+            found.name
+        );
+    }
+    Ok(found)
+}
+
+/// The remote command that runs `command` in `guest_path`, through
+/// `mise exec` when the guest has mise; a login shell there when empty.
+pub fn in_workspace(guest_path: &str, command: &[String]) -> String {
+    let dir = shell_quote(guest_path);
+    if command.is_empty() {
+        return format!("cd {dir} && exec \"${{SHELL:-/bin/sh}}\" -l");
+    }
+    let words = command
+        .iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "cd {dir} && if command -v mise >/dev/null 2>&1; then exec mise exec -- {words}; else exec {words}; fi"
+    )
+}
+
+/// `banger vm exec`.
+pub async fn exec(
+    client: &Client,
+    vm: &str,
+    auto_prepare: bool,
+    command: &[String],
+) -> anyhow::Result<ExitCode> {
+    let found = running(client, vm).await?;
+    let ws = found.workspace.clone().with_context(|| {
+        format!(
+            "vm {0} has no workspace: give it one with `banger vm workspace prepare {0} PATH`",
+            found.name
+        )
+    })?;
+    // A `--from` workspace holds a commit, not the host's work tree: the
+    // host moving says nothing about it.
+    if ws.checkout.is_none() && moved(&ws) {
+        if auto_prepare {
+            // A prepare replaces the tree: never over work not yet exported.
+            if !client.export_workspace(&found.name).await?.is_empty() {
+                anyhow::bail!(
+                    "vm {0}'s workspace has changes since its prepare; export them first (`banger vm workspace export {0}`) or prepare explicitly to drop them",
+                    found.name
+                );
+            }
+            let at = WorkspaceAt {
+                branch: None,
+                from: None,
+            };
+            let checkout = Checkout::open(Path::new(&ws.host_path), &at)?;
+            prepare(client, &found.name, &checkout).await?;
+        } else {
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: {} changed since vm {}'s workspace was prepared (HEAD or files); --auto-prepare syncs it first",
+                ws.host_path,
+                found.name
+            );
+        }
+    }
+    let target = client.vm_ssh_target(&found.name).await?;
+    crate::vm_cmd::ssh_in(target, in_workspace(&ws.guest_path, command)).await
+}
+
+/// Whether the host checkout differs from what the workspace recorded
+/// (a checkout that is gone or unreadable counts as moved).
+fn moved(ws: &banger_api::Workspace) -> bool {
+    Repo::open(Path::new(&ws.host_path))
+        .and_then(|repo| Snapshot::take(&repo))
+        .map_or(true, |now| now.fingerprint != ws.fingerprint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_runs_in_the_workspace_through_mise_when_there() {
+        let cmd = in_workspace("/root/repo", &["sh".into(), "-c".into(), "exit 7".into()]);
+        assert_eq!(
+            cmd,
+            "cd /root/repo && if command -v mise >/dev/null 2>&1; then exec mise exec -- sh -c 'exit 7'; else exec sh -c 'exit 7'; fi"
+        );
+        // What a shell without mise makes of it (in a directory that exists).
+        let here = in_workspace("/", &["sh".into(), "-c".into(), "pwd; exit 7".into()]);
+        let out = banger_sys::Cmd::new("sh")
+            .arg("-c")
+            .arg(&here)
+            .to_command()
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .unwrap();
+        assert_eq!(
+            (out.status.code(), out.stdout.as_slice()),
+            (Some(7), &b"/\n"[..])
+        );
+        assert!(in_workspace("/root/repo", &[]).ends_with("-l"));
+    }
+}

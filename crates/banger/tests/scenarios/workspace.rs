@@ -1,0 +1,297 @@
+//! The workspace loop against real guests: a checkout carried in by `vm
+//! run PATH` and `vm workspace prepare`, commands run in it by `vm exec`,
+//! and the guest's edits handed back by `vm workspace export`.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::{Env, stderr};
+use crate::support::{Leftovers, Scenario, code, fails, leftovers, show, text};
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario::new("workspace-run-carries-the-checkout-as-seen", run_carries),
+        Scenario::new("workspace-prepare-exec-export-round-trip", round_trip),
+    ]
+}
+
+#[allow(clippy::disallowed_methods, reason = "test setup: the user's own git")]
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "init.defaultBranch=main", "-c", "core.quotePath=true"])
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Dev")
+        .env("GIT_AUTHOR_EMAIL", "dev@example.com")
+        .env("GIT_COMMITTER_NAME", "Dev")
+        .env("GIT_COMMITTER_EMAIL", "dev@example.com")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn write(path: &Path, data: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, data).unwrap();
+}
+
+/// A checkout with a commit, then an edit, an untracked file, an ignored
+/// one and a deletion; its identity is set so the guest gets it.
+fn checkout(env: &Env, name: &str) -> std::path::PathBuf {
+    let top = env.path(name);
+    std::fs::create_dir_all(&top).unwrap();
+    git(&top, &["init", "-q"]);
+    git(&top, &["config", "user.name", "Dev Host"]);
+    git(&top, &["config", "user.email", "dev@host.example"]);
+    write(&top.join("src/main.sh"), b"echo hello\n");
+    write(&top.join("with space.txt"), b"spaced\n");
+    write(&top.join(".gitignore"), b"target/\n");
+    write(&top.join("gone.txt"), b"bye\n");
+    git(&top, &["add", "-A"]);
+    git(&top, &["commit", "-q", "-m", "first"]);
+    write(&top.join("src/main.sh"), b"echo hello, edited\n");
+    write(&top.join("notes.md"), b"untracked\n");
+    write(&top.join("target/out.o"), b"ignored\n");
+    std::fs::remove_file(top.join("gone.txt")).unwrap();
+    // Names a shell or a careless tool would trip on, and a symlink out
+    // of the checkout (carried as a link, never followed on the host).
+    for name in [
+        &b"-leading-dash"[..],
+        b"new\nline",
+        b"bad\xffutf8",
+        "ünï code".as_bytes(),
+    ] {
+        write(&top.join(std::ffi::OsStr::from_bytes(name)), b"odd\n");
+    }
+    std::os::unix::fs::symlink("/etc/hostname", top.join("escape")).unwrap();
+    top
+}
+
+/// Every file git shows (tracked and untracked, not ignored) with its
+/// hash, a symlink with its target; a tracked file deleted from the work
+/// tree is left out.
+const HASHES: &str = r#"export LC_ALL=C; git ls-files -z --cached --others --exclude-standard | sort -zu | xargs -0 sh -c 'for f; do if [ -L "$f" ]; then printf "%s -> %s\n" "$f" "$(readlink "$f")"; elif [ -e "$f" ]; then sha256sum -- "$f"; fi; done' hashes"#;
+
+/// [`HASHES`] in the VM's workspace (names need not be UTF-8).
+fn guest_hashes(env: &Env, vm: &str) -> String {
+    let out = env.banger(&["vm", "exec", vm, "--", "sh", "-c", HASHES]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[allow(clippy::disallowed_methods, reason = "the host side of a comparison")]
+fn host_hashes(top: &Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(HASHES)
+        .current_dir(top)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `vm run --rm PATH` carries the checkout as the user sees it (edits,
+/// untracked files, `.git`; not ignored files) and runs the command in it;
+/// git in the guest agrees with git on the host. A checkout that cannot
+/// be carried is refused before any VM exists.
+fn run_carries(env: &Env) {
+    let top = checkout(env, "repo");
+    let top_s = top.to_str().unwrap();
+    let script = format!(
+        "pwd; cat src/main.sh notes.md; test ! -e target/out.o && echo no-ignored; git -c core.quotePath=true status --porcelain; git log --format=%s; git config user.email; readlink escape; {HASHES}"
+    );
+    let out = env.banger(&["vm", "run", "--rm", top_s, "--", "sh", "-c", &script]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let expected = format!(
+        "/root/repo\necho hello, edited\nuntracked\nno-ignored\n{}first\ndev@host.example\n/etc/hostname\n{}",
+        git(&top, &["status", "--porcelain"]),
+        host_hashes(&top)
+    );
+    assert_eq!(text(&out), expected);
+    // From a subdirectory, with --from and --branch: the guest's copy is
+    // the commit, on the new branch, without the work-tree edits.
+    let out = env.banger(&[
+        "vm",
+        "run",
+        "--rm",
+        &format!("{top_s}/src"),
+        "--from",
+        "HEAD",
+        "--branch",
+        "try-it",
+        "--",
+        "sh",
+        "-c",
+        "git branch --show-current; cat src/main.sh; git status --porcelain; exit 3",
+    ]);
+    assert_eq!(code(&out), Some(3), "{}", stderr(&out));
+    assert_eq!(text(&out), "try-it\necho hello\n");
+    assert_eq!(leftovers(env), Leftovers::none());
+
+    let plain = env.path("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    let bare = env.path("bare.git");
+    git(
+        &env.path(""),
+        &["init", "-q", "--bare", bare.to_str().unwrap()],
+    );
+    let missing = env.path("missing");
+    for (args, says) in [
+        (vec![missing.to_str().unwrap()], "No such file"),
+        (vec![plain.to_str().unwrap()], "not inside a git work tree"),
+        (vec![bare.to_str().unwrap()], "bare git repository"),
+        (vec![top_s, "--from", "no-such-ref"], "is not a commit"),
+        (vec![top_s, "--branch", "a..b"], "not a valid branch name"),
+        (vec![top_s, "--branch", "main"], "already exists"),
+    ] {
+        let mut argv = vec!["vm", "run", "--rm"];
+        argv.extend(args);
+        argv.extend(["--", "true"]);
+        let err = fails(env, &argv);
+        assert!(err.contains(says), "{argv:?}: {err}");
+    }
+    assert_eq!(leftovers(env), Leftovers::none());
+    assert_eq!(env.ok(&["vm", "list", "-o", "json"]).trim(), "[]");
+}
+
+/// prepare on a running VM, exec in the workspace (exit codes, a warning
+/// when the host moves, --auto-prepare), every file intact across stop and
+/// start, exec refused on a stopped VM, and an export that `git apply
+/// --index` takes on a fresh clone, leaving both trees byte-identical.
+fn round_trip(env: &Env) {
+    let top = checkout(env, "work");
+    let top_s = top.to_str().unwrap();
+    env.ok(&["vm", "create", "--name", "ws"]);
+    let said = env.ok(&["vm", "workspace", "prepare", "ws", top_s]);
+    assert_eq!(said, format!("{top_s} -> ws:/root/repo\n"));
+    let ws = &show(env, "ws")["workspace"];
+    assert_eq!(ws["host_path"], top_s);
+    assert_eq!(ws["branch"], "main");
+    let listed = env.ok(&["vm", "list"]);
+    assert!(
+        listed.lines().next().unwrap().contains("WORKSPACE"),
+        "{listed}"
+    );
+    assert!(listed.contains(top_s), "{listed}");
+
+    assert_eq!(env.ok(&["vm", "exec", "ws", "--", "pwd"]), "/root/repo\n");
+    let out = env.banger(&["vm", "exec", "ws", "--", "sh", "-c", "exit 5"]);
+    assert_eq!(code(&out), Some(5), "{}", stderr(&out));
+    assert!(
+        stderr(&out).is_empty(),
+        "no warning while in sync: {}",
+        stderr(&out)
+    );
+    assert_eq!(guest_hashes(env, "ws"), host_hashes(&top));
+    // Nothing changed yet: an empty patch.
+    assert_eq!(env.ok(&["vm", "workspace", "export", "ws"]), "");
+
+    env.ok(&["vm", "stop", "ws"]);
+    let refused = env.banger(&["vm", "exec", "ws", "--", "true"]);
+    assert_eq!(code(&refused), Some(1));
+    assert!(
+        stderr(&refused).contains("is not running"),
+        "{}",
+        stderr(&refused)
+    );
+    env.ok(&["vm", "start", "ws"]);
+    assert_eq!(guest_hashes(env, "ws"), host_hashes(&top));
+
+    // The host moves on: exec warns; --auto-prepare syncs first.
+    git(&top, &["add", "-A"]);
+    git(&top, &["commit", "-q", "-m", "second"]);
+    let out = env.banger(&["vm", "exec", "ws", "--", "true"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("changed since"), "{}", stderr(&out));
+    let head = git(&top, &["rev-parse", "HEAD"]);
+    assert_eq!(
+        env.ok(&[
+            "vm",
+            "exec",
+            "ws",
+            "--auto-prepare",
+            "--",
+            "git",
+            "rev-parse",
+            "HEAD"
+        ]),
+        head
+    );
+    let out = env.banger(&["vm", "exec", "ws", "--", "true"]);
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+
+    // Edits in the guest, of every kind an export must carry.
+    env.ok(&[
+        "vm",
+        "exec",
+        "ws",
+        "--",
+        "sh",
+        "-c",
+        "set -e; echo more >> src/main.sh; echo new > added.txt; rm notes.md; \
+         git mv 'with space.txt' 'renamed space.txt'; chmod +x src/main.sh; \
+         head -c 3000 /dev/urandom > blob.bin; echo ü > 'ünï code.txt'",
+    ]);
+    let before = env.ok(&[
+        "vm",
+        "exec",
+        "ws",
+        "--",
+        "sh",
+        "-c",
+        "git status --porcelain; git stash list",
+    ]);
+    let patch_file = env.path("guest.patch");
+    env.ok(&[
+        "vm",
+        "workspace",
+        "export",
+        "ws",
+        "-o",
+        patch_file.to_str().unwrap(),
+    ]);
+    let after = env.ok(&[
+        "vm",
+        "exec",
+        "ws",
+        "--",
+        "sh",
+        "-c",
+        "git status --porcelain; git stash list",
+    ]);
+    assert_eq!(before, after, "an export changed the guest");
+    let patch = std::fs::read_to_string(&patch_file).unwrap();
+    assert!(patch.contains("GIT binary patch"), "{patch}");
+    assert!(patch.contains("new mode 100755"), "{patch}");
+
+    let clone = env.path("clone");
+    git(
+        &env.path(""),
+        &["clone", "-q", top_s, clone.to_str().unwrap()],
+    );
+    git(&clone, &["apply", "--index", patch_file.to_str().unwrap()]);
+    assert_eq!(guest_hashes(env, "ws"), host_hashes(&clone));
+    let modes = "git ls-files -s src/main.sh";
+    assert_eq!(
+        env.ok(&[
+            "vm",
+            "exec",
+            "ws",
+            "--",
+            "sh",
+            "-c",
+            &format!("git add -A >/dev/null; {modes}")
+        ])
+        .split_whitespace()
+        .next(),
+        git(&clone, &["ls-files", "-s", "src/main.sh"])
+            .split_whitespace()
+            .next()
+    );
+    env.ok(&["vm", "delete", "-f", "ws"]);
+    assert_eq!(leftovers(env), Leftovers::none());
+}
