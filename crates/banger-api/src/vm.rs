@@ -153,6 +153,18 @@ pub struct CreateVmRequest {
     /// Leave the VM created but not started.
     #[serde(default)]
     pub no_start: bool,
+    /// Give the VM a disk of its own for its workspace, mounted at the
+    /// workspace path. A prepare before the first start writes the
+    /// checkout into it on the host (no SSH, no guest work): what `vm run
+    /// PATH` does.
+    #[serde(default)]
+    pub workspace_disk: bool,
+    /// git `user.name` for the guest's `/root/.gitconfig`.
+    #[serde(default)]
+    pub git_name: Option<String>,
+    /// git `user.email` for the guest's `/root/.gitconfig`.
+    #[serde(default)]
+    pub git_email: Option<String>,
 }
 
 /// `PATCH /v1/vms/{vm}`: resize a stopped VM. Absent fields stay.

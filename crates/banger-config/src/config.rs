@@ -206,6 +206,7 @@ impl Config {
         ("jailer_bin", "\"\""),
         ("image_max_unpacked_gib", "64"),
         ("image_max_entries", "4000000"),
+        ("workspace_guest_path", "\"/root/repo\""),
     ];
 
     /// Loads `path`; a missing file gives the defaults.

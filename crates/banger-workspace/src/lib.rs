@@ -8,8 +8,10 @@
 //! `.git` whole, so `git status`, `git diff` and `git log` in the guest
 //! show what they show on the host.
 
+pub mod base;
 pub mod pack;
 pub mod repo;
 
+pub use base::{Base, PREPARED_REF};
 pub use pack::{Contents, Packed, Snapshot, pack};
-pub use repo::{Repo, RepoError};
+pub use repo::{Repo, RepoError, identity};

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::base::{Base, PREPARED_REF};
 use crate::repo::{Repo, RepoError};
 
 /// What a pack carries.
@@ -93,12 +94,21 @@ pub fn pack(
         tar: tar::Builder::new(out),
         done: Packed::default(),
         config: None,
+        dirs: std::collections::HashSet::new(),
     };
     packer.tar.mode(tar::HeaderMode::Complete);
     packer.config = Some(repo.guest_config()?);
     packer.tree(Path::new(".git"))?;
     packer.config = None;
     if contents == Contents::WorkTree {
+        // A file that changes between this and its packing is carried
+        // changed, and an export shows that change too.
+        let base = Base::of(repo)?;
+        packer.objects(&base.objects(), Path::new(".git/objects"))?;
+        packer.bytes(
+            Path::new(".git").join(PREPARED_REF).as_path(),
+            format!("{}\n", base.commit).as_bytes(),
+        )?;
         for rel in &snapshot.files {
             // A nested repository's `.git` directory goes whole.
             packer.tree(rel)?;
@@ -122,11 +132,18 @@ struct Packer<'a, W: Write> {
     done: Packed,
     /// `.git/config` as the guest gets it, while `.git` is packed.
     config: Option<Vec<u8>>,
+    /// Directories written so far: every entry's parents come before it
+    /// (`mke2fs -d` makes none itself, unlike `tar -x`).
+    dirs: std::collections::HashSet<PathBuf>,
 }
 
 impl<W: Write> Packer<'_, W> {
     /// A directory and everything under it, never following a symlink.
     fn tree(&mut self, rel: &Path) -> Result<(), RepoError> {
+        if rel == Path::new(".git/refs/banger") {
+            // banger's own refs come from this prepare, not the host.
+            return Ok(());
+        }
         let path = self.top.join(rel);
         let meta = self.entry(rel)?;
         if !meta.is_some_and(|m| m.is_dir()) {
@@ -148,9 +165,46 @@ impl<W: Write> Packer<'_, W> {
         Ok(())
     }
 
+    /// The directories above `rel` not written yet, outermost first, with
+    /// the host's modes (or 0755 for one only banger makes).
+    fn parents(&mut self, rel: &Path) -> Result<(), RepoError> {
+        let missing: Vec<PathBuf> = rel
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty() && !self.dirs.contains(*a))
+            .map(Path::to_owned)
+            .collect();
+        for dir in missing.into_iter().rev() {
+            let mode = std::fs::symlink_metadata(self.top.join(&dir))
+                .ok()
+                .filter(std::fs::Metadata::is_dir)
+                .map_or(0o755, |m| m.mode() & 0o7777);
+            let mut header = tar::Header::new_gnu();
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mode(mode);
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_size(0);
+            self.tar
+                .append_data(&mut header, &dir, std::io::empty())
+                .map_err(|source| RepoError::Read {
+                    path: self.top.join(&dir),
+                    source,
+                })?;
+            self.dirs.insert(dir);
+        }
+        Ok(())
+    }
+
     /// One entry; its metadata when it was carried (sockets, fifos and
     /// devices are not: a `.git` may hold fsmonitor's socket).
     fn entry(&mut self, rel: &Path) -> Result<Option<std::fs::Metadata>, RepoError> {
+        self.parents(rel)?;
+        if self.dirs.contains(rel) {
+            // A directory already written (as a parent): its content
+            // follows.
+            return Ok(std::fs::symlink_metadata(self.top.join(rel)).ok());
+        }
         let path = self.top.join(rel);
         let err = |source| RepoError::Read {
             path: path.clone(),
@@ -181,6 +235,7 @@ impl<W: Write> Packer<'_, W> {
             self.tar
                 .append_data(&mut header, rel, std::io::empty())
                 .map_err(err)?;
+            self.dirs.insert(rel.to_owned());
         } else if kind.is_file() && rel == Path::new(".git/config") && self.config.is_some() {
             let config = self.config.take().unwrap_or_default();
             header.set_entry_type(tar::EntryType::Regular);
@@ -216,22 +271,62 @@ impl<W: Write> Packer<'_, W> {
 impl<W: Write> Packer<'_, W> {
     /// The last entry: the guest takes the tree as whole only when it came.
     fn marker(&mut self) -> Result<(), RepoError> {
+        self.bytes(Path::new(banger_api::workspace::END_MARKER), b"")
+    }
+
+    /// A root-owned file at `rel` holding `data`.
+    fn bytes(&mut self, rel: &Path, data: &[u8]) -> Result<(), RepoError> {
+        self.parents(rel)?;
         let mut header = tar::Header::new_gnu();
         header.set_uid(0);
         header.set_gid(0);
         header.set_mode(0o644);
         header.set_entry_type(tar::EntryType::Regular);
-        header.set_size(0);
+        header.set_size(data.len() as u64);
         self.tar
-            .append_data(
-                &mut header,
-                banger_api::workspace::END_MARKER,
-                std::io::empty(),
-            )
+            .append_data(&mut header, rel, data)
             .map_err(|source| RepoError::Read {
-                path: self.top.to_owned(),
+                path: self.top.join(rel),
                 source,
             })
+    }
+
+    /// The loose objects under `dir` (git's two-level layout), as files
+    /// under `into`.
+    fn objects(&mut self, dir: &Path, into: &Path) -> Result<(), RepoError> {
+        let read = |path: &Path| {
+            let path = path.to_owned();
+            move |source| RepoError::Read { path, source }
+        };
+        for fan in std::fs::read_dir(dir).map_err(read(dir))? {
+            let fan = fan.map_err(read(dir))?;
+            if !fan.file_type().map_err(read(dir))?.is_dir() {
+                continue;
+            }
+            for object in std::fs::read_dir(fan.path()).map_err(read(&fan.path()))? {
+                let object = object.map_err(read(&fan.path()))?;
+                let path = object.path();
+                // Streamed: a big untracked file makes a big object.
+                let file = std::fs::File::open(&path).map_err(read(&path))?;
+                let size = file.metadata().map_err(read(&path))?.len();
+                let mut header = tar::Header::new_gnu();
+                header.set_uid(0);
+                header.set_gid(0);
+                header.set_mode(0o444);
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(size);
+                let body = Exact {
+                    inner: file.take(size),
+                    left: size,
+                };
+                let rel = into.join(fan.file_name()).join(object.file_name());
+                self.parents(&rel)?;
+                self.tar
+                    .append_data(&mut header, &rel, body)
+                    .map_err(read(&path))?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -93,7 +93,20 @@ fn try_git(dir: &Path, args: &[&str]) -> Result<Option<Vec<u8>>, RepoError> {
 
 /// Runs git; its stdout, or its stderr as the error.
 pub(crate) fn run_git(dir: &Path, args: &[&OsStr]) -> Result<Vec<u8>, RepoError> {
-    let out = git(dir).args(args).output().map_err(RepoError::Spawn)?;
+    run_git_with(dir, &[], args)
+}
+
+/// [`run_git`] with `env` set.
+pub(crate) fn run_git_with(
+    dir: &Path,
+    env: &[(&str, &OsStr)],
+    args: &[&OsStr],
+) -> Result<Vec<u8>, RepoError> {
+    let out = git(dir)
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .map_err(RepoError::Spawn)?;
     if out.status.success() {
         return Ok(out.stdout);
     }
@@ -209,14 +222,9 @@ impl Repo {
         Ok(())
     }
 
-    /// The user's git identity (`user.name`, `user.email`), each if set.
-    pub fn identity(&self) -> Result<(Option<String>, Option<String>), RepoError> {
-        let get = |key: &str| -> Result<Option<String>, RepoError> {
-            Ok(try_git(&self.top, &["config", "--get", key])?
-                .map(line)
-                .filter(|v| !v.is_empty() && !v.chars().any(char::is_control)))
-        };
-        Ok((get("user.name")?, get("user.email")?))
+    /// The user's git identity here: see [`identity`].
+    pub fn identity(&self) -> (Option<String>, Option<String>) {
+        identity(&self.top)
     }
 
     /// `.git/config` without what must not reach a guest: credential
@@ -316,6 +324,37 @@ fn list(top: &Path, prefix: &Path, out: &mut Vec<PathBuf>) -> Result<(), RepoErr
         out.push(rel);
     }
     Ok(())
+}
+
+/// The user's git identity (`user.name`, `user.email`) as git sees it in
+/// `dir` (a repository's own, else the global one), each if set and
+/// printable; none when git is missing.
+pub fn identity(dir: &Path) -> (Option<String>, Option<String>) {
+    // One git for both (each run costs the CLI a few milliseconds).
+    let found = try_git(
+        dir,
+        &["config", "--null", "--get-regexp", r"^user\.(name|email)$"],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    let (mut name, mut email) = (None, None);
+    for entry in found.split(|b| *b == 0).filter(|e| !e.is_empty()) {
+        let entry = String::from_utf8_lossy(entry);
+        let Some((key, value)) = entry.split_once('\n') else {
+            continue;
+        };
+        if value.is_empty() || value.chars().any(char::is_control) {
+            continue;
+        }
+        // The last one wins, as in git (local over global).
+        match key {
+            "user.name" => name = Some(value.to_owned()),
+            "user.email" => email = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+    (name, email)
 }
 
 /// `url` without a user and password, when it has them

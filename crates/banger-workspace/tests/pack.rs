@@ -368,3 +368,104 @@ fn a_nested_clone_goes_with_its_git_and_borrowed_objects_are_refused() {
     let err = Repo::open(&shared).unwrap_err();
     assert!(err.to_string().contains("borrows objects"), "{err}");
 }
+
+#[test]
+fn the_base_a_guest_exports_against_matches_the_carried_tree() {
+    let (tmp, top) = checkout();
+    let repo = Repo::open(&top).unwrap();
+    let before = std::fs::read_dir(top.join(".git/objects")).unwrap().count();
+    let snap = Snapshot::take(&repo).unwrap();
+    let mut out = Vec::new();
+    pack(&repo, &snap, Contents::WorkTree, &mut out).unwrap();
+    // The host's repository gained nothing.
+    assert_eq!(
+        std::fs::read_dir(top.join(".git/objects")).unwrap().count(),
+        before
+    );
+    let guest = tmp.path().join("guest");
+    std::fs::create_dir(&guest).unwrap();
+    tar::Archive::new(&out[..]).unpack(&guest).unwrap();
+    // As the guest's prepare does.
+    std::fs::remove_file(guest.join(banger_api::workspace::END_MARKER)).unwrap();
+    let base = std::fs::read_to_string(guest.join(".git/refs/banger/prepared")).unwrap();
+    assert_eq!(base.trim().len(), 40, "{base}");
+    // The carried tree, staged whole, is exactly the base.
+    git(&guest, &["add", "-A"]);
+    git(
+        &guest,
+        &["diff", "--cached", "--quiet", "refs/banger/prepared"],
+    );
+    // And differs once the guest edits.
+    write(&guest.join("notes.md"), b"edited in the guest\n");
+    git(&guest, &["add", "-A"]);
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(&guest)
+        .args(["diff", "--cached", "--quiet", "refs/banger/prepared"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// What a workspace disk is built from: mke2fs reads the pack (through
+/// libarchive), odd names, links and all, and the tree comes back whole.
+#[test]
+fn mke2fs_builds_a_disk_from_the_pack() {
+    let (tmp, top) = checkout();
+    for name in [
+        &b"-leading-dash"[..],
+        b"new\nline",
+        b"bad\xffutf8",
+        "ünï code".as_bytes(),
+    ] {
+        write(&top.join(OsStr::from_bytes(name)), b"odd\n");
+    }
+    std::os::unix::fs::symlink("/etc/hostname", top.join("escape")).unwrap();
+    write(
+        &top.join(format!("deep/{}/file", "d".repeat(120))),
+        b"long\n",
+    );
+    let repo = Repo::open(&top).unwrap();
+    let snap = Snapshot::take(&repo).unwrap();
+    let tar = tmp.path().join("ws.tar");
+    pack(
+        &repo,
+        &snap,
+        Contents::WorkTree,
+        std::fs::File::create(&tar).unwrap(),
+    )
+    .unwrap();
+    let disk = tmp.path().join("repo.ext4");
+    let out = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-d"])
+        .arg(&tar)
+        .arg(&disk)
+        .arg("65536k")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mke2fs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = Command::new("debugfs")
+        .args(["-R", "ls -p /src"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("main.c"));
+}
+
+#[test]
+fn the_identity_is_the_repositorys_own() {
+    let (_tmp, top) = checkout();
+    git(&top, &["config", "user.name", "Local \"Quoted\" Name"]);
+    git(&top, &["config", "user.email", "local@example.com"]);
+    assert_eq!(
+        banger_workspace::identity(&top),
+        (
+            Some("Local \"Quoted\" Name".to_owned()),
+            Some("local@example.com".to_owned())
+        )
+    );
+}

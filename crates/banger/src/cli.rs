@@ -106,7 +106,8 @@ pub enum VmCommand {
     /// Given PATH (a directory in a git work tree), the repository goes
     /// into the guest first, at /root/repo, as you see it: tracked files
     /// with their work-tree content, untracked files git does not ignore,
-    /// and .git, so git status, diff and log there match the host's. The
+    /// and .git, so git status, diff and log there match the host's; it is
+    /// written into a disk of the VM's own before the VM boots. The
     /// command runs in it. Without a command, an interactive shell. With
     /// --rm the VM is deleted afterwards, whatever happened: no disk, tap
     /// or process is left.

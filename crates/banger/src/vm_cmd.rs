@@ -25,6 +25,8 @@ fn request(shape: VmShape, no_start: bool) -> anyhow::Result<CreateVmRequest> {
             .map(|v| crate::artifact_cmd::artifact_name(what, v))
             .transpose()
     };
+    // The guest's /root/.gitconfig gets the user's identity from the start.
+    let (git_name, git_email) = banger_workspace::identity(std::path::Path::new("."));
     Ok(CreateVmRequest {
         name: shape.name.map(VmName::new).transpose()?,
         image: artifact("image", shape.image)?,
@@ -34,6 +36,9 @@ fn request(shape: VmShape, no_start: bool) -> anyhow::Result<CreateVmRequest> {
         disk_bytes: shape.disk_size,
         nat: shape.nat,
         no_start,
+        workspace_disk: false,
+        git_name,
+        git_email,
     })
 }
 
@@ -183,13 +188,21 @@ async fn vm_run(
     rm: bool,
     command: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
-    let req = request(shape, false)?;
+    // The work tree as it is goes into a disk of the VM's own before its
+    // first boot: no SSH round trip, no work for the guest.
+    let lay_in = checkout.as_ref().is_some_and(Checkout::lays_in);
+    let mut req = request(shape, lay_in)?;
+    req.workspace_disk = lay_in;
+    if let Some(checkout) = &checkout {
+        (req.git_name, req.git_email) = checkout.identity();
+    }
     let mine = banger_client::mint_op_id();
     let op = follow(client, client.create_vm(&mine, &req).await?, &mine).await?;
     let name = op.target.clone();
-    let result = match finish(&op) {
-        Ok(_) => run_in(client, &name, checkout.as_ref(), &command).await,
-        Err(e) => Err(e),
+    let result = match (finish(&op), checkout) {
+        (Err(e), _) => Err(e),
+        (Ok(_), Some(checkout)) if lay_in => laid_in(client, &name, &checkout, &command).await,
+        (Ok(_), checkout) => run_in(client, &name, checkout.as_ref(), &command).await,
     };
     // A start that failed still recorded the VM (state error): --rm
     // removes it too.
@@ -205,6 +218,41 @@ async fn vm_run(
     result
 }
 
+/// Lays `checkout` into the new, stopped VM `name`, starts it and runs
+/// `command` in the workspace.
+async fn laid_in(
+    client: &Client,
+    name: &str,
+    checkout: &Checkout,
+    command: &[String],
+) -> anyhow::Result<ExitCode> {
+    note(&format!("carrying the workspace into vm {name}"));
+    let vm = interruptible(crate::workspace_cmd::prepare(client, name, checkout)).await?;
+    note(&format!("starting vm {name}"));
+    interruptible(async { Ok(client.vm_action(routes::VM_START, name).await?) }).await?;
+    let guest = vm.workspace.map(|w| w.guest_path).unwrap_or_default();
+    let target = client.vm_ssh_target(name).await?;
+    ssh_in(target, crate::workspace_cmd::in_workspace(&guest, command)).await
+}
+
+/// A line of progress on a terminal.
+fn note(line: &str) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        let _ = writeln!(std::io::stderr(), "{line}");
+    }
+}
+
+/// `work`, ended by Ctrl-C (whose default a follow() above replaced), so
+/// a --rm still removes the VM.
+async fn interruptible<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tokio::select! {
+        done = work => done,
+        _ = sigint.recv() => anyhow::bail!("interrupted"),
+    }
+}
+
 async fn run_in(
     client: &Client,
     name: &str,
@@ -215,13 +263,7 @@ async fn run_in(
     let Some(checkout) = checkout else {
         return ssh_foreground(ssh_argv(&target, command)).await;
     };
-    // Ctrl-C (whose default a follow() above replaced) ends the upload,
-    // and a --rm still removes the VM.
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let vm = tokio::select! {
-        vm = crate::workspace_cmd::prepare(client, name, checkout) => vm?,
-        _ = sigint.recv() => anyhow::bail!("interrupted while carrying the workspace"),
-    };
+    let vm = interruptible(crate::workspace_cmd::prepare(client, name, checkout)).await?;
     let guest = vm.workspace.map(|w| w.guest_path).unwrap_or_default();
     ssh_in(target, crate::workspace_cmd::in_workspace(&guest, command)).await
 }

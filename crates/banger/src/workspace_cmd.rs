@@ -41,11 +41,27 @@ impl Checkout {
     }
 }
 
-/// Streams `checkout` into the running VM `vm`'s workspace.
+impl Checkout {
+    /// Whether it can be laid into a new VM's workspace disk before the
+    /// first boot: the work tree as it is (`--from` and `--branch` need
+    /// git in the guest).
+    pub fn lays_in(&self) -> bool {
+        self.checkout.is_none() && self.branch.is_none()
+    }
+
+    /// The user's git identity, as this repository sees it.
+    pub fn identity(&self) -> (Option<String>, Option<String>) {
+        self.repo.identity()
+    }
+}
+
+/// Streams `checkout` into the VM `vm`'s workspace: over SSH into a
+/// running VM, or, for a VM created with a workspace disk and not yet
+/// started, into that disk on the host.
 pub async fn prepare(client: &Client, vm: &str, checkout: &Checkout) -> anyhow::Result<Vm> {
     let repo = checkout.repo.clone();
     let snapshot = Snapshot::take(&repo)?;
-    let (git_name, git_email) = repo.identity()?;
+    let (git_name, git_email) = repo.identity();
     let query = PrepareWorkspaceQuery {
         host_path: path_text(repo.top())?,
         commit: snapshot.head.clone(),

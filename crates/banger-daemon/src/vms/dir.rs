@@ -30,11 +30,12 @@ impl VmDir {
         VmFiles::new(&self.path)
     }
 
-    /// The overlay and work disks.
+    /// The overlay, work and workspace disks.
     pub fn disks(&self) -> DiskFiles {
         DiskFiles {
             overlay: self.path.join("overlay.ext4"),
             work: self.path.join("work.ext4"),
+            repo: self.path.join("repo.ext4"),
         }
     }
 

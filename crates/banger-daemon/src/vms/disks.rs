@@ -14,6 +14,8 @@ use super::remove_temp;
 
 /// ext4 label of the work disk, found by the guest's fstab.
 pub const WORK_LABEL: &str = "banger-work";
+/// ext4 label of a workspace disk, found by the guest's fstab.
+pub const REPO_LABEL: &str = "banger-repo";
 /// The overlay's size: room for everything the guest writes outside /root.
 /// Sparse, so it costs what is written.
 pub const OVERLAY_BYTES: u64 = 8 << 30;
@@ -30,6 +32,9 @@ pub struct GuestSettings<'a> {
     /// Resolvers for the guest's `/etc/resolv.conf`; none leaves the
     /// image's file as it is.
     pub nameservers: &'a [Ipv4Addr],
+    /// Where a workspace disk is mounted, for a VM that has one (a path
+    /// the config checked: plain components, no spaces).
+    pub workspace: Option<&'a str>,
 }
 
 /// The IPv4 resolvers a guest can use through NAT, from a resolv.conf:
@@ -63,9 +68,16 @@ pub fn overlay_tar(settings: &GuestSettings<'_>) -> std::io::Result<Vec<u8>> {
     let hosts = format!(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{name}.vm {name}\n"
     );
-    let fstab = format!(
+    let mut fstab = format!(
         "# Written by banger at create time.\nLABEL={WORK_LABEL}\t/root\text4\tdefaults,x-systemd.growfs\t0\t0\n"
     );
+    if let Some(path) = settings.workspace {
+        // Required (no nofail): a command must never run before its
+        // workspace is mounted.
+        fstab.push_str(&format!(
+            "LABEL={REPO_LABEL}\t{path}\text4\tdefaults,x-systemd.growfs\t0\t0\n"
+        ));
+    }
     // Only the per-VM key is served: the image may carry keys shared by
     // every VM made from it.
     let sshd = "# Written by banger: serve only this VM's own host key.\nHostKey /etc/ssh/ssh_host_ed25519_key\n";
@@ -152,6 +164,8 @@ pub struct DiskFiles {
     pub overlay: PathBuf,
     /// The work disk.
     pub work: PathBuf,
+    /// The workspace disk, for a VM created with one.
+    pub repo: PathBuf,
 }
 
 /// Why a VM's disk could not be written or grown.
@@ -202,14 +216,36 @@ pub fn make_overlay(
     result
 }
 
+/// The guest's `/root/.gitconfig`: the developer's identity, and stat
+/// checks a carried index survives (the tar keeps sizes and whole-second
+/// mtimes, not inodes or ctimes), so git does not reread every file.
+pub fn gitconfig(name: Option<&str>, email: Option<&str>) -> String {
+    // A git config value in double quotes: `\` and `"` escaped (the API
+    // refused control characters).
+    let quoted = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+    let mut text =
+        String::from("# Written by banger.\n[core]\n\tcheckStat = minimal\n\ttrustctime = false\n");
+    if name.is_some() || email.is_some() {
+        text.push_str("[user]\n");
+    }
+    if let Some(name) = name {
+        text.push_str(&format!("\tname = {}\n", quoted(name)));
+    }
+    if let Some(email) = email {
+        text.push_str(&format!("\temail = {}\n", quoted(email)));
+    }
+    text
+}
+
 /// Writes the work disk: the image's work seed, grown to `size_bytes`
-/// (sparse), relabelled, with banger's key in `/root/.ssh/authorized_keys`.
+/// (sparse), relabelled, with banger's key in `/root/.ssh/authorized_keys`,
+/// `gitconfig` as `/root/.gitconfig` and a `.hushlogin`.
 pub fn make_work(
     runner: &Arc<dyn Runner>,
     seed: &Path,
     disks: &DiskFiles,
     size_bytes: u64,
-    authorized_key: &str,
+    (authorized_key, gitconfig): (&str, &str),
     log: &Path,
 ) -> Result<(), DiskError> {
     let work = &disks.work;
@@ -251,7 +287,20 @@ pub fn make_work(
         write authorized_keys authorized_keys\n\
         sif authorized_keys mode 0100600\n\
         sif authorized_keys uid 0\n\
-        sif authorized_keys gid 0\n";
+        sif authorized_keys gid 0\n\
+        cd /\n\
+        rm .gitconfig\n\
+        write gitconfig .gitconfig\n\
+        sif .gitconfig mode 0100644\n\
+        sif .gitconfig uid 0\n\
+        sif .gitconfig gid 0\n\
+        rm .hushlogin\n\
+        write /dev/null .hushlogin\n\
+        sif .hushlogin mode 0100644\n\
+        sif .hushlogin uid 0\n\
+        sif .hushlogin gid 0\n";
+    let config_file = dir.join("gitconfig");
+    std::fs::write(&config_file, gitconfig).map_err(io_at("write", &config_file))?;
     std::fs::write(&key_file, authorized_key).map_err(io_at("write", &key_file))?;
     std::fs::write(&script, commands).map_err(io_at("write", &script))?;
     let result = run(
@@ -264,7 +313,55 @@ pub fn make_work(
         "install authorized_keys on the work disk",
     );
     remove_temp(&key_file);
+    remove_temp(&config_file);
     remove_temp(&script);
+    result
+}
+
+/// Writes an empty workspace disk of `size_bytes` (sparse), for a VM born
+/// with a workspace: its fstab mounts it, and the first prepare, before
+/// the first boot, replaces it with one holding the checkout.
+pub fn make_repo(
+    runner: &Arc<dyn Runner>,
+    disks: &DiskFiles,
+    size_bytes: u64,
+    log: &Path,
+) -> Result<(), DiskError> {
+    run(
+        runner,
+        &ext4::mkfs_empty(&disks.repo, size_bytes, REPO_LABEL),
+        log,
+        "make the workspace disk",
+    )
+}
+
+/// Writes the workspace disk from `tar` (a checkout the CLI packed and
+/// [`banger_artifacts::tarscan::scan`] passed): its content plus
+/// `free_bytes` free, sparse. Built beside the old disk and renamed over
+/// it, so a failure leaves the old one.
+pub fn fill_repo(
+    runner: &Arc<dyn Runner>,
+    disks: &DiskFiles,
+    tar: &Path,
+    (content, entries, free_bytes): (u64, u64, u64),
+    log: &Path,
+) -> Result<(), DiskError> {
+    let size = ext4::size_for(content, entries, free_bytes >> 20);
+    let next = disks.repo.with_extension("ext4.next");
+    let result = run(
+        runner,
+        &ext4::mkfs_from_tar(tar, &next, size, REPO_LABEL),
+        log,
+        "write the workspace disk",
+    )
+    .and_then(|()| {
+        std::fs::rename(&next, &disks.repo)
+            .map_err(io_at("replace", &disks.repo))
+            .map_err(DiskError::from)
+    });
+    if result.is_err() {
+        remove_temp(&next);
+    }
     result
 }
 
@@ -311,6 +408,43 @@ mod tests {
     }
 
     #[test]
+    fn a_workspace_disk_is_mounted_at_the_workspace_path_only_when_made() {
+        let fstab = &overlay_files_with(&[], Some("/root/repo"))["upper/etc/fstab"].1;
+        assert!(
+            fstab
+                .contains("LABEL=banger-repo\t/root/repo\text4\tdefaults,x-systemd.growfs\t0\t0\n"),
+            "{fstab}"
+        );
+        assert!(
+            !overlay_files(&[])["upper/etc/fstab"]
+                .1
+                .contains("banger-repo")
+        );
+    }
+
+    #[test]
+    fn the_gitconfig_says_what_it_was_given_to_git_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gitconfig");
+        let name = r#"Dev "The \ Slash" O'Neil ünï"#;
+        std::fs::write(&file, gitconfig(Some(name), Some("dev@example.com"))).unwrap();
+        let get = |key: &str| {
+            let out = Cmd::new("git")
+                .args(["config", "--file"])
+                .arg(&file)
+                .arg(key)
+                .to_command()
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
+        };
+        assert_eq!(get("user.name"), name);
+        assert_eq!(get("user.email"), "dev@example.com");
+        assert_eq!(get("core.checkStat"), "minimal");
+        assert!(!gitconfig(None, None).contains("[user]"));
+    }
+
+    #[test]
     fn the_guest_grows_its_work_file_system_itself() {
         let files = overlay_files(&[]);
         let fstab = &files["upper/etc/fstab"].1;
@@ -323,11 +457,19 @@ mod tests {
     fn overlay_files(
         nameservers: &[Ipv4Addr],
     ) -> std::collections::BTreeMap<String, (u32, String)> {
+        overlay_files_with(nameservers, None)
+    }
+
+    fn overlay_files_with(
+        nameservers: &[Ipv4Addr],
+        workspace: Option<&str>,
+    ) -> std::collections::BTreeMap<String, (u32, String)> {
         let tar = overlay_tar(&GuestSettings {
             name: "web",
             ip: Ipv4Addr::new(10, 77, 0, 9),
             host_key: (b"PRIVATE", b"ssh-ed25519 PUB web"),
             nameservers,
+            workspace,
         })
         .unwrap();
         let mut archive = tar::Archive::new(&tar[..]);

@@ -188,11 +188,21 @@ impl Kit {
     }
 }
 
-/// A runner that expects only `ssh` (the stop's poweroff) and answers as
-/// `ssh` says; a guest that powers off stops every `vmms`.
+/// A runner that expects only `ssh` (the stop's poweroff), answered as
+/// `ssh` says (a guest that powers off stops every `vmms`), and `mke2fs`
+/// (a workspace disk), which writes its output file with the tar's name.
 fn ssh_runner(calls: &Calls, vmms: [Arc<FakeVmm>; 2], ssh: Arc<Mutex<Ssh>>) -> Arc<dyn Runner> {
     Arc::new(FakeRunner::new(calls, move |cmd| {
-        assert_eq!(cmd.program, Path::new("ssh"), "only ssh is expected");
+        if cmd.program == Path::new("mke2fs") {
+            let n = cmd.args.len();
+            std::fs::write(&cmd.args[n - 2], format!("ext4 of {:?}", cmd.args[n - 3])).unwrap();
+            return Ok(());
+        }
+        assert_eq!(
+            cmd.program,
+            Path::new("ssh"),
+            "only ssh and mke2fs are expected"
+        );
         match *ssh.lock().unwrap() {
             Ssh::PowersOff => {
                 for vmm in &vmms {

@@ -130,6 +130,19 @@ fn run_carries(env: &Env) {
     ]);
     assert_eq!(code(&out), Some(3), "{}", stderr(&out));
     assert_eq!(text(&out), "try-it\necho hello\n");
+
+    // Kept, a VM from `vm run PATH` has its workspace on a disk of its
+    // own, written before it booted; a later prepare swaps the tree inside
+    // that mount, and the tree survives a restart.
+    env.ok(&["vm", "run", "--name", "laid", top_s, "--", "true"]);
+    let out = env.banger(&["vm", "exec", "laid", "--", "mountpoint", "-q", "/root/repo"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    write(&top.join("notes.md"), b"changed on the host\n");
+    env.ok(&["vm", "workspace", "prepare", "laid", top_s]);
+    assert_eq!(guest_hashes(env, "laid"), host_hashes(&top));
+    env.ok(&["vm", "restart", "laid"]);
+    assert_eq!(guest_hashes(env, "laid"), host_hashes(&top));
+    env.ok(&["vm", "delete", "-f", "laid"]);
     assert_eq!(leftovers(env), Leftovers::none());
 
     let plain = env.path("plain");

@@ -49,7 +49,18 @@ impl Vms {
             None => ArtifactName::new(DEFAULT_IMAGE)?,
         };
         let size = Size::checked(req.vcpus, req.memory_mib, req.disk_bytes, None)?;
-        size.check_room(&self.room()?, size.disk_bytes, 0)?;
+        // A workspace disk is sparse like the work disk, and as large.
+        let disks = if req.workspace_disk { 2 } else { 1 };
+        size.check_room(&self.room()?, size.disk_bytes * disks, 0)?;
+        for (what, v) in [("git_name", &req.git_name), ("git_email", &req.git_email)] {
+            if let Some(v) = v
+                && (v.len() > 1024 || v.chars().any(char::is_control))
+            {
+                return Err(VmError::Invalid(format!(
+                    "{what}: at most 1024 bytes, no control characters"
+                )));
+            }
+        }
         if self.db.list_vms()?.iter().any(|v| v.name == name) {
             return Err(VmError::NameTaken(name));
         }
@@ -64,6 +75,11 @@ impl Vms {
                 size,
                 nat: req.nat,
                 start: !req.no_start,
+                home: Home {
+                    workspace_disk: req.workspace_disk,
+                    git_name: req.git_name,
+                    git_email: req.git_email,
+                },
             };
             match this.create_work(&h, &spec) {
                 Ok(message) => h.succeed(message),
@@ -107,7 +123,7 @@ impl Vms {
             });
         }
         stage(3, "writing the VM's disks");
-        self.prepare(&record)?;
+        self.prepare(&record, &spec.home)?;
         // From here the VM exists: a failed start leaves it, in state error.
         undo.commit();
         if !spec.start {
@@ -162,20 +178,20 @@ impl Vms {
     }
 
     /// Writes the VM directory: host key, overlay, work disk, known_hosts.
-    pub(super) fn prepare(&self, vm: &VmRecord) -> Result<(), VmError> {
+    pub(super) fn prepare(&self, vm: &VmRecord, home: &Home) -> Result<(), VmError> {
         let dir = self.dir(&vm.id);
         let marker = dir.creating();
         std::fs::create_dir_all(dir.path())
             .map_err(io_at("create", dir.path()))
             .and_then(|()| std::fs::write(&marker, b"").map_err(io_at("write", &marker)))
             .map_err(|e| failed_by(&e))?;
-        self.write_disks(vm, &dir)?;
+        self.write_disks(vm, &dir, home)?;
         std::fs::remove_file(&marker)
             .map_err(io_at("remove", &marker))
             .map_err(|e| failed_by(&e))
     }
 
-    fn write_disks(&self, vm: &VmRecord, dir: &VmDir) -> Result<(), VmError> {
+    fn write_disks(&self, vm: &VmRecord, dir: &VmDir, home: &Home) -> Result<(), VmError> {
         self.art_store
             .pin_rootfs(&vm.image, &vm.id)
             .map_err(|e| failed_by(&e))?;
@@ -205,6 +221,9 @@ impl Vms {
             ip,
             host_key: (&private, &public),
             nameservers: &nameservers,
+            workspace: home
+                .workspace_disk
+                .then_some(self.settings.workspace_guest_path.as_str()),
         };
         disks::make_overlay(&self.runner, &disks, &settings, &log).map_err(|e| failed_by(&e))?;
         let seed = self
@@ -212,15 +231,20 @@ impl Vms {
             .dir(Kind::Image, &vm.image)
             .join(banger_artifacts::image::WORK_SEED);
         let authorized = self.ssh.public_key().map_err(|e| failed_by(&e))?;
+        let gitconfig = disks::gitconfig(home.git_name.as_deref(), home.git_email.as_deref());
         disks::make_work(
             &self.runner,
             &seed,
             &disks,
             vm.disk_bytes,
-            &authorized,
+            (&authorized, &gitconfig),
             &log,
         )
         .map_err(|e| failed_by(&e))?;
+        if home.workspace_disk {
+            disks::make_repo(&self.runner, &disks, vm.disk_bytes, &log)
+                .map_err(|e| failed_by(&e))?;
+        }
         self.ssh
             .pin(&vm.id, &vm.name, ip, &String::from_utf8_lossy(&public))
             .map_err(|e| failed_by(&e))
@@ -256,6 +280,17 @@ pub(super) struct Spec {
     size: Size,
     nat: bool,
     start: bool,
+    home: Home,
+}
+
+/// What a create puts under `/root` besides banger's key.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Home {
+    /// A workspace disk, mounted at the workspace path.
+    pub(super) workspace_disk: bool,
+    /// git identity for `/root/.gitconfig`.
+    pub(super) git_name: Option<String>,
+    pub(super) git_email: Option<String>,
 }
 
 fn generated_name() -> VmName {

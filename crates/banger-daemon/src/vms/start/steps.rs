@@ -131,11 +131,19 @@ impl Vms {
             kernel: inputs.kernel.clone(),
             initramfs,
             cmdline: format!("{} {net}", BootPlan::by_labels().cmdline()),
-            disks: vec![
-                disk("base", inputs.rootfs.clone(), true),
-                disk("overlay", disks.overlay, false),
-                disk("work", disks.work, false),
-            ],
+            disks: {
+                let mut all = vec![
+                    disk("base", inputs.rootfs.clone(), true),
+                    disk("overlay", disks.overlay, false),
+                    disk("work", disks.work, false),
+                ];
+                // Made at create for a VM born with a workspace, whose
+                // fstab mounts it.
+                if disks.repo.exists() {
+                    all.push(disk("repo", disks.repo, false));
+                }
+                all
+            },
             nic: Some(Nic {
                 tap: vm.tap.clone(),
                 mac: mac_for(&vm.id),

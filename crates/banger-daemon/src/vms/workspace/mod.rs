@@ -10,6 +10,7 @@
 //! (the session just ends with the VM).
 
 pub mod guest;
+mod lay;
 mod scripts;
 
 use std::io::Read;
@@ -69,6 +70,10 @@ impl Vms {
         let vm = self.resolve_exact(reference)?;
         let ws_lock = self.workspace_lock(&vm.id);
         let _one = lock(&ws_lock);
+        let vm = self.reload(&vm.id)?;
+        if self.lays_in(&vm, query) {
+            return self.lay_in(&vm, query, tar);
+        }
         let vm = self.ready_for_workspace(&vm)?;
         let guest_path = self.settings.workspace_guest_path.clone();
         let opt = |v: &Option<String>| v.clone().unwrap_or_default();
@@ -83,6 +88,16 @@ impl Vms {
         self.guest
             .run(&self.target(&vm), &session, tar)
             .map_err(|e| guest_failed(&vm.name, "prepare the workspace", e))?;
+        self.record_workspace(vm, query, guest_path)
+    }
+
+    /// Records the workspace `query` describes, now at `guest_path`.
+    fn record_workspace(
+        &self,
+        vm: VmRecord,
+        query: &PrepareWorkspaceQuery,
+        guest_path: String,
+    ) -> Result<Vm, VmError> {
         let ws = Workspace {
             host_path: query.host_path.clone(),
             guest_path,

@@ -17,7 +17,12 @@
 pub const PREPARE: &str = r#"set -eu
 exec 1>&2
 dest=$1 checkout=$2 branch=$3 name=$4 email=$5
-new=$dest.banger-new old=$dest.banger-old
+if mountpoint -q "$dest" 2>/dev/null; then
+    # A workspace disk of its own: built inside it, contents swapped.
+    new=$dest/.banger-new old=$dest/.banger-old
+else
+    new=$dest.banger-new old=$dest.banger-old
+fi
 rm -rf "$new" "$old"
 mkdir -p "$new"
 trap 'rm -rf "$new"' EXIT
@@ -37,16 +42,31 @@ g() { git -c core.hooksPath=/dev/null "$@"; }
 if [ -n "$checkout" ]; then g checkout -q -f --detach "$checkout"; fi
 if [ -n "$branch" ]; then g checkout -q -b "$branch"; fi
 g update-index -q --refresh >/dev/null 2>&1 || true
-scratch=$(mktemp -d)
-trap 'rm -rf "$new" "$scratch"' EXIT
-if [ -f .git/index ]; then cp .git/index "$scratch/index"; fi
-GIT_INDEX_FILE=$scratch/index g add -A
-tree=$(GIT_INDEX_FILE=$scratch/index g write-tree)
-base=$(GIT_AUTHOR_NAME=banger GIT_AUTHOR_EMAIL=banger@localhost GIT_COMMITTER_NAME=banger GIT_COMMITTER_EMAIL=banger@localhost g commit-tree -m "banger: the workspace as prepared" "$tree")
-g update-ref refs/banger/prepared "$base"
+# The host sends the base with a work tree; a --from checkout makes its own.
+if [ -n "$checkout" ] || ! g rev-parse -q --verify refs/banger/prepared >/dev/null; then
+    scratch=$(mktemp -d)
+    trap 'rm -rf "$new" "$scratch"' EXIT
+    if [ -f .git/index ]; then cp .git/index "$scratch/index"; fi
+    GIT_INDEX_FILE=$scratch/index g add -A
+    tree=$(GIT_INDEX_FILE=$scratch/index g write-tree)
+    base=$(GIT_AUTHOR_NAME=banger GIT_AUTHOR_EMAIL=banger@localhost GIT_COMMITTER_NAME=banger GIT_COMMITTER_EMAIL=banger@localhost g commit-tree -m "banger: the workspace as prepared" "$tree")
+    g update-ref refs/banger/prepared "$base"
+fi
 cd /
-if [ -e "$dest" ]; then mv "$dest" "$old"; fi
-mv "$new" "$dest"
+if [ "$new" = "$dest/.banger-new" ]; then
+    mkdir "$old"
+    for f in "$dest"/* "$dest"/.[!.]* "$dest"/..?*; do
+        case $f in "$new"|"$old"|"$dest/lost+found") continue ;; esac
+        if [ -e "$f" ] || [ -L "$f" ]; then mv -- "$f" "$old/"; fi
+    done
+    for f in "$new"/* "$new"/.[!.]* "$new"/..?*; do
+        if [ -e "$f" ] || [ -L "$f" ]; then mv -- "$f" "$dest/"; fi
+    done
+    rmdir "$new"
+else
+    if [ -e "$dest" ]; then mv "$dest" "$old"; fi
+    mv "$new" "$dest"
+fi
 rm -rf "$old"
 cd "$dest"
 if command -v mise >/dev/null 2>&1; then mise trust --quiet --all >/dev/null 2>&1 || true; fi

@@ -279,3 +279,97 @@ fn the_prepare_script_checks_the_end_marker_the_cli_sends() {
     assert!(scripts::PREPARE.contains(&format!("[ ! -e \"$new/{marker}\" ]")));
     assert!(scripts::PREPARE.contains(&format!("rm -f \"$new/{marker}\"")));
 }
+
+/// A checkout's tar as the CLI sends it, ending with the marker unless
+/// `cut`; `extra` is one more entry's name.
+fn workspace_tar(extra: &str, cut: bool) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut names = vec![".git/HEAD", "src/main.rs", extra];
+    if !cut {
+        names.push(banger_api::workspace::END_MARKER);
+    }
+    for name in names {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        if name == banger_api::workspace::END_MARKER {
+            h.set_size(0);
+            b.append_data(&mut h, name, std::io::empty()).unwrap();
+        } else {
+            // `append_data` refuses `..`; a hostile client would not.
+            h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_cksum();
+            b.append(&h, &b"abc"[..]).unwrap();
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn a_vm_born_with_a_workspace_disk_gets_the_checkout_before_its_first_boot() {
+    let (k, guest) = with_guest(kit(""), FakeGuest::default());
+    k.set_state(&k.vm.id, banger_api::VmState::Created);
+    let repo = k.vms.dir(&k.vm.id).disks().repo;
+    std::fs::write(&repo, b"empty ext4").unwrap();
+    k.take_calls();
+
+    let cut = k
+        .vms
+        .prepare_workspace("web", &query(), &mut &workspace_tar("README", true)[..])
+        .unwrap_err();
+    assert!(cut.to_string().contains("ended early"), "{cut}");
+    let hostile = k
+        .vms
+        .prepare_workspace("web", &query(), &mut &workspace_tar("../escape", false)[..])
+        .unwrap_err();
+    assert!(matches!(hostile, VmError::Invalid(_)), "{hostile}");
+    assert!(hostile.to_string().contains("../escape"), "{hostile}");
+    assert_eq!(
+        std::fs::read(&repo).unwrap(),
+        b"empty ext4",
+        "a refused stream changes nothing"
+    );
+    assert_eq!(k.vms.get("web").unwrap().workspace, None);
+
+    let lifecycle = k.vms.vm_lock(&k.vm.id);
+    let held = lifecycle.lock().unwrap();
+    let busy = k
+        .vms
+        .prepare_workspace("web", &query(), &mut &workspace_tar("README", false)[..])
+        .unwrap_err();
+    assert!(matches!(busy, VmError::Busy(_)), "{busy}");
+    drop(held);
+
+    let vm = k
+        .vms
+        .prepare_workspace("web", &query(), &mut &workspace_tar("README", false)[..])
+        .unwrap();
+    assert_eq!(vm.workspace.unwrap().guest_path, "/root/repo");
+    assert!(
+        String::from_utf8(std::fs::read(&repo).unwrap())
+            .unwrap()
+            .starts_with("ext4 of")
+    );
+    let calls = k.take_calls();
+    assert_eq!(
+        calls.iter().filter(|c| c.contains("mke2fs")).count(),
+        1,
+        "{calls:?}"
+    );
+    assert!(guest.seen.lock().unwrap().is_empty(), "no guest session");
+    let dir = k.vms.dir(&k.vm.id);
+    assert!(!dir.path().join("workspace.tar").exists());
+    assert!(!repo.with_extension("ext4.next").exists());
+
+    // --from needs git in the guest: not laid in, so refused until it runs.
+    let q = PrepareWorkspaceQuery {
+        checkout: Some("d".repeat(40)),
+        ..query()
+    };
+    let err = k
+        .vms
+        .prepare_workspace("web", &q, &mut &b""[..])
+        .unwrap_err();
+    assert!(matches!(err, VmError::NotRunning { .. }), "{err}");
+}
