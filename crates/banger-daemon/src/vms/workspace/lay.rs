@@ -9,7 +9,6 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::TryLockError;
 
 use banger_api::workspace::END_MARKER;
 use banger_api::{PrepareWorkspaceQuery, Vm, VmState};
@@ -38,21 +37,15 @@ impl Vms {
         query: &PrepareWorkspaceQuery,
         tar: &mut dyn Read,
     ) -> Result<Vm, VmError> {
-        let lifecycle = self.vm_lock(&vm.id);
-        let _held = match lifecycle.try_lock() {
-            Ok(guard) => guard,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return Err(VmError::Busy(vm.name.clone())),
-        };
-        let vm = self.reload(&vm.id)?;
-        if vm.state != VmState::Created || self.handles(&vm.id).is_some() {
-            return Err(VmError::Busy(vm.name));
-        }
-        let dir = self.dir(&vm.id);
-        let path = dir.path().join("workspace.tar");
-        let result = self.build_disk(&vm, &path, tar);
-        remove_temp(&path);
-        result?;
+        let vm = self.unless_busy(vm, |vm| {
+            if vm.state != VmState::Created || self.handles(&vm.id).is_some() {
+                return Err(VmError::Busy(vm.name));
+            }
+            let path = self.dir(&vm.id).path().join("workspace.tar");
+            let result = self.build_disk(&vm, &path, tar);
+            remove_temp(&path);
+            result.map(|()| vm)
+        })?;
         self.record_workspace(vm, query, self.settings.workspace_guest_path.clone())
     }
 

@@ -45,17 +45,29 @@ impl Vms {
     /// The VM `vm` if it runs and no lifecycle step (a start, stop or
     /// delete) is under way on it.
     fn ready_for_workspace(&self, vm: &VmRecord) -> Result<VmRecord, VmError> {
+        self.unless_busy(vm, |vm| {
+            if self.handles(&vm.id).is_none() {
+                return Err(not_running(&vm));
+            }
+            Ok(vm)
+        })
+    }
+
+    /// Runs `work` on `vm`'s row re-read under its lifecycle lock, taken
+    /// only if free: a start, stop or delete under way is a 409, never a
+    /// wait.
+    fn unless_busy<T>(
+        &self,
+        vm: &VmRecord,
+        work: impl FnOnce(VmRecord) -> Result<T, VmError>,
+    ) -> Result<T, VmError> {
         let lifecycle = self.vm_lock(&vm.id);
-        let _quiet = match lifecycle.try_lock() {
+        let _held = match lifecycle.try_lock() {
             Ok(guard) => guard,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
             Err(TryLockError::WouldBlock) => return Err(VmError::Busy(vm.name.clone())),
         };
-        let vm = self.reload(&vm.id)?;
-        if self.handles(&vm.id).is_none() {
-            return Err(not_running(&vm));
-        }
-        Ok(vm)
+        work(self.reload(&vm.id)?)
     }
 
     /// Replaces the running VM `reference`'s workspace with the checkout
