@@ -45,7 +45,19 @@ impl Base {
             std::fs::copy(&host_index, &index).map_err(io(&host_index))?;
         }
         let host_objects = repo.top().join(".git/objects");
-        let env: [(&str, &OsStr); 7] = [
+        // Hashed as the guest will hash: without the user's global and
+        // system config and attributes (autocrlf, LFS filters), which
+        // the guest does not have. An empty HOME for gits older than
+        // GIT_CONFIG_GLOBAL.
+        let empty = scratch.path().join("empty");
+        std::fs::create_dir(&empty).map_err(io(&empty))?;
+        let no_config = scratch.path().join("no-config");
+        std::fs::write(&no_config, b"").map_err(io(&no_config))?;
+        let env: [(&str, &OsStr); 11] = [
+            ("GIT_CONFIG_NOSYSTEM", OsStr::new("1")),
+            ("GIT_CONFIG_GLOBAL", no_config.as_os_str()),
+            ("HOME", empty.as_os_str()),
+            ("XDG_CONFIG_HOME", empty.as_os_str()),
             ("GIT_INDEX_FILE", index.as_os_str()),
             ("GIT_OBJECT_DIRECTORY", objects.as_os_str()),
             ("GIT_ALTERNATE_OBJECT_DIRECTORIES", host_objects.as_os_str()),
@@ -60,6 +72,9 @@ impl Base {
                 OsStr::new("core.fsmonitor=false"),
                 OsStr::new("-c"),
                 OsStr::new("core.hooksPath=/dev/null"),
+                // A split index would leave a sharedindex file in .git.
+                OsStr::new("-c"),
+                OsStr::new("core.splitIndex=false"),
             ];
             all.extend(args.iter().map(OsStr::new));
             let out = run_git_with(repo.top(), &env, &all)?;

@@ -82,11 +82,14 @@ pub struct Packed {
 }
 
 /// Writes `contents` of `repo` (as `snapshot` lists them) to `out` as one
-/// tar stream with paths relative to the top.
+/// tar stream with paths relative to the top. A work tree goes with its
+/// `base` ([`Base::of`], built before the stream starts: the receiver
+/// waits on no hashing).
 pub fn pack(
     repo: &Repo,
     snapshot: &Snapshot,
     contents: Contents,
+    base: Option<&Base>,
     out: impl Write,
 ) -> Result<Packed, RepoError> {
     let mut packer = Packer {
@@ -101,14 +104,15 @@ pub fn pack(
     packer.tree(Path::new(".git"))?;
     packer.config = None;
     if contents == Contents::WorkTree {
-        // A file that changes between this and its packing is carried
+        // A file that changes between the base and its packing is carried
         // changed, and an export shows that change too.
-        let base = Base::of(repo)?;
-        packer.objects(&base.objects(), Path::new(".git/objects"))?;
-        packer.bytes(
-            Path::new(".git").join(PREPARED_REF).as_path(),
-            format!("{}\n", base.commit).as_bytes(),
-        )?;
+        if let Some(base) = base {
+            packer.objects(&base.objects(), Path::new(".git/objects"))?;
+            packer.bytes(
+                Path::new(".git").join(PREPARED_REF).as_path(),
+                format!("{}\n", base.commit).as_bytes(),
+            )?;
+        }
         for rel in &snapshot.files {
             // A nested repository's `.git` directory goes whole.
             packer.tree(rel)?;

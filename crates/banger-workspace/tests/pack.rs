@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use banger_workspace::{Contents, Repo, RepoError, Snapshot, pack};
+use banger_workspace::{Base, Contents, Repo, RepoError, Snapshot, pack};
 
 fn git(dir: &Path, args: &[&str]) {
     let out = Command::new("git")
@@ -84,7 +84,16 @@ fn packed(top: &Path, contents: Contents) -> BTreeMap<Vec<u8>, (tar::EntryType, 
     let repo = Repo::open(top).unwrap();
     let snap = Snapshot::take(&repo).unwrap();
     let mut out = Vec::new();
-    pack(&repo, &snap, contents, &mut out).unwrap();
+    pack(
+        &repo,
+        &snap,
+        contents,
+        (contents == Contents::WorkTree)
+            .then(|| Base::of(&repo).unwrap())
+            .as_ref(),
+        &mut out,
+    )
+    .unwrap();
     entries(&out)
 }
 
@@ -263,7 +272,14 @@ fn a_big_file_is_streamed_not_held() {
     drop(big);
     let repo = Repo::open(&top).unwrap();
     let snap = Snapshot::take(&repo).unwrap();
-    let done = pack(&repo, &snap, Contents::WorkTree, std::io::sink()).unwrap();
+    let done = pack(
+        &repo,
+        &snap,
+        Contents::WorkTree,
+        Some(&Base::of(&repo).unwrap()),
+        std::io::sink(),
+    )
+    .unwrap();
     assert!(done.bytes >= 2 << 30);
     // SAFETY: getrusage fills the struct it is given.
     let usage = unsafe {
@@ -327,7 +343,14 @@ fn credentials_stay_on_the_host_and_the_stream_ends_with_its_marker() {
     let repo = Repo::open(&top).unwrap();
     let snap = Snapshot::take(&repo).unwrap();
     let mut out = Vec::new();
-    pack(&repo, &snap, Contents::WorkTree, &mut out).unwrap();
+    pack(
+        &repo,
+        &snap,
+        Contents::WorkTree,
+        Some(&Base::of(&repo).unwrap()),
+        &mut out,
+    )
+    .unwrap();
     let mut archive = tar::Archive::new(&out[..]);
     let last: Vec<u8> = archive
         .entries()
@@ -373,15 +396,28 @@ fn a_nested_clone_goes_with_its_git_and_borrowed_objects_are_refused() {
 fn the_base_a_guest_exports_against_matches_the_carried_tree() {
     let (tmp, top) = checkout();
     let repo = Repo::open(&top).unwrap();
-    let before = std::fs::read_dir(top.join(".git/objects")).unwrap().count();
+    // Every file under .git, with its length: none may be added or changed.
+    let git_files = |top: &Path| {
+        let out = Command::new("find")
+            .arg(top.join(".git"))
+            .args(["-type", "f", "-printf", "%P %s\n"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let before = git_files(&top);
     let snap = Snapshot::take(&repo).unwrap();
     let mut out = Vec::new();
-    pack(&repo, &snap, Contents::WorkTree, &mut out).unwrap();
+    pack(
+        &repo,
+        &snap,
+        Contents::WorkTree,
+        Some(&Base::of(&repo).unwrap()),
+        &mut out,
+    )
+    .unwrap();
     // The host's repository gained nothing.
-    assert_eq!(
-        std::fs::read_dir(top.join(".git/objects")).unwrap().count(),
-        before
-    );
+    assert_eq!(git_files(&top), before);
     let guest = tmp.path().join("guest");
     std::fs::create_dir(&guest).unwrap();
     tar::Archive::new(&out[..]).unpack(&guest).unwrap();
@@ -428,10 +464,12 @@ fn mke2fs_builds_a_disk_from_the_pack() {
     let repo = Repo::open(&top).unwrap();
     let snap = Snapshot::take(&repo).unwrap();
     let tar = tmp.path().join("ws.tar");
+    let base = Base::of(&repo).unwrap();
     pack(
         &repo,
         &snap,
         Contents::WorkTree,
+        Some(&base),
         std::fs::File::create(&tar).unwrap(),
     )
     .unwrap();
@@ -448,12 +486,27 @@ fn mke2fs_builds_a_disk_from_the_pack() {
         "mke2fs: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let listing = Command::new("debugfs")
-        .args(["-R", "ls -p /src"])
-        .arg(&disk)
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&listing.stdout).contains("main.c"));
+    let debugfs = |request: &str| {
+        let out = Command::new("debugfs")
+            .args(["-R", request])
+            .arg(&disk)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(debugfs("ls -p /src").contains("/main.c/"));
+    let top_level = debugfs("ls -p /");
+    for name in ["/-leading-dash/", "/escape/", "/.git/", "/notes.md/"] {
+        assert!(top_level.contains(name), "{name} in {top_level}");
+    }
+    let link = debugfs("stat /escape");
+    assert!(link.contains("Type: symlink"), "{link}");
+    assert!(link.contains("Fast link dest: \"/etc/hostname\""), "{link}");
+    assert_eq!(
+        debugfs(&format!("cat /deep/{}/file", "d".repeat(120))),
+        "long\n"
+    );
+    assert!(debugfs("ls -p /.git/refs/banger").contains("/prepared/"));
 }
 
 #[test]

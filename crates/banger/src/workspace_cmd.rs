@@ -77,13 +77,22 @@ pub async fn prepare(client: &Client, vm: &str, checkout: &Checkout) -> anyhow::
     } else {
         Contents::WorkTree
     };
+    // The base is hashed before the request opens: a big untracked file
+    // must not stall the stream the daemon is waiting on.
+    let base = match contents {
+        Contents::WorkTree => {
+            let repo = repo.clone();
+            Some(tokio::task::spawn_blocking(move || banger_workspace::Base::of(&repo)).await??)
+        }
+        Contents::GitOnly => None,
+    };
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let packer = tokio::task::spawn_blocking(move || {
         let mut out = ChunkWriter {
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK),
         };
-        let packed = banger_workspace::pack(&repo, &snapshot, contents, &mut out);
+        let packed = banger_workspace::pack(&repo, &snapshot, contents, base.as_ref(), &mut out);
         if let Err(e) = &packed {
             // The request fails rather than ending as if whole.
             let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
@@ -202,7 +211,7 @@ pub fn in_workspace(guest_path: &str, command: &[String]) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     format!(
-        "cd {dir} && if command -v mise >/dev/null 2>&1; then exec mise exec -- {words}; else exec {words}; fi"
+        "cd {dir} && if command -v mise >/dev/null 2>&1; then mise trust --quiet --all >/dev/null 2>&1; exec mise exec -- {words}; else exec {words}; fi"
     )
 }
 
@@ -267,7 +276,7 @@ mod tests {
         let cmd = in_workspace("/root/repo", &["sh".into(), "-c".into(), "exit 7".into()]);
         assert_eq!(
             cmd,
-            "cd /root/repo && if command -v mise >/dev/null 2>&1; then exec mise exec -- sh -c 'exit 7'; else exec sh -c 'exit 7'; fi"
+            "cd /root/repo && if command -v mise >/dev/null 2>&1; then mise trust --quiet --all >/dev/null 2>&1; exec mise exec -- sh -c 'exit 7'; else exec sh -c 'exit 7'; fi"
         );
         // What a shell without mise makes of it (in a directory that exists).
         let here = in_workspace("/", &["sh".into(), "-c".into(), "pwd; exit 7".into()]);

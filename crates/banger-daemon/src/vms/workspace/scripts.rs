@@ -17,7 +17,7 @@
 pub const PREPARE: &str = r#"set -eu
 exec 1>&2
 dest=$1 checkout=$2 branch=$3 name=$4 email=$5
-if mountpoint -q "$dest" 2>/dev/null; then
+if [ -d "$dest" ] && [ "$(stat -c %d "$dest")" != "$(stat -c %d "$dest/..")" ]; then
     # A workspace disk of its own: built inside it, contents swapped.
     new=$dest/.banger-new old=$dest/.banger-old
 else
