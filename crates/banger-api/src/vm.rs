@@ -159,11 +159,15 @@ pub struct CreateVmRequest {
     /// PATH` does.
     #[serde(default)]
     pub workspace_disk: bool,
-    /// git `user.name` for the guest's `/root/.gitconfig`.
+    /// git `user.name` for the guest's `/root/.gitconfig`: at most 1024
+    /// characters, no control characters.
     #[serde(default)]
+    #[schema(max_length = 1024, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub git_name: Option<String>,
-    /// git `user.email` for the guest's `/root/.gitconfig`.
+    /// git `user.email` for the guest's `/root/.gitconfig`: at most 1024
+    /// characters, no control characters.
     #[serde(default)]
+    #[schema(max_length = 1024, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub git_email: Option<String>,
 }
 

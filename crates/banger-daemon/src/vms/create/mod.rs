@@ -54,10 +54,10 @@ impl Vms {
         size.check_room(&self.room()?, size.disk_bytes * disks, 0)?;
         for (what, v) in [("git_name", &req.git_name), ("git_email", &req.git_email)] {
             if let Some(v) = v
-                && (v.len() > 1024 || v.chars().any(char::is_control))
+                && (v.chars().count() > 1024 || v.chars().any(char::is_control))
             {
                 return Err(VmError::Invalid(format!(
-                    "{what}: at most 1024 bytes, no control characters"
+                    "{what}: at most 1024 characters, no control characters"
                 )));
             }
         }
