@@ -198,10 +198,11 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn vm(id: &str, name: &str, ip: &str) -> VmRecord {
+    /// A created VM row, for the store's tests.
+    pub(crate) fn vm(id: &str, name: &str, ip: &str) -> VmRecord {
         VmRecord {
             id: id.into(),
             name: VmName::new(name).unwrap(),

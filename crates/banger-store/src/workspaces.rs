@@ -78,9 +78,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::VmRecord;
-    use banger_api::VmState;
-    use banger_api::names::{ArtifactName, VmName};
 
     fn ws(path: &str) -> Workspace {
         Workspace {
@@ -103,22 +100,7 @@ mod tests {
             "no such vm"
         );
         store
-            .insert_vm(&VmRecord {
-                id: "a1".into(),
-                name: VmName::new("web").unwrap(),
-                state: VmState::Running,
-                image: ArtifactName::new("debian-bookworm").unwrap(),
-                kernel: ArtifactName::new("generic-6.1").unwrap(),
-                vcpus: 2,
-                memory_mib: 1024,
-                disk_bytes: 8 << 30,
-                nat: false,
-                ip: "10.0.0.2".parse().unwrap(),
-                tap: "bgta1".into(),
-                last_error: None,
-                created_at: "t".into(),
-                updated_at: "t".into(),
-            })
+            .insert_vm(&crate::vms::tests::vm("a1", "web", "10.0.0.2"))
             .unwrap();
         assert_eq!(store.get_workspace("a1").unwrap(), None);
         assert!(store.set_workspace("a1", &ws("/h/x")).unwrap());
