@@ -248,6 +248,10 @@ pub struct Operation {
     pub error: Option<ErrorBody>,
     /// Build output, named so a failure can be read in full.
     pub log: Option<String>,
+    /// Things skipped or odd along the way, one line each, in order (at
+    /// most 100).
+    #[serde(default)]
+    pub warnings: Vec<String>,
     /// Start (RFC 3339).
     pub started_at: String,
     /// End (RFC 3339), once ended.

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::file_sync::FileSync;
+
 /// Errors loading `config.toml`. A missing file is not an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -102,6 +104,8 @@ pub struct Config {
     /// workspace prepare` carry) lives in the guest: an absolute path
     /// under `/root` (the work disk, kept across stop and start).
     pub workspace_guest_path: String,
+    /// Host files and directories copied onto each new VM's work disk.
+    pub file_sync: Vec<FileSync>,
 }
 
 /// Which VMM runs guests.
@@ -156,6 +160,7 @@ impl Default for Config {
             image_max_unpacked_gib: 64,
             image_max_entries: 4_000_000,
             workspace_guest_path: "/root/repo".to_owned(),
+            file_sync: Vec::new(),
         }
     }
 }
@@ -207,6 +212,7 @@ impl Config {
         ("image_max_unpacked_gib", "64"),
         ("image_max_entries", "4000000"),
         ("workspace_guest_path", "\"/root/repo\""),
+        ("file_sync", "[]"),
     ];
 
     /// Loads `path`; a missing file gives the defaults.
@@ -263,6 +269,11 @@ impl Config {
         };
         check_guest_path(&self.workspace_guest_path)
             .map_err(|m| value("workspace_guest_path", m))?;
+        for (i, entry) in self.file_sync.iter().enumerate() {
+            entry
+                .check(&self.workspace_guest_path)
+                .map_err(|m| value(&format!("file_sync[{i}]"), m))?;
+        }
         banger_api::net::check_ifname("bridge", &self.bridge, "")
             .map_err(|e| value("bridge", e.to_string()))?;
         self.subnet()
@@ -442,6 +453,25 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn file_sync_entries_parse_and_a_bad_one_is_named_by_index() {
+        let text = "[[file_sync]]\nhost = \"~/.aws\"\nguest = \"/root/.aws\"\n\n[[file_sync]]\nhost = \"~/.npmrc\"\nguest = \"/root/.npmrc\"\nmode = \"0600\"\n";
+        let config = parse(text).unwrap().config;
+        assert_eq!(config.file_sync.len(), 2);
+        assert_eq!(config.file_sync[1].mode_bits(), Some(0o600));
+        let err = parse(&text.replace("/root/.npmrc", "/etc/npmrc"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`file_sync[1]`") && err.contains("guest must be"),
+            "{err}"
+        );
+        let err = parse("[[file_sync]]\nhost = \"~/.aws\"\ngest = \"/root/.aws\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("file_sync") && err.contains("gest"), "{err}");
     }
 
     #[test]

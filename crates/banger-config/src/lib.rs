@@ -7,7 +7,9 @@
 //! those directories.
 
 pub mod config;
+pub mod file_sync;
 pub mod layout;
 
 pub use config::{Accel, Config, ConfigError, LogLevel, VmmChoice, check_guest_path};
+pub use file_sync::FileSync;
 pub use layout::{Layout, LayoutError};

@@ -15,6 +15,9 @@ use banger_sys::Cancel;
 
 use crate::error::ApiError;
 
+/// Most warnings one operation keeps.
+const MAX_WARNINGS: usize = 100;
+
 /// Ended operations are forgotten after this long.
 const KEEP_ENDED: Duration = Duration::from_secs(3600);
 
@@ -56,6 +59,21 @@ impl OpHandle {
     /// Records where the build output goes.
     pub fn set_log(&self, log: &std::path::Path) {
         self.lock().log = Some(log.display().to_string());
+    }
+
+    /// Adds a warning the client shows as it follows the operation.
+    pub fn warn(&self, line: impl Into<String>) {
+        let line = line.into();
+        {
+            let mut op = self.lock();
+            tracing::warn!(op = %op.id, "{line}");
+            if op.warnings.len() < MAX_WARNINGS {
+                op.warnings.push(line);
+            } else if op.warnings.len() == MAX_WARNINGS {
+                op.warnings.push("(more warnings left out)".to_owned());
+            }
+        }
+        self.changed.notify_waiters();
     }
 
     /// Ends the operation successfully with `message`.
@@ -150,6 +168,7 @@ impl Operations {
                 target: target.to_owned(),
                 state: OperationState::Running,
                 stage: None,
+                warnings: Vec::new(),
                 message: None,
                 error: None,
                 log: None,

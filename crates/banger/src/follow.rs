@@ -42,8 +42,18 @@ pub async fn follow(client: &Client, mut op: Operation, mine: &str) -> anyhow::R
         bar
     });
     let mut shown = None;
+    let mut warned = 0;
     let mut cancelling = false;
     loop {
+        for line in op.warnings.iter().skip(warned) {
+            match &bar {
+                Some(bar) => bar.println(format!("warning: {line}")),
+                None => {
+                    let _ = writeln!(std::io::stderr(), "warning: {line}");
+                }
+            }
+        }
+        warned = warned.max(op.warnings.len());
         if let Some(stage) = &op.stage
             && shown.as_ref() != Some(stage)
         {

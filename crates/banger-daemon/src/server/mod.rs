@@ -113,6 +113,10 @@ impl DaemonOptions {
                 jailer: (!config.jailer_bin.is_empty()).then(|| PathBuf::from(&config.jailer_bin)),
                 init_bin: crate::vms::find_init_bin(),
                 workspace_guest_path: config.workspace_guest_path.clone(),
+                file_sync: config.file_sync.clone(),
+                owner_home: std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .filter(|h| h.is_absolute()),
             },
             vmm: None,
             net: None,

@@ -24,6 +24,7 @@ mod delete;
 mod dir;
 pub mod disks;
 mod error;
+mod file_sync;
 pub mod handles;
 mod host_facts;
 mod lookup;
@@ -89,6 +90,10 @@ pub struct VmSettings {
     pub init_bin: Option<PathBuf>,
     /// Where workspaces go in guests (checked by the config).
     pub workspace_guest_path: String,
+    /// `[[file_sync]]` entries, copied onto each new work disk.
+    pub file_sync: Vec<banger_config::FileSync>,
+    /// The owner's home, the only place file_sync may copy from.
+    pub owner_home: Option<PathBuf>,
 }
 
 /// The VM service.

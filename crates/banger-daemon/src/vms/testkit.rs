@@ -235,6 +235,8 @@ fn settings(init: &Path) -> VmSettings {
         jailer: None,
         init_bin: Some(init.to_owned()),
         workspace_guest_path: "/root/repo".into(),
+        file_sync: Vec::new(),
+        owner_home: None,
     }
 }
 

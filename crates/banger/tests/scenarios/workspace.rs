@@ -13,6 +13,7 @@ pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario::new("workspace-run-carries-the-checkout-as-seen", run_carries),
         Scenario::new("workspace-prepare-exec-export-round-trip", round_trip),
+        Scenario::new("file-sync-copies-home-files-and-refuses-escapes", file_sync),
     ]
 }
 
@@ -307,4 +308,73 @@ fn round_trip(env: &Env) {
     );
     env.ok(&["vm", "delete", "-f", "ws"]);
     assert_eq!(leftovers(env), Leftovers::none());
+}
+
+/// banger with `HOME` set to `home`, so the daemon it starts takes that
+/// as the owner's home.
+fn banger_at_home(env: &Env, home: &Path, args: &[&str]) -> std::process::Output {
+    env.command(&env.bin("banger"), args)
+        .env("HOME", home)
+        .output()
+        .unwrap()
+}
+
+/// `[[file_sync]]` copies a home directory and a file onto a new VM's
+/// work disk (modes kept or set, owned by root), skips a nested symlink
+/// and a missing entry with warnings, and refuses an entry that resolves
+/// outside the home before any VM exists.
+fn file_sync(env: &Env) {
+    use std::os::unix::fs::PermissionsExt;
+    let home = env.path("home");
+    write(&home.join(".aws/credentials"), b"secret\n");
+    std::fs::set_permissions(
+        home.join(".aws/credentials"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    write(&home.join(".aws/sub dir/x"), b"nested\n");
+    for (path, mode) in [(".aws", 0o755), (".aws/sub dir/x", 0o644)] {
+        std::fs::set_permissions(home.join(path), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    write(&home.join(".npmrc"), b"token\n");
+    std::os::unix::fs::symlink("/etc/hostname", home.join(".aws/leak")).unwrap();
+    std::os::unix::fs::symlink("/etc", home.join("escape")).unwrap();
+    let config = "[[file_sync]]\nhost = \"~/.aws\"\nguest = \"/root/.aws\"\n\n\
+        [[file_sync]]\nhost = \"~/.npmrc\"\nguest = \"/root/.config/npm/npmrc\"\nmode = \"0640\"\n\n\
+        [[file_sync]]\nhost = \"~/absent\"\nguest = \"/root/absent\"\n";
+    env.write_config(config);
+    let script = "cd /root && find .aws .config/npm | sort; stat -c '%a %U %n' .aws .aws/credentials '.aws/sub dir/x' .config/npm/npmrc; cat .aws/credentials .config/npm/npmrc; test -e absent || echo no-absent; wc -l < .ssh/authorized_keys";
+    let out = banger_at_home(env, &home, &["vm", "run", "--rm", "--", "sh", "-c", script]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        text(&out),
+        ".aws\n.aws/credentials\n.aws/sub dir\n.aws/sub dir/x\n.config/npm\n.config/npm/npmrc\n\
+         755 root .aws\n600 root .aws/credentials\n644 root .aws/sub dir/x\n640 root .config/npm/npmrc\n\
+         secret\ntoken\nno-absent\n1\n"
+    );
+    let said = stderr(&out);
+    assert!(
+        said.contains("warning: file_sync skipped symlink") && said.contains(".aws/leak"),
+        "{said}"
+    );
+    assert!(
+        said.contains("warning: file_sync[2] (host \"~/absent\"): does not exist; skipped"),
+        "{said}"
+    );
+
+    // An entry that resolves outside the home refuses the create.
+    env.write_config(&format!(
+        "{config}\n[[file_sync]]\nhost = \"~/escape\"\nguest = \"/root/etc\"\n"
+    ));
+    let out = banger_at_home(env, &home, &["daemon", "restart"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = banger_at_home(env, &home, &["vm", "run", "--rm", "--", "true"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains("file_sync[3] (host \"~/escape\"): resolves to /etc, which is not inside the owner's home"),
+        "{said}"
+    );
+    assert_eq!(leftovers(env), Leftovers::none());
+    assert_eq!(env.ok(&["vm", "list", "-o", "json"]).trim(), "[]");
 }

@@ -22,6 +22,7 @@ use banger_sys::io_at;
 
 use super::dir::VmDir;
 use super::disks::{self, GuestSettings};
+use super::file_sync;
 use super::undo::Undo;
 use super::{Vms, failed, failed_by, remove_temp, ssh};
 use crate::error::ApiError;
@@ -64,6 +65,13 @@ impl Vms {
         if self.db.list_vms()?.iter().any(|v| v.name == name) {
             return Err(VmError::NameTaken(name));
         }
+        // Checked again as the files are copied; refused here so a bad
+        // entry costs nothing.
+        file_sync::check(
+            &self.settings.file_sync,
+            self.settings.owner_home.as_deref(),
+        )
+        .map_err(VmError::Invalid)?;
         let handle = self.ops.begin(op_id, OperationKind::VmCreate, &name)?;
         let this = self.clone();
         let h = handle.clone();
@@ -123,7 +131,9 @@ impl Vms {
             });
         }
         stage(3, "writing the VM's disks");
-        self.prepare(&record, &spec.home)?;
+        for warning in self.prepare(&record, &spec.home)? {
+            op.warn(warning);
+        }
         // From here the VM exists: a failed start leaves it, in state error.
         undo.commit();
         if !spec.start {
@@ -178,20 +188,22 @@ impl Vms {
     }
 
     /// Writes the VM directory: host key, overlay, work disk, known_hosts.
-    pub(super) fn prepare(&self, vm: &VmRecord, home: &Home) -> Result<(), VmError> {
+    /// Returns what file_sync skipped.
+    pub(super) fn prepare(&self, vm: &VmRecord, home: &Home) -> Result<Vec<String>, VmError> {
         let dir = self.dir(&vm.id);
         let marker = dir.creating();
         std::fs::create_dir_all(dir.path())
             .map_err(io_at("create", dir.path()))
             .and_then(|()| std::fs::write(&marker, b"").map_err(io_at("write", &marker)))
             .map_err(|e| failed_by(&e))?;
-        self.write_disks(vm, &dir, home)?;
+        let warnings = self.write_disks(vm, &dir, home)?;
         std::fs::remove_file(&marker)
             .map_err(io_at("remove", &marker))
-            .map_err(|e| failed_by(&e))
+            .map_err(|e| failed_by(&e))?;
+        Ok(warnings)
     }
 
-    fn write_disks(&self, vm: &VmRecord, dir: &VmDir, home: &Home) -> Result<(), VmError> {
+    fn write_disks(&self, vm: &VmRecord, dir: &VmDir, home: &Home) -> Result<Vec<String>, VmError> {
         self.art_store
             .pin_rootfs(&vm.image, &vm.id)
             .map_err(|e| failed_by(&e))?;
@@ -232,22 +244,37 @@ impl Vms {
             .join(banger_artifacts::image::WORK_SEED);
         let authorized = self.ssh.public_key().map_err(|e| failed_by(&e))?;
         let gitconfig = disks::gitconfig(home.git_name.as_deref(), home.git_email.as_deref());
-        disks::make_work(
-            &self.runner,
-            &seed,
-            &disks,
-            vm.disk_bytes,
-            (&authorized, &gitconfig),
-            &log,
-        )
-        .map_err(|e| failed_by(&e))?;
+        let synced = file_sync::stage(
+            &self.settings.file_sync,
+            self.settings.owner_home.as_deref(),
+            (dir.path(), "file_sync"),
+            file_sync::MAX_BYTES.min(vm.disk_bytes / 4),
+        );
+        let staged = dir.path().join("file_sync");
+        let result = synced.map_err(failed).and_then(|synced| {
+            let files = disks::WorkFiles {
+                authorized_key: &authorized,
+                gitconfig: &gitconfig,
+                synced: &synced.commands,
+            };
+            disks::make_work(&self.runner, &seed, &disks, vm.disk_bytes, files, &log)
+                .map_err(|e| failed_by(&e))
+                .map(|()| synced.warnings)
+        });
+        if let Err(e) = std::fs::remove_dir_all(&staged)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(vm = %vm.name, error = %e, "cannot remove {}", staged.display());
+        }
+        let warnings = result?;
         if home.workspace_disk {
             disks::make_repo(&self.runner, &disks, vm.disk_bytes, &log)
                 .map_err(|e| failed_by(&e))?;
         }
         self.ssh
             .pin(&vm.id, &vm.name, ip, &String::from_utf8_lossy(&public))
-            .map_err(|e| failed_by(&e))
+            .map_err(|e| failed_by(&e))?;
+        Ok(warnings)
     }
 
     /// Removes everything a VM has on the host but its running pieces.
