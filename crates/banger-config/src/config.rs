@@ -270,9 +270,21 @@ impl Config {
         check_guest_path(&self.workspace_guest_path)
             .map_err(|m| value("workspace_guest_path", m))?;
         for (i, entry) in self.file_sync.iter().enumerate() {
+            let key = format!("file_sync[{i}]");
             entry
                 .check(&self.workspace_guest_path)
-                .map_err(|m| value(&format!("file_sync[{i}]"), m))?;
+                .map_err(|m| value(&key, m))?;
+            // One tree per guest path: two entries laid over each other
+            // could meet a file where a directory is expected.
+            if let Some(j) = self.file_sync[..i].iter().position(|other| {
+                crate::file_sync::is_within(&entry.guest, &other.guest)
+                    || crate::file_sync::is_within(&other.guest, &entry.guest)
+            }) {
+                return Err(value(
+                    &key,
+                    format!("guest {:?} overlaps file_sync[{j}]'s", entry.guest),
+                ));
+            }
         }
         banger_api::net::check_ifname("bridge", &self.bridge, "")
             .map_err(|e| value("bridge", e.to_string()))?;
@@ -472,6 +484,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("file_sync") && err.contains("gest"), "{err}");
+        let err = parse(&format!(
+            "{text}\n[[file_sync]]\nhost = \"~/x\"\nguest = \"/root/.aws/x\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`file_sync[2]`") && err.contains("overlaps file_sync[0]"),
+            "{err}"
+        );
     }
 
     #[test]

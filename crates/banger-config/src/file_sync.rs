@@ -24,6 +24,17 @@ pub struct FileSync {
 /// Longest host or guest path an entry may name.
 const MAX_PATH: usize = 1024;
 
+/// What banger itself writes under `/root`, which no entry may cover.
+pub const BANGER_OWNED: [&str; 3] = ["/root/.ssh", "/root/.gitconfig", "/root/.hushlogin"];
+
+/// Whether `path` is `dir` or lies under it.
+pub fn is_within(path: &str, dir: &str) -> bool {
+    path == dir
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|tail| tail.starts_with('/'))
+}
+
 impl FileSync {
     /// The entry's `mode` as permission bits.
     pub fn mode_bits(&self) -> Option<u32> {
@@ -51,35 +62,42 @@ impl FileSync {
         }
         let rest = self.guest.strip_prefix("/root/").unwrap_or_default();
         // debugfs reads the path from a line of its script, so no newline
-        // (nor any control character) can be carried.
+        // (nor any control character) can be carried; and an argument
+        // "<N>" names inode N, whatever follows.
         let plain =
             |c: &str| !c.is_empty() && c != "." && c != ".." && !c.chars().any(char::is_control);
-        if rest.is_empty() || self.guest.len() > MAX_PATH || !rest.split('/').all(plain) {
+        if rest.is_empty()
+            || rest.starts_with('<')
+            || self.guest.len() > MAX_PATH
+            || !rest.split('/').all(plain)
+        {
             return Err(format!(
-                "guest must be an absolute path under /root (the work disk), without empty, '.' or '..' components or control characters, got {:?}",
+                "guest must be an absolute path under /root (the work disk), without empty, '.' or '..' components, control characters or a leading '<', got {:?}",
                 self.guest
             ));
         }
-        let under = |path: &str, dir: &str| {
-            path == dir
-                || path
-                    .strip_prefix(dir)
-                    .is_some_and(|tail| tail.starts_with('/'))
-        };
-        if under(&self.guest, workspace) || under(workspace, &self.guest) {
+        if is_within(&self.guest, workspace) || is_within(workspace, &self.guest) {
             return Err(format!(
                 "guest {:?} overlaps the workspace path {workspace:?}, which a workspace replaces",
                 self.guest
             ));
         }
+        if let Some(owned) = BANGER_OWNED
+            .iter()
+            .find(|owned| is_within(&self.guest, owned) || is_within(owned, &self.guest))
+        {
+            return Err(format!(
+                "guest {:?} overlaps {owned}, which banger writes itself",
+                self.guest
+            ));
+        }
+        let octal = |m: &str| {
+            !m.is_empty() && m.len() <= 4 && m.bytes().all(|b| (b'0'..=b'7').contains(&b))
+        };
         match &self.mode {
-            Some(m)
-                if m.is_empty() || m.len() > 4 || self.mode_bits().is_none_or(|b| b > 0o777) =>
-            {
-                Err(format!(
-                    "mode must be permission bits in octal, \"0000\" to \"0777\", got {m:?}"
-                ))
-            }
+            Some(m) if !octal(m) || self.mode_bits().is_none_or(|b| b > 0o777) => Err(format!(
+                "mode must be permission bits in octal, \"0000\" to \"0777\", got {m:?}"
+            )),
             _ => Ok(()),
         }
     }
@@ -131,6 +149,22 @@ mod tests {
             ("~/.aws", "/root/.aws", Some("0800"), "mode must be"),
             ("~/.aws", "/root/.aws", Some("1777"), "mode must be"),
             ("~/.aws", "/root/.aws", Some(""), "mode must be"),
+            ("~/.aws", "/root/.aws", Some("+600"), "mode must be"),
+            ("~/.aws", "/root/<2>", None, "leading '<'"),
+            ("~/.ssh", "/root/.ssh", None, "banger writes itself"),
+            ("~/.ssh/config", "/root/.ssh/config", None, "/root/.ssh"),
+            (
+                "~/.gitconfig",
+                "/root/.gitconfig",
+                None,
+                "banger writes itself",
+            ),
+            (
+                "~/.hushlogin",
+                "/root/.hushlogin",
+                None,
+                "banger writes itself",
+            ),
         ] {
             let err = entry(host, guest, mode).check("/root/repo").unwrap_err();
             assert!(err.contains(says), "{host} {guest} {mode:?}: {err}");

@@ -12,6 +12,7 @@ pub mod group;
 pub mod host;
 pub mod lock;
 pub mod mount;
+pub mod nofollow;
 pub mod process;
 pub mod run;
 pub mod wait;

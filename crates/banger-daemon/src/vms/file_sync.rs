@@ -2,15 +2,16 @@
 //! land inside the owner's home), its files copied into a staging
 //! directory in the VM's directory, and the debugfs commands that lay them
 //! onto the work disk. The host files are read here, by the daemon (the
-//! owner), with every nested path opened without following symlinks.
+//! owner), with no symlink followed below the resolved host path.
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use banger_config::FileSync;
+use banger_sys::nofollow;
 
 /// Most bytes all entries together may copy (also held to a quarter of
 /// the work disk).
@@ -85,8 +86,22 @@ pub struct Staged {
     pub warnings: Vec<String>,
 }
 
+/// Longest debugfs command line written. debugfs reads its script with
+/// `fgets` into 8 KiB; a longer line would run its tail as a command of
+/// its own (and a tail starting with `!` as a shell command).
+const MAX_LINE: usize = 4096;
+/// Most script all entries together may produce.
+const MAX_SCRIPT: usize = 16 << 20;
+
 /// Copies every entry into `dir/rel` (files named by number) and returns
 /// the commands that lay them onto the work disk; at most `max_bytes`.
+///
+/// Nothing is followed below the resolved host path: every path is
+/// opened with no symlink allowed in it, each child relative to its open
+/// parent. Every guest path is removed before it is made (debugfs `rm`
+/// refuses directories), so a `mkdir` or `write` never meets an inode of
+/// another type, and no `sif mode` (which rewrites the type) runs on a
+/// file: a file's permission bits are its staged copy's.
 pub fn stage(
     entries: &[FileSync],
     home: Option<&Path>,
@@ -97,30 +112,46 @@ pub fn stage(
         dir: dir.join(rel),
         rel: rel.to_owned(),
         out: Staged::default(),
+        owner: 0,
         files: 0,
         entries: 0,
         bytes: 0,
         max_bytes,
     };
-    if !entries.is_empty() {
-        std::fs::create_dir(&stager.dir)
-            .map_err(|e| format!("create {}: {e}", stager.dir.display()))?;
+    if entries.is_empty() {
+        return Ok(stager.out);
     }
+    std::fs::create_dir(&stager.dir)
+        .map_err(|e| format!("create {}: {e}", stager.dir.display()))?;
     for (i, entry) in entries.iter().enumerate() {
         let Some(host) = resolve(i, entry, home)? else {
             stager.warn(format!("{}: does not exist; skipped", named(i, entry)));
             continue;
         };
+        let at = |e: String| format!("{}: {e}", named(i, entry));
+        // resolve() succeeded, so the home is known and canonical.
+        let home = home
+            .and_then(|h| std::fs::canonicalize(h).ok())
+            .unwrap_or_default();
+        stager.owner = std::fs::metadata(&home)
+            .map_err(|e| at(format!("stat {}: {e}", home.display())))?
+            .uid();
+        let top = nofollow::open_no_symlinks(&host).map_err(|e| {
+            at(format!(
+                "open {}: {e} (did it change since it was resolved?)",
+                host.display()
+            ))
+        })?;
         let guest = entry.guest_in_home();
-        // The guest path's parents, made if the seed lacks them (debugfs
-        // says so, harmlessly, when they exist).
         let parts: Vec<&str> = guest.split('/').collect();
         for n in 1..parts.len() {
-            stager.cmd(&format!("mkdir {}", quote(&parts[..n].join("/"))));
+            stager
+                .dir_commands(&quote(&parts[..n].join("/")), None)
+                .map_err(at)?;
         }
         stager
-            .copy(&host, guest, entry.mode_bits(), 0)
-            .map_err(|e| format!("{}: {e}", named(i, entry)))?;
+            .copy(top, &host, guest, entry.mode_bits(), 0)
+            .map_err(at)?;
     }
     Ok(stager.out)
 }
@@ -129,6 +160,9 @@ struct Stager {
     dir: PathBuf,
     rel: String,
     out: Staged,
+    /// The home's owner: whatever else owns a file was not put there by
+    /// the user (a hard link, a file root left).
+    owner: u32,
     files: u64,
     entries: u64,
     bytes: u64,
@@ -136,126 +170,164 @@ struct Stager {
 }
 
 impl Stager {
-    fn cmd(&mut self, line: &str) {
+    fn cmd(&mut self, line: &str) -> Result<(), String> {
+        if line.len() > MAX_LINE {
+            return Err(format!("a path longer than {MAX_LINE} bytes"));
+        }
+        if self.out.commands.len() + line.len() >= MAX_SCRIPT {
+            return Err(format!(
+                "more than {} MiB of debugfs commands",
+                MAX_SCRIPT >> 20
+            ));
+        }
         self.out.commands.push_str(line);
         self.out.commands.push('\n');
-    }
-
-    fn warn(&mut self, line: String) {
-        tracing::warn!("{line}");
-        self.out.warnings.push(line);
-    }
-
-    fn count(&mut self) -> Result<(), String> {
-        self.entries += 1;
-        if self.entries > MAX_ENTRIES {
-            return Err(format!("more than {MAX_ENTRIES} files and directories"));
-        }
         Ok(())
     }
 
-    /// Copies `host` (opened without following a symlink) to `guest`.
+    fn warn(&mut self, line: String) {
+        self.out.warnings.push(line);
+    }
+
+    /// A directory at the quoted guest path `q`: what is there removed
+    /// unless it is a directory, made, its mode set when given.
+    fn dir_commands(&mut self, q: &str, mode: Option<u32>) -> Result<(), String> {
+        self.cmd(&format!("rm {q}"))?;
+        self.cmd(&format!("mkdir {q}"))?;
+        if let Some(bits) = mode {
+            self.cmd(&format!("sif {q} mode 0{:o}", 0o040_000 | bits))?;
+        }
+        self.owned_by_root(q)
+    }
+
+    fn owned_by_root(&mut self, q: &str) -> Result<(), String> {
+        self.cmd(&format!("sif {q} uid 0"))?;
+        self.cmd(&format!("sif {q} gid 0"))
+    }
+
+    /// Copies the open `file` (host path `shown`) to `guest`.
     fn copy(
         &mut self,
-        host: &Path,
+        mut file: File,
+        shown: &Path,
         guest: &str,
         mode: Option<u32>,
         depth: usize,
     ) -> Result<(), String> {
-        let meta =
-            std::fs::symlink_metadata(host).map_err(|e| format!("stat {}: {e}", host.display()))?;
-        let kind = meta.file_type();
+        self.entries += 1;
+        if self.entries > MAX_ENTRIES {
+            return Err(format!("more than {MAX_ENTRIES} files and directories"));
+        }
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("stat {}: {e}", shown.display()))?;
         let q = quote(guest);
-        if kind.is_dir() {
+        if q.len() > MAX_LINE - 64 {
+            self.warn(format!(
+                "file_sync skipped {}: its guest path is too long",
+                shown.display()
+            ));
+        } else if meta.uid() != self.owner {
+            self.warn(format!(
+                "file_sync skipped {}: owned by uid {}, not by the home's owner",
+                shown.display(),
+                meta.uid()
+            ));
+        } else if meta.is_dir() {
             if depth >= MAX_DEPTH {
                 return Err(format!(
                     "{} nests deeper than {MAX_DEPTH} directories",
-                    host.display()
+                    shown.display()
                 ));
             }
-            self.count()?;
-            self.cmd(&format!("mkdir {q}"));
-            self.cmd(&format!(
-                "sif {q} mode 0{:o}",
-                0o040_000 | (meta.mode() & 0o777) | 0o700
-            ));
-            self.owned_by_root(&q);
-            let mut children: Vec<_> = std::fs::read_dir(host)
-                .map_err(|e| format!("read {}: {e}", host.display()))?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("read {}: {e}", host.display()))?;
-            children.sort();
-            for name in children {
-                let path = host.join(&name);
-                match std::str::from_utf8(name.as_bytes()) {
-                    Ok(n) if !n.chars().any(char::is_control) => {
-                        self.copy(&path, &format!("{guest}/{n}"), mode, depth + 1)?;
-                    }
-                    _ => self.warn(format!(
-                        "file_sync skipped {}: its name has a control character or is not UTF-8",
-                        path.display()
-                    )),
-                }
+            self.dir_commands(&q, Some((meta.mode() & 0o777) | 0o700))?;
+            let names =
+                nofollow::names(&file).map_err(|e| format!("read {}: {e}", shown.display()))?;
+            for name in names {
+                self.child(&file, shown, guest, &name, (mode, depth))?;
             }
-        } else if kind.is_file() {
-            self.count()?;
-            let staged = self.file(host)?;
-            self.cmd(&format!("rm {q}"));
-            self.cmd(&format!("write {staged} {q}"));
+        } else if meta.is_file() {
             let bits = mode.unwrap_or_else(|| meta.mode() & 0o777);
-            self.cmd(&format!("sif {q} mode 0{:o}", 0o100_000 | bits));
-            self.owned_by_root(&q);
-        } else if kind.is_symlink() {
-            self.warn(format!(
-                "file_sync skipped symlink {} (it could lead outside the synced tree)",
-                host.display()
-            ));
+            let staged = self.file(&mut file, shown, bits)?;
+            self.cmd(&format!("rm {q}"))?;
+            self.cmd(&format!("write {staged} {q}"))?;
+            self.owned_by_root(&q)?;
         } else {
             self.warn(format!(
                 "file_sync skipped {}: not a regular file or directory",
-                host.display()
+                shown.display()
             ));
         }
         Ok(())
     }
 
-    fn owned_by_root(&mut self, q: &str) {
-        self.cmd(&format!("sif {q} uid 0"));
-        self.cmd(&format!("sif {q} gid 0"));
+    /// Copies `name` of the open directory `dir`, never following it.
+    fn child(
+        &mut self,
+        dir: &File,
+        shown: &Path,
+        guest: &str,
+        name: &std::ffi::OsStr,
+        (mode, depth): (Option<u32>, usize),
+    ) -> Result<(), String> {
+        let path = shown.join(name);
+        let Some(n) = std::str::from_utf8(name.as_bytes())
+            .ok()
+            .filter(|n| !n.chars().any(char::is_control))
+        else {
+            self.warn(format!(
+                "file_sync skipped {}: its name has a control character or is not UTF-8",
+                path.display()
+            ));
+            return Ok(());
+        };
+        match nofollow::open_child(dir, name) {
+            Ok(child) => self.copy(child, &path, &format!("{guest}/{n}"), mode, depth + 1),
+            Err(e) if nofollow::is_symlink_refusal(&e) => {
+                self.warn(format!(
+                    "file_sync skipped symlink {} (it could lead outside the synced tree)",
+                    path.display()
+                ));
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.warn(format!(
+                    "file_sync skipped {}: gone while being copied",
+                    path.display()
+                ));
+                Ok(())
+            }
+            Err(e) => Err(format!("open {}: {e}", path.display())),
+        }
     }
 
-    /// Copies one regular file into the staging directory, holding the
-    /// total to `max_bytes`; returns its name relative to the VM's dir.
-    fn file(&mut self, host: &Path) -> Result<String, String> {
-        // O_NONBLOCK: a FIFO swapped in after the stat must not hang the
-        // create; the fstat below refuses it.
-        let mut src = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(host)
-            .map_err(|e| format!("open {}: {e}", host.display()))?;
-        let meta = src
-            .metadata()
-            .map_err(|e| format!("stat {}: {e}", host.display()))?;
-        if !meta.is_file() {
-            return Err(format!("{} changed while being copied", host.display()));
-        }
+    /// Copies one open regular file into the staging directory with
+    /// permission bits `bits`, holding the total to `max_bytes`; returns
+    /// its name relative to the VM's directory.
+    fn file(&mut self, src: &mut File, shown: &Path, bits: u32) -> Result<String, String> {
         let name = self.files.to_string();
         self.files += 1;
         let dest = self.dir.join(&name);
-        let mut out = File::create(&dest).map_err(|e| format!("create {}: {e}", dest.display()))?;
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&dest)
+            .map_err(|e| format!("create {}: {e}", dest.display()))?;
         let left = self.max_bytes - self.bytes;
-        let copied = std::io::copy(&mut (&mut src).take(left + 1), &mut out)
+        let copied = std::io::copy(&mut src.take(left + 1), &mut out)
             .and_then(|n| out.flush().map(|()| n))
-            .map_err(|e| format!("copy {}: {e}", host.display()))?;
+            .map_err(|e| format!("copy {}: {e}", shown.display()))?;
         if copied > left {
             return Err(format!(
-                "more than {} MiB to copy (at most 256 MiB, and a quarter of the work disk)",
-                self.max_bytes >> 20
+                "more than {} KiB to copy (at most 256 MiB, and a quarter of the work disk)",
+                self.max_bytes >> 10
             ));
         }
         self.bytes += copied;
+        // debugfs gives the new inode these bits.
+        out.set_permissions(std::fs::Permissions::from_mode(bits))
+            .map_err(|e| format!("chmod {}: {e}", dest.display()))?;
         Ok(format!("{}/{name}", self.rel))
     }
 }

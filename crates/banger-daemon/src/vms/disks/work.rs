@@ -1,6 +1,8 @@
 //! The work disk, mounted at `/root`: written from the image's seed at
 //! create, with banger's own files and the `[[file_sync]]` entries.
 
+use std::fs::Permissions;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -34,28 +36,37 @@ pub fn gitconfig(name: Option<&str>, email: Option<&str>) -> String {
 /// disk's root: last, so a `[[file_sync]]` entry cannot replace them.
 /// debugfs reads commands, not a shell; the files it is given are named
 /// relative to its working directory, so no host path is interpolated.
+/// The seed's `/root` comes from the image (a registry's, maybe), so
+/// whatever is at each path is removed first (`rm` refuses a directory)
+/// and no `sif mode` touches a file: on a failed `write` it would rewrite
+/// the type of the inode that is there. Files take their staged copies'
+/// permission bits.
 const BANGER_FILES: &str = "cd /\n\
+    rm .ssh\n\
     mkdir .ssh\n\
     sif .ssh mode 040700\n\
     sif .ssh uid 0\n\
     sif .ssh gid 0\n\
-    cd .ssh\n\
-    rm authorized_keys\n\
-    write authorized_keys authorized_keys\n\
-    sif authorized_keys mode 0100600\n\
-    sif authorized_keys uid 0\n\
-    sif authorized_keys gid 0\n\
-    cd /\n\
+    rm .ssh/authorized_keys\n\
+    write authorized_keys .ssh/authorized_keys\n\
+    sif .ssh/authorized_keys uid 0\n\
+    sif .ssh/authorized_keys gid 0\n\
     rm .gitconfig\n\
     write gitconfig .gitconfig\n\
-    sif .gitconfig mode 0100644\n\
     sif .gitconfig uid 0\n\
     sif .gitconfig gid 0\n\
     rm .hushlogin\n\
-    write /dev/null .hushlogin\n\
-    sif .hushlogin mode 0100644\n\
+    write hushlogin .hushlogin\n\
     sif .hushlogin uid 0\n\
     sif .hushlogin gid 0\n";
+
+/// The files [`BANGER_FILES`] writes, staged in the VM's directory:
+/// (name, permission bits).
+const STAGED: [(&str, u32); 3] = [
+    ("authorized_keys", 0o600),
+    ("gitconfig", 0o644),
+    ("hushlogin", 0o644),
+];
 
 /// What a create writes into the work disk's root.
 #[derive(Debug, Clone, Copy)]
@@ -106,24 +117,37 @@ pub fn make_work(
         "label the work disk",
     )?;
     let dir = work.parent().unwrap_or_else(|| Path::new("."));
-    let key_file = dir.join("authorized_keys");
     let script = dir.join("work.debugfs");
-    let config_file = dir.join("gitconfig");
-    std::fs::write(&config_file, files.gitconfig).map_err(io_at("write", &config_file))?;
-    std::fs::write(&key_file, files.authorized_key).map_err(io_at("write", &key_file))?;
-    let commands = format!("{}{BANGER_FILES}", files.synced);
-    std::fs::write(&script, commands).map_err(io_at("write", &script))?;
-    let result = run(
-        runner,
-        &Cmd::new("debugfs")
-            .args(["-w", "-f", "work.debugfs"])
-            .arg(work)
-            .cwd(dir),
-        log,
-        "install authorized_keys on the work disk",
-    );
-    remove_temp(&key_file);
-    remove_temp(&config_file);
+    let contents = [files.authorized_key, files.gitconfig, ""];
+    let staged = STAGED
+        .iter()
+        .zip(contents)
+        .try_for_each(|((name, bits), text)| {
+            let path = dir.join(name);
+            std::fs::write(&path, text)
+                .and_then(|()| std::fs::set_permissions(&path, Permissions::from_mode(*bits)))
+                .map_err(io_at("write", &path))
+        });
+    let result = staged
+        .and_then(|()| {
+            let commands = format!("{}{BANGER_FILES}", files.synced);
+            std::fs::write(&script, commands).map_err(io_at("write", &script))
+        })
+        .map_err(DiskError::from)
+        .and_then(|()| {
+            run(
+                runner,
+                &Cmd::new("debugfs")
+                    .args(["-w", "-f", "work.debugfs"])
+                    .arg(work)
+                    .cwd(dir),
+                log,
+                "write files onto the work disk",
+            )
+        });
+    for (name, _) in STAGED {
+        remove_temp(&dir.join(name));
+    }
     remove_temp(&script);
     result
 }
@@ -145,4 +169,69 @@ pub fn grow_work(work: &Path, size_bytes: u64) -> Result<(), DiskError> {
         return Ok(());
     }
     Ok(file.set_len(size_bytes).map_err(io_at("grow", work))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use banger_sys::{Cancel, HostRunner};
+
+    use super::*;
+
+    /// A seed whose `/root` holds a file where `.ssh` goes, a directory
+    /// where `.gitconfig` goes and a symlink where `.hushlogin` goes (an
+    /// image can ship any of them): the key still lands, 0600, in a real
+    /// directory, and no inode changes type.
+    #[test]
+    fn banger_files_land_whatever_the_seed_holds_at_their_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("seed.ext4");
+        let log = dir.path().join("log");
+        let runner: Arc<dyn Runner> = Arc::new(HostRunner);
+        let run = |cmd: &Cmd| runner.run(cmd, &log, &Cancel::new()).unwrap();
+        run(&banger_artifacts::ext4::mkfs_empty(&seed, 8 << 20, "seed"));
+        std::fs::write(dir.path().join("junk"), "not a directory\n").unwrap();
+        std::fs::write(
+            dir.path().join("seed.debugfs"),
+            "write junk .ssh\nmkdir .gitconfig\nsymlink .hushlogin /etc/shadow\n",
+        )
+        .unwrap();
+        run(&Cmd::new("debugfs")
+            .args(["-w", "-f", "seed.debugfs", "seed.ext4"])
+            .cwd(dir.path()));
+        let vm = dir.path().join("vm");
+        std::fs::create_dir(&vm).unwrap();
+        let disks = DiskFiles {
+            overlay: vm.join("overlay.ext4"),
+            work: vm.join("work.ext4"),
+            repo: vm.join("repo.ext4"),
+        };
+        let files = WorkFiles {
+            authorized_key: "ssh-ed25519 AAAA banger\n",
+            gitconfig: "[core]\n",
+            synced: "",
+        };
+        make_work(&runner, &seed, &disks, 32 << 20, files, &log).unwrap();
+        let out = vm.join("out");
+        run(&Cmd::new("sh")
+            .arg("-c")
+            .arg("debugfs -R 'ls -l' work.ext4 > out; debugfs -R 'ls -l .ssh' work.ext4 >> out; debugfs -R 'cat .ssh/authorized_keys' work.ext4 >> out")
+            .cwd(&vm));
+        let listing = std::fs::read_to_string(out).unwrap();
+        let line = |name: &str| {
+            listing
+                .lines()
+                .find(|l| l.ends_with(&format!(" {name}")))
+                .unwrap_or_else(|| panic!("{name}: {listing}"))
+                .to_owned()
+        };
+        assert!(line(".ssh").contains(" 40700 "), "{listing}");
+        assert!(line("authorized_keys").contains(" 100600 "), "{listing}");
+        assert!(
+            line(".gitconfig").contains(" 40755 "),
+            "stays a directory: {listing}"
+        );
+        assert!(line(".hushlogin").contains(" 100644 "), "{listing}");
+        assert!(listing.contains("ssh-ed25519 AAAA banger"), "{listing}");
+        assert!(!listing.contains("120777"), "{listing}");
+    }
 }

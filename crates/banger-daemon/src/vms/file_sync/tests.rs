@@ -78,6 +78,10 @@ fn host_paths_must_resolve_inside_the_owners_home() {
 #[test]
 fn staging_copies_files_skips_links_and_odd_files_and_holds_the_total() {
     let (_root, home) = home();
+    if banger_sys::euid() == 0 {
+        write(&home.join(".aws/roots"), "root's\n", 0o600);
+        std::os::unix::fs::chown(home.join(".aws/roots"), Some(1234), None).unwrap();
+    }
     let vm = tempfile::tempdir().unwrap();
     let entries = [
         entry("~/.aws", "/root/.config/aws", None),
@@ -95,32 +99,42 @@ fn staging_copies_files_skips_links_and_odd_files_and_holds_the_total() {
     ] {
         assert!(warned.contains(skipped), "{skipped}: {warned}");
     }
-    assert_eq!(staged.warnings.len(), 5, "{warned}");
+    let foreign = usize::from(banger_sys::euid() == 0);
+    if foreign == 1 {
+        assert!(warned.contains(".aws/roots: owned by uid 1234"), "{warned}");
+    }
+    assert_eq!(staged.warnings.len(), 5 + foreign, "{warned}");
     let cmds = &staged.commands;
     assert!(
         !cmds.contains("leak") && !cmds.contains("fifo") && !cmds.contains("line"),
         "{cmds}"
     );
     assert!(
-        cmds.starts_with("mkdir \".config\"\nmkdir \".config/aws\"\n"),
+        cmds.starts_with("rm \".config\"\nmkdir \".config\"\nsif \".config\" uid 0\n"),
         "{cmds}"
     );
     assert!(
         cmds.contains(
-            "write sync/0 \".config/aws/config\"\nsif \".config/aws/config\" mode 0100644\n"
+            "rm \".config/aws\"\nmkdir \".config/aws\"\nsif \".config/aws\" mode 040755\n"
         ),
         "{cmds}"
     );
     assert!(
-        cmds.contains("sif \".config/aws/credentials\" mode 0100600\n"),
+        cmds.contains("rm \".config/aws/config\"\nwrite sync/0 \".config/aws/config\"\nsif \".config/aws/config\" uid 0\n"),
         "{cmds}"
     );
+    // No `sif mode` on a file: it would rewrite the type of whatever
+    // inode is there if the write failed.
+    assert!(!cmds.contains("mode 010"), "{cmds}");
     assert!(cmds.contains("\".config/aws/sub dir/q\"\"uote\""), "{cmds}");
-    assert!(cmds.contains("sif \".npmrc\" mode 0100600\n"), "{cmds}");
-    assert_eq!(
-        std::fs::read_to_string(vm.path().join("sync/1")).unwrap(),
-        "secret\n"
-    );
+    let staged_file = |n: &str| {
+        let path = vm.path().join("sync").join(n);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        (std::fs::read_to_string(path).unwrap(), mode)
+    };
+    assert_eq!(staged_file("1"), ("secret\n".to_owned(), 0o600));
+    assert_eq!(staged_file("0"), ("[default]\n".to_owned(), 0o644));
+    assert_eq!(staged_file("3"), ("token\n".to_owned(), 0o600));
 
     let vm = tempfile::tempdir().unwrap();
     let err = stage(&entries, Some(&home), (vm.path(), "sync"), 10).unwrap_err();
@@ -130,34 +144,54 @@ fn staging_copies_files_skips_links_and_odd_files_and_holds_the_total() {
     );
 }
 
-/// The commands, run by the real debugfs against a real ext4, lay the
-/// tree down as the guest will see it.
+/// The commands, run by the real debugfs against a real ext4 whose seed
+/// has a file where a directory goes, a symlink where a parent goes and
+/// a directory where a file goes, lay the tree down without changing the
+/// type of any inode.
 #[test]
 fn debugfs_lays_the_staged_tree_onto_a_real_disk() {
     let (_root, home) = home();
     let vm = tempfile::tempdir().unwrap();
-    let entries = [entry("~/.aws", "/root/.aws", None)];
-    let staged = stage(&entries, Some(&home), (vm.path(), "sync"), MAX_BYTES).unwrap();
     let disk = vm.path().join("work.ext4");
     let log = vm.path().join("log");
     let run = |cmd: &Cmd| HostRunner.run(cmd, &log, &Cancel::new()).unwrap();
+    let debugfs = |script: &str| {
+        std::fs::write(vm.path().join("script"), script).unwrap();
+        run(&Cmd::new("debugfs")
+            .args(["-w", "-f", "script", "work.ext4"])
+            .cwd(vm.path()));
+    };
     run(&banger_artifacts::ext4::mkfs_empty(&disk, 16 << 20, "t"));
-    std::fs::write(vm.path().join("script"), &staged.commands).unwrap();
-    run(&Cmd::new("debugfs")
-        .args(["-w", "-f", "script", "work.ext4"])
-        .cwd(vm.path()));
+    std::fs::write(vm.path().join("seedfile"), "seed\n").unwrap();
+    debugfs("write seedfile .aws\nsymlink .config /etc\nmkdir keep\n");
+    let entries = [
+        entry("~/.aws", "/root/.aws", None),
+        entry("~/.npmrc", "/root/.config/npmrc", None),
+        entry("~/.npmrc", "/root/keep", None),
+    ];
+    let staged = stage(&entries, Some(&home), (vm.path(), "sync"), MAX_BYTES).unwrap();
+    debugfs(&staged.commands);
     let listing = vm.path().join("ls");
-    run(&Cmd::new("sh").arg("-c").arg("debugfs -R 'ls -l .aws' work.ext4 > ls; debugfs -R 'ls -l \".aws/sub dir\"' work.ext4 >> ls; debugfs -R 'cat .aws/credentials' work.ext4 >> ls").cwd(vm.path()));
+    run(&Cmd::new("sh").arg("-c").arg(
+        "for d in . .aws '.aws/sub dir' .config; do debugfs -R \"ls -l \\\"$d\\\"\" work.ext4; done > ls 2>&1; debugfs -R 'cat .aws/credentials' work.ext4 >> ls",
+    ).cwd(vm.path()));
     let listing = std::fs::read_to_string(listing).unwrap();
     for line in [
-        "100600 (1)      0      0       7",
+        "40755 (2)      0      0    1024 ",
+        "100600 (1)      0      0       7 ",
         " credentials",
         "40750 (2)",
         " sub dir",
         " q\"uote",
         "secret\n",
+        " npmrc",
     ] {
         assert!(listing.contains(line), "{line}: {listing}");
     }
-    assert!(!listing.contains("leak"), "{listing}");
+    assert!(
+        !listing.contains("leak") && !listing.contains("120777"),
+        "{listing}"
+    );
+    let keep = listing.lines().find(|l| l.ends_with(" keep")).unwrap();
+    assert!(keep.contains(" 40755 "), "a directory stays one: {keep}");
 }
