@@ -14,6 +14,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario::new("workspace-run-carries-the-checkout-as-seen", run_carries),
         Scenario::new("workspace-prepare-exec-export-round-trip", round_trip),
         Scenario::new("file-sync-copies-home-files-and-refuses-escapes", file_sync),
+        Scenario::new("workspace-carries-a-2GiB-file-in-flat-memory", big_file),
     ]
 }
 
@@ -73,8 +74,8 @@ fn checkout(env: &Env, name: &str) -> std::path::PathBuf {
 
 /// Every file git shows (tracked and untracked, not ignored) with its
 /// hash, a symlink with its target; a tracked file deleted from the work
-/// tree is left out.
-const HASHES: &str = r#"export LC_ALL=C; git ls-files -z --cached --others --exclude-standard | sort -zu | xargs -0 sh -c 'for f; do if [ -L "$f" ]; then printf "%s -> %s\n" "$f" "$(readlink "$f")"; elif [ -e "$f" ]; then sha256sum -- "$f"; fi; done' hashes"#;
+/// tree, and a submodule's directory, are left out.
+const HASHES: &str = r#"export LC_ALL=C; git ls-files -z --cached --others --exclude-standard | sort -zu | xargs -0 sh -c 'for f; do if [ -L "$f" ]; then printf "%s -> %s\n" "$f" "$(readlink "$f")"; elif [ -f "$f" ]; then sha256sum -- "$f"; fi; done' hashes"#;
 
 /// [`HASHES`] in the VM's workspace (names need not be UTF-8).
 fn guest_hashes(env: &Env, vm: &str) -> String {
@@ -102,13 +103,37 @@ fn host_hashes(top: &Path) -> String {
 fn run_carries(env: &Env) {
     let top = checkout(env, "repo");
     let top_s = top.to_str().unwrap();
+    // A submodule: its checked-out content is carried, and git in the
+    // guest sees it as a repository of its own.
+    let lib = env.path("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    git(&lib, &["init", "-q"]);
+    write(&lib.join("lib.txt"), b"from the submodule\n");
+    git(&lib, &["add", "-A"]);
+    git(&lib, &["commit", "-q", "-m", "lib one"]);
+    git(
+        &top,
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            lib.to_str().unwrap(),
+            "sub",
+        ],
+    );
+    git(
+        &top,
+        &["commit", "-q", "-m", "add lib", "--", ".gitmodules", "sub"],
+    );
     let script = format!(
-        "pwd; cat src/main.sh notes.md; test ! -e target/out.o && echo no-ignored; git -c core.quotePath=true status --porcelain; git log --format=%s; git config user.email; readlink escape; {HASHES}"
+        "pwd; cat src/main.sh notes.md; test ! -e target/out.o && echo no-ignored; git -c core.quotePath=true status --porcelain; git log --format=%s; git config user.email; readlink escape; cat sub/lib.txt; git -C sub log --format=%s; {HASHES}"
     );
     let out = env.banger(&["vm", "run", "--rm", top_s, "--", "sh", "-c", &script]);
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     let expected = format!(
-        "/root/repo\necho hello, edited\nuntracked\nno-ignored\n{}first\ndev@host.example\n/etc/hostname\n{}",
+        "/root/repo\necho hello, edited\nuntracked\nno-ignored\n{}add lib\nfirst\ndev@host.example\n/etc/hostname\nfrom the submodule\nlib one\n{}",
         git(&top, &["status", "--porcelain"]),
         host_hashes(&top)
     );
@@ -141,8 +166,34 @@ fn run_carries(env: &Env) {
     write(&top.join("notes.md"), b"changed on the host\n");
     env.ok(&["vm", "workspace", "prepare", "laid", top_s]);
     assert_eq!(guest_hashes(env, "laid"), host_hashes(&top));
-    env.ok(&["vm", "restart", "laid"]);
+    // Growing the VM's disk grows its workspace disk by as much.
+    let repo_size = |env: &Env| -> u64 {
+        let out = env.ok(&[
+            "vm",
+            "exec",
+            "laid",
+            "--",
+            "df",
+            "-B1",
+            "--output=size",
+            "/root/repo",
+        ]);
+        out.lines().last().unwrap().trim().parse().unwrap()
+    };
+    let before = repo_size(env);
+    let disk: u64 = show(env, "laid")["disk_bytes"].as_u64().unwrap();
+    env.ok(&["vm", "stop", "laid"]);
+    env.ok(&[
+        "vm",
+        "set",
+        "laid",
+        "--disk-size",
+        &format!("{}", disk + (2 << 30)),
+    ]);
+    env.ok(&["vm", "start", "laid"]);
     assert_eq!(guest_hashes(env, "laid"), host_hashes(&top));
+    let after = repo_size(env);
+    assert!(after > before + (3 << 29), "{before} -> {after}");
     env.ok(&["vm", "delete", "-f", "laid"]);
     assert_eq!(leftovers(env), Leftovers::none());
 
@@ -377,4 +428,74 @@ fn file_sync(env: &Env) {
     );
     assert_eq!(leftovers(env), Leftovers::none());
     assert_eq!(env.ok(&["vm", "list", "-o", "json"]).trim(), "[]");
+}
+
+/// Peak resident memory of a process, from its `/proc` status, in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A 2 GiB file (untracked, so git never reads it) reaches the guest
+/// through `vm run PATH`, streamed: neither the CLI nor the daemon holds
+/// it in memory.
+fn big_file(env: &Env) {
+    let top = env.path("big");
+    std::fs::create_dir_all(&top).unwrap();
+    git(&top, &["init", "-q"]);
+    write(&top.join("README"), b"big\n");
+    git(&top, &["add", "-A"]);
+    git(&top, &["commit", "-q", "-m", "small"]);
+    let huge = std::fs::File::create(top.join("huge.bin")).unwrap();
+    huge.set_len(2 << 30).unwrap();
+    drop(huge);
+    env.ok(&["daemon", "start"]);
+    let daemon = env.daemon_pid().unwrap();
+    let mut child = env
+        .command(
+            &env.bin("banger"),
+            &[
+                "vm",
+                "run",
+                "--rm",
+                top.to_str().unwrap(),
+                "--",
+                "stat",
+                "-c",
+                "%s",
+                "huge.bin",
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // VmHWM only grows: its last reading before the CLI exits is its peak
+    // (give or take the last 50 ms, long after the stream ended).
+    let mut cli_peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+            && let Some(kib) = status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        {
+            cli_peak = cli_peak.max(kib);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(text(&out), format!("{}\n", 2u64 << 30));
+    assert!(
+        cli_peak > 0 && cli_peak < 128 << 10,
+        "the CLI peaked at {cli_peak} KiB"
+    );
+    let daemon_peak = peak_kib(daemon);
+    assert!(
+        daemon_peak < 128 << 10,
+        "the daemon peaked at {daemon_peak} KiB"
+    );
+    assert_eq!(leftovers(env), Leftovers::none());
 }

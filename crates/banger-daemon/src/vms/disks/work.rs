@@ -152,7 +152,8 @@ pub fn make_work(
     result
 }
 
-/// Grows the work disk file to `size_bytes` (never shrinks). Only the
+/// Grows the work disk file (or a workspace disk's, by the same rules)
+/// to `size_bytes` (never shrinks). Only the
 /// file: the guest wrote that file system, so no e2fsprogs runs on it on
 /// the host (they have had memory-corruption bugs on crafted images). The
 /// guest's own systemd grows the mounted file system at boot, asked to by
