@@ -238,6 +238,11 @@ pub struct SshTarget {
     pub identity_file: String,
     /// banger's known_hosts, holding the VM's host key.
     pub known_hosts_file: String,
+    /// The daemon's SSH control master for this VM, when one is up:
+    /// sessions through it skip the key exchange (under TCG, 0.05 s
+    /// instead of 0.85 s). A plain path (letters, digits, `/._-`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_path: Option<String>,
 }
 
 impl SshTarget {
@@ -245,7 +250,30 @@ impl SshTarget {
     /// known_hosts only, refusing any host key but the pinned one; the
     /// destination comes last, so options go before and a command after.
     pub fn ssh_args(&self) -> Vec<String> {
-        vec![
+        let mut args = self.ssh_options();
+        args.push(self.destination());
+        args
+    }
+
+    /// `user@host`.
+    pub fn destination(&self) -> String {
+        format!("{}@{}", self.user, self.host)
+    }
+
+    /// [`SshTarget::ssh_args`] without the destination.
+    pub fn ssh_options(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        // A path ssh would read otherwise (`%` tokens, spaces) is not
+        // used: the session then makes its own connection.
+        if let Some(path) = self.control_path.as_ref().filter(|p| is_plain_path(p)) {
+            args.extend([
+                "-o".to_owned(),
+                "ControlMaster=no".to_owned(),
+                "-o".to_owned(),
+                format!("ControlPath={path}"),
+            ]);
+        }
+        args.extend([
             "-i".to_owned(),
             self.identity_file.clone(),
             "-o".to_owned(),
@@ -258,9 +286,18 @@ impl SshTarget {
             "LogLevel=ERROR".to_owned(),
             "-p".to_owned(),
             self.port.to_string(),
-            format!("{}@{}", self.user, self.host),
-        ]
+        ]);
+        args
     }
+}
+
+/// Whether `path` is absolute and made only of letters, digits and
+/// `/._-`: what ssh reads as written in a `ControlPath`.
+pub fn is_plain_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
 }
 
 /// Query parameters of `GET /v1/vms`. None are defined yet; unknown ones
@@ -273,6 +310,38 @@ pub struct ListVmsQuery {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_control_path_is_used_only_when_ssh_reads_it_as_written() {
+        let mut target = SshTarget {
+            name: "web".into(),
+            user: "root".into(),
+            host: "10.77.0.2".into(),
+            port: 22,
+            identity_file: "/k".into(),
+            known_hosts_file: "/h".into(),
+            control_path: None,
+        };
+        assert_eq!(target.ssh_args().last().unwrap(), "root@10.77.0.2");
+        assert!(!target.ssh_args().iter().any(|a| a.contains("Control")));
+        target.control_path = Some("/s/vms/0a1b/ssh.mux".into());
+        assert_eq!(
+            target.ssh_args()[..4],
+            [
+                "-o",
+                "ControlMaster=no",
+                "-o",
+                "ControlPath=/s/vms/0a1b/ssh.mux"
+            ]
+        );
+        for odd in ["/a b/m", "/a%h/m", "rel/m", "/a\"b"] {
+            target.control_path = Some(odd.into());
+            assert!(
+                !target.ssh_args().iter().any(|a| a.contains("Control")),
+                "{odd}"
+            );
+        }
+    }
 
     #[test]
     fn vm_state_round_trips_through_stored_form() {

@@ -230,33 +230,62 @@ pub async fn exec(
         )
     })?;
     // A `--from` workspace holds a commit, not the host's work tree: the
-    // host moving says nothing about it.
-    if ws.checkout.is_none() && moved(&ws) {
-        if auto_prepare {
-            // A prepare replaces the tree: never over work not yet exported.
-            if !client.export_workspace(&found.name).await?.is_empty() {
-                anyhow::bail!(
-                    "vm {0}'s workspace has changes since its prepare; export them first (`banger vm workspace export {0}`) or prepare explicitly to drop them",
-                    found.name
-                );
+    // host moving says nothing about it. The check reads every file's
+    // metadata, so it runs beside the command unless its answer decides
+    // what happens first (a prepare, or an interactive shell whose
+    // terminal a late warning would garble).
+    let check = ws.checkout.is_none().then(|| {
+        let ws = ws.clone();
+        tokio::task::spawn_blocking(move || moved(&ws))
+    });
+    let warning = format!(
+        "warning: {} changed since vm {}'s workspace was prepared (HEAD or files); --auto-prepare syncs it first",
+        ws.host_path, found.name
+    );
+    let remote = in_workspace(&ws.guest_path, command);
+    let Some(check) = check else {
+        let target = client.vm_ssh_target(&found.name).await?;
+        return crate::vm_cmd::ssh_in(target, remote).await;
+    };
+    if auto_prepare || command.is_empty() {
+        if check.await.unwrap_or(true) {
+            if auto_prepare {
+                resync(client, &found.name, &ws).await?;
+            } else {
+                let _ = writeln!(std::io::stderr(), "{warning}");
             }
-            let at = WorkspaceAt {
-                branch: None,
-                from: None,
-            };
-            let checkout = Checkout::open(Path::new(&ws.host_path), &at)?;
-            prepare(client, &found.name, &checkout).await?;
-        } else {
-            let _ = writeln!(
-                std::io::stderr(),
-                "warning: {} changed since vm {}'s workspace was prepared (HEAD or files); --auto-prepare syncs it first",
-                ws.host_path,
-                found.name
-            );
         }
+        let target = client.vm_ssh_target(&found.name).await?;
+        return crate::vm_cmd::ssh_in(target, remote).await;
     }
-    let target = client.vm_ssh_target(&found.name).await?;
-    crate::vm_cmd::ssh_in(target, in_workspace(&ws.guest_path, command)).await
+    let warn = async {
+        if check.await.unwrap_or(true) {
+            let _ = writeln!(std::io::stderr(), "{warning}");
+        }
+    };
+    let run = async {
+        let target = client.vm_ssh_target(&found.name).await?;
+        crate::vm_cmd::ssh_in(target, remote).await
+    };
+    let ((), code) = tokio::join!(warn, run);
+    code
+}
+
+/// Prepares vm `name` again from its workspace's host path, refusing
+/// while the guest holds changes not yet exported.
+async fn resync(client: &Client, name: &str, ws: &banger_api::Workspace) -> anyhow::Result<()> {
+    // A prepare replaces the tree: never over work not yet exported.
+    if !client.export_workspace(name).await?.is_empty() {
+        anyhow::bail!(
+            "vm {name}'s workspace has changes since its prepare; export them first (`banger vm workspace export {name}`) or prepare explicitly to drop them"
+        );
+    }
+    let at = WorkspaceAt {
+        branch: None,
+        from: None,
+    };
+    let checkout = Checkout::open(Path::new(&ws.host_path), &at)?;
+    prepare(client, name, &checkout).await.map(drop)
 }
 
 /// Whether the host checkout differs from what the workspace recorded

@@ -28,6 +28,7 @@ mod file_sync;
 pub mod handles;
 mod host_facts;
 mod lookup;
+mod mux;
 mod reconcile;
 mod resize;
 pub mod ssh;
@@ -117,6 +118,8 @@ pub struct Vms {
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Per-VM workspace locks, apart from the lifecycle ones.
     workspace_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Per-VM locks on opening and closing its SSH control master.
+    mux_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Shell sessions in guests, for workspaces.
     guest: Arc<dyn workspace::guest::GuestShell>,
     /// Shared with undo actions, which forget a VM whose start failed.
@@ -221,6 +224,7 @@ impl Vms {
             reserve: Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
             workspace_locks: Mutex::new(HashMap::new()),
+            mux_locks: Mutex::new(HashMap::new()),
             guest: Arc::new(workspace::guest::SshShell),
             running: Arc::new(Mutex::new(HashMap::new())),
             boot,

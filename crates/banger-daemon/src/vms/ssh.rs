@@ -228,6 +228,11 @@ fn banner(addr: SocketAddr) -> Option<Vec<u8>> {
 /// forwarding must not reach the daemon's connections), no global
 /// known_hosts, never a prompt.
 pub(super) fn daemon_ssh(target: &banger_api::SshTarget) -> Cmd {
+    daemon_ssh_options(target).arg(target.destination())
+}
+
+/// [`daemon_ssh`] without the destination, for callers adding options.
+pub(super) fn daemon_ssh_options(target: &banger_api::SshTarget) -> Cmd {
     Cmd::new("ssh")
         .args(["-F", "/dev/null"])
         .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])
@@ -238,7 +243,7 @@ pub(super) fn daemon_ssh(target: &banger_api::SshTarget) -> Cmd {
             "UpdateHostKeys=no",
         ])
         .args(["-o", "ForwardAgent=no", "-o", "ClearAllForwardings=yes"])
-        .args(target.ssh_args())
+        .args(target.ssh_options())
 }
 
 /// Asks the guest over SSH to flush its disks and power off, giving up
@@ -283,6 +288,7 @@ mod tests {
             port: 22,
             identity_file: "/s/ssh/id_ed25519".into(),
             known_hosts_file: "/s/ssh/known_hosts".into(),
+            control_path: None,
         };
         let cmd = daemon_ssh(&target);
         // `-F` must come first: ssh reads the config named by the first one.

@@ -86,6 +86,7 @@ impl Vms {
     /// Cleans up after a VMM is gone (or kills it first): NAT, tap,
     /// handles, state.
     pub(super) fn after_exit(&self, vm: &VmRecord, h: Option<&Handles>) {
+        self.close_mux(&vm.id);
         let files = self.files(&vm.id);
         match h {
             Some(h) => stop_pid(&*self.driver(&h.vmm), &files, h.pid),

@@ -77,7 +77,7 @@ impl Vms {
         if self.handles(&vm.id).is_none() {
             return Err(not_running(&vm));
         }
-        Ok(self.target(&vm))
+        Ok(self.mux_target(&vm))
     }
 
     pub(super) fn target(&self, vm: &VmRecord) -> SshTarget {
@@ -88,6 +88,7 @@ impl Vms {
             port: 22,
             identity_file: self.ssh.identity().display().to_string(),
             known_hosts_file: self.ssh.known_hosts().display().to_string(),
+            control_path: None,
         }
     }
 

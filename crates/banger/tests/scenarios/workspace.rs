@@ -254,8 +254,15 @@ fn round_trip(env: &Env) {
     assert_eq!(guest_hashes(env, "ws"), host_hashes(&top));
     // Nothing changed yet: an empty patch.
     assert_eq!(env.ok(&["vm", "workspace", "export", "ws"]), "");
+    // Those sessions went through the VM's SSH control master, which
+    // goes with the VM.
+    let id = show(env, "ws")["id"].as_str().unwrap().to_owned();
+    let mux = env.path(&format!("state/vms/{id}/ssh.mux"));
+    assert!(mux.exists(), "no control master at {}", mux.display());
 
     env.ok(&["vm", "stop", "ws"]);
+    assert!(!mux.exists(), "the control master outlived the stop");
+    assert_eq!(leftovers(env).vmm_processes, Vec::<u32>::new());
     let refused = env.banger(&["vm", "exec", "ws", "--", "true"]);
     assert_eq!(code(&refused), Some(1));
     assert!(

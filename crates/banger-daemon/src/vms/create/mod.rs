@@ -295,6 +295,7 @@ impl Vms {
             tracing::warn!(vm = %vm.name, error = %e, "cannot delete the row");
         }
         lock(&self.locks).remove(&vm.id);
+        lock(&self.mux_locks).remove(&vm.id);
     }
 }
 

@@ -3,6 +3,7 @@
 //! stdin, and its output read with a bound (the guest writes it).
 
 use std::io::{Read, Write};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -62,6 +63,20 @@ pub trait GuestShell: Send + Sync + std::fmt::Debug {
         session: &Session<'_>,
         input: &mut dyn Read,
     ) -> Result<Vec<u8>, GuestError>;
+
+    /// Opens a control master for `target` at `control`, a process of its
+    /// own that outlives this call, writing to `log`; whether it is up.
+    fn open_master(&self, _target: &SshTarget, _control: &Path, _log: &Path) -> bool {
+        false
+    }
+
+    /// Whether a master answers at `control`.
+    fn master_alive(&self, _control: &Path) -> bool {
+        false
+    }
+
+    /// Asks the master at `control` to exit.
+    fn close_master(&self, _control: &Path) {}
 }
 
 /// The remote command: `sh -c SCRIPT NAME ARGS...`, each word quoted, as
@@ -82,7 +97,45 @@ pub struct SshShell;
 /// Most of the guest's stderr kept for an error message.
 const STDERR_TAIL: usize = 8 * 1024;
 
+/// How long a master may take to connect and authenticate, and a
+/// control command to answer.
+const MASTER_DEADLINE: Duration = Duration::from_secs(20);
+const CONTROL_DEADLINE: Duration = Duration::from_secs(5);
+
 impl GuestShell for SshShell {
+    fn open_master(&self, target: &SshTarget, control: &Path, log: &Path) -> bool {
+        use std::os::unix::fs::OpenOptionsExt;
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(log)
+        };
+        let (Ok(out), Ok(err)) = (open(), open()) else {
+            return false;
+        };
+        // -f: ssh goes to the background once authenticated (its own
+        // session, so no signal meant for the daemon reaches it), and the
+        // call returns; -N: no command, it only carries others' sessions.
+        let cmd = session_options(target)
+            .args(["-M", "-N", "-f", "-o", "ControlPersist=yes"])
+            .arg("-o")
+            .arg(format!("ControlPath={}", control.display()))
+            .arg(target.destination());
+        let mut command = cmd.to_command();
+        command.stdin(Stdio::null()).stdout(out).stderr(err);
+        exits_ok_within(command, MASTER_DEADLINE)
+    }
+
+    fn master_alive(&self, control: &Path) -> bool {
+        exits_ok_within(control_cmd(control, "check"), CONTROL_DEADLINE)
+    }
+
+    fn close_master(&self, control: &Path) {
+        exits_ok_within(control_cmd(control, "exit"), CONTROL_DEADLINE);
+    }
+
     fn run(
         &self,
         target: &SshTarget,
@@ -135,7 +188,51 @@ impl GuestShell for SshShell {
 
 /// The ssh command for `session`.
 fn session_cmd(target: &SshTarget, session: &Session<'_>) -> banger_sys::Cmd {
-    super::super::ssh::daemon_ssh(target)
+    session_options(target)
+        .arg(target.destination())
+        .arg(remote_command(session.script, session.args))
+}
+
+/// `ssh -O <op>` to the master at `control`, quiet.
+fn control_cmd(control: &Path, op: &str) -> std::process::Command {
+    let mut command = banger_sys::Cmd::new("ssh")
+        .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-O", op])
+        .arg("-o")
+        .arg(format!("ControlPath={}", control.display()))
+        .arg("banger-master")
+        .to_command();
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+/// Runs `command`, killing it after `deadline`; whether it exited 0.
+/// Polled, so the pid is never signalled once reaped.
+fn exits_ok_within(mut command: std::process::Command, deadline: Duration) -> bool {
+    let Ok(mut child) = command.spawn() else {
+        return false;
+    };
+    let start = std::time::Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) if start.elapsed() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+        }
+    }
+}
+
+/// The daemon's ssh options for guest sessions, without the destination.
+fn session_options(target: &SshTarget) -> banger_sys::Cmd {
+    super::super::ssh::daemon_ssh_options(target)
         // A guest that dies or a VM that stops mid-session ends it.
         .args(["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"])
         // AES-GCM first (`^`: ahead of ssh's defaults): with AES-NI (or QEMU's helpers for it under
@@ -145,7 +242,6 @@ fn session_cmd(target: &SshTarget, session: &Session<'_>) -> banger_sys::Cmd {
             "-o",
             "Ciphers=^aes128-gcm@openssh.com,aes256-gcm@openssh.com",
         ])
-        .arg(remote_command(session.script, session.args))
 }
 
 /// A thread that calls `kill` unless told (through the sender) that the

@@ -98,7 +98,7 @@ impl Vms {
             deadline: PREPARE_DEADLINE,
         };
         self.guest
-            .run(&self.target(&vm), &session, tar)
+            .run(&self.mux_target(&vm), &session, tar)
             .map_err(|e| guest_failed(&vm.name, "prepare the workspace", e))?;
         self.record_workspace(vm, query, guest_path)
     }
@@ -149,7 +149,7 @@ impl Vms {
             deadline: EXPORT_DEADLINE,
         };
         self.guest
-            .run(&self.target(&vm), &session, &mut std::io::empty())
+            .run(&self.mux_target(&vm), &session, &mut std::io::empty())
             .map_err(|e| guest_failed(&vm.name, "export the workspace", e))
     }
 }
