@@ -23,6 +23,8 @@ pub const VM_CONSOLE: &str = "/v1/vms/{vm}/console";
 pub const VM_WORKSPACE: &str = "/v1/vms/{vm}/workspace";
 /// `GET`: the guest's changes since the last prepare, as a git patch.
 pub const VM_WORKSPACE_EXPORT: &str = "/v1/vms/{vm}/workspace/export";
+/// `GET`: the git objects the VM's workspace already holds.
+pub const VM_WORKSPACE_OBJECTS: &str = "/v1/vms/{vm}/workspace/objects";
 /// `GET`: what banger found about this host (KVM, tools).
 pub const DOCTOR: &str = "/v1/doctor";
 /// `POST`: stop the daemon cleanly.

@@ -69,3 +69,79 @@ pub struct Binary(pub Vec<u8>);
 /// The most a workspace export answers with: a bigger patch is refused
 /// rather than held in the daemon's memory.
 pub const MAX_PATCH_BYTES: usize = 64 << 20;
+
+/// `GET /v1/vms/{vm}/workspace/objects`: git object files the VM's
+/// workspace already holds, by name under `.git/objects`. A prepare
+/// leaves them out of its stream, and the guest links its own copies
+/// instead: only content-addressed names ([`is_object_name`]) are listed,
+/// and the same name is the same bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeldObjects {
+    /// Names relative to `.git/objects` (`ab/cdef...`,
+    /// `pack/pack-<hash>.pack`).
+    pub names: Vec<String>,
+}
+
+/// The manifest a stream carries of the objects it left out, which the
+/// guest checks it holds before taking the tree.
+pub const HELD_MANIFEST: &str = ".banger-held";
+
+/// Most names a [`HeldObjects`] carries: past it the guest's listing is
+/// not used, and the prepare sends everything.
+pub const MAX_HELD: usize = 1_000_000;
+
+/// Whether `name` (relative to `.git/objects`) names a file by its
+/// content: a loose object (`xx/` and the rest of a SHA-1 or SHA-256
+/// hex name) or a pack's file (`pack/pack-<hex>.pack|idx|rev`).
+pub fn is_object_name(name: &str) -> bool {
+    let hex = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if let Some(rest) = name.strip_prefix("pack/pack-") {
+        return rest.split_once('.').is_some_and(|(h, ext)| {
+            (h.len() == 40 || h.len() == 64) && hex(h) && ["pack", "idx", "rev"].contains(&ext)
+        });
+    }
+    name.split_once('/').is_some_and(|(fan, rest)| {
+        fan.len() == 2 && hex(fan) && (rest.len() == 38 || rest.len() == 62) && hex(rest)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_content_addressed_names_are_object_names() {
+        let sha1 = "0123456789abcdef0123456789abcdef01234567";
+        for good in [
+            format!("{}/{}", &sha1[..2], &sha1[2..]),
+            format!("pack/pack-{sha1}.pack"),
+            format!("pack/pack-{sha1}.idx"),
+            format!("pack/pack-{}.rev", "a".repeat(64)),
+            format!("ab/{}", "c".repeat(62)),
+        ] {
+            assert!(is_object_name(&good), "{good}");
+        }
+        for bad in [
+            "info/commit-graph".to_owned(),
+            "info/alternates".to_owned(),
+            format!("pack/pack-{sha1}.keep"),
+            format!("pack/pack-{sha1}.pack/../../x"),
+            format!("{}/{}/x", &sha1[..2], &sha1[2..]),
+            format!("../{}", &sha1[2..]),
+            format!(
+                "{}/{}",
+                &sha1[..2],
+                sha1.to_uppercase().get(2..).unwrap_or("")
+            ),
+            String::new(),
+            "ab/".to_owned(),
+        ] {
+            assert!(!is_object_name(&bad), "{bad}");
+        }
+    }
+}

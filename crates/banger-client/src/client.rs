@@ -471,6 +471,15 @@ impl Client {
         Err(error_from(status, &bytes))
     }
 
+    /// `GET /v1/vms/{vm}/workspace/objects`.
+    pub async fn held_objects(
+        &self,
+        vm: &str,
+    ) -> Result<banger_api::workspace::HeldObjects, ClientError> {
+        let path = with_param(routes::VM_WORKSPACE_OBJECTS, vm);
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
     /// `GET /v1/vms/{vm}/workspace/export`: the patch.
     pub async fn export_workspace(&self, vm: &str) -> Result<Bytes, ClientError> {
         let path = with_param(routes::VM_WORKSPACE_EXPORT, vm);

@@ -25,6 +25,7 @@ use utoipa::OpenApi;
         crate::routes::vms::console,
         crate::routes::vms::prepare_workspace,
         crate::routes::vms::export_workspace,
+        crate::routes::vms::held_objects,
         crate::routes::vms::doctor,
         crate::routes::shutdown::shutdown,
         crate::routes::openapi::document,
@@ -71,10 +72,11 @@ pub fn document() -> serde_json::Value {
 /// operation a list holds: links from those responses to the calls that
 /// take them.
 fn add_links(doc: &mut serde_json::Value) {
-    const VM_OPS: [&str; 10] = [
+    const VM_OPS: [&str; 11] = [
         "get_vm",
         "vm_console",
         "export_workspace",
+        "held_objects",
         "vm_ssh_target",
         "set_vm",
         "start_vm",

@@ -13,5 +13,5 @@ pub mod pack;
 pub mod repo;
 
 pub use base::{Base, PREPARED_REF};
-pub use pack::{Contents, Packed, Snapshot, pack};
+pub use pack::{Contents, Packed, Snapshot, held_paths, pack, pack_holding};
 pub use repo::{Repo, RepoError, identity};

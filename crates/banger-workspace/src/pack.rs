@@ -3,6 +3,7 @@
 //! symlinks carried as symlinks and never followed, file contents streamed
 //! (a 2 GiB file costs no memory).
 
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -92,12 +93,40 @@ pub fn pack(
     base: Option<&Base>,
     out: impl Write,
 ) -> Result<Packed, RepoError> {
+    pack_holding(repo, snapshot, contents, base, &HashSet::new(), out)
+}
+
+/// The paths (relative to the top) of the git object files named in
+/// `names` (relative to `.git/objects`, as a guest listed them), keeping
+/// only content-addressed ones.
+pub fn held_paths(names: &[String]) -> HashSet<PathBuf> {
+    names
+        .iter()
+        .filter(|n| banger_api::workspace::is_object_name(n))
+        .map(|n| Path::new(".git/objects").join(n))
+        .collect()
+}
+
+/// [`pack`], leaving out the object files in `held` (from
+/// [`held_paths`]): the receiver links its own copies, and checks the
+/// manifest ([`banger_api::workspace::HELD_MANIFEST`], written before the
+/// end marker) of what was left out.
+pub fn pack_holding(
+    repo: &Repo,
+    snapshot: &Snapshot,
+    contents: Contents,
+    base: Option<&Base>,
+    held: &HashSet<PathBuf>,
+    out: impl Write,
+) -> Result<Packed, RepoError> {
     let mut packer = Packer {
         top: repo.top(),
         tar: tar::Builder::new(out),
         done: Packed::default(),
         config: None,
-        dirs: std::collections::HashSet::new(),
+        dirs: HashSet::new(),
+        held,
+        left_out: Vec::new(),
     };
     packer.tar.mode(tar::HeaderMode::Complete);
     packer.config = Some(repo.guest_config()?);
@@ -117,6 +146,14 @@ pub fn pack(
             // A nested repository's `.git` directory goes whole.
             packer.tree(rel)?;
         }
+    }
+    if !packer.left_out.is_empty() {
+        let mut manifest = packer.left_out.join("\n");
+        manifest.push('\n');
+        packer.bytes(
+            Path::new(banger_api::workspace::HELD_MANIFEST),
+            manifest.as_bytes(),
+        )?;
     }
     packer.marker()?;
     packer
@@ -138,7 +175,11 @@ struct Packer<'a, W: Write> {
     config: Option<Vec<u8>>,
     /// Directories written so far: every entry's parents come before it
     /// (`mke2fs -d` makes none itself, unlike `tar -x`).
-    dirs: std::collections::HashSet<PathBuf>,
+    dirs: HashSet<PathBuf>,
+    /// Object files the receiver holds: left out.
+    held: &'a HashSet<PathBuf>,
+    /// Those left out, relative to `.git/objects`.
+    left_out: Vec<String>,
 }
 
 impl<W: Write> Packer<'_, W> {
@@ -203,6 +244,9 @@ impl<W: Write> Packer<'_, W> {
     /// One entry; its metadata when it was carried (sockets, fifos and
     /// devices are not: a `.git` may hold fsmonitor's socket).
     fn entry(&mut self, rel: &Path) -> Result<Option<std::fs::Metadata>, RepoError> {
+        if self.leaves_out(rel) {
+            return Ok(None);
+        }
         self.parents(rel)?;
         if self.dirs.contains(rel) {
             // A directory already written (as a parent): its content
@@ -273,6 +317,21 @@ impl<W: Write> Packer<'_, W> {
 }
 
 impl<W: Write> Packer<'_, W> {
+    /// Whether `rel` is an object file the receiver holds (and so is left
+    /// out, and listed in the manifest).
+    fn leaves_out(&mut self, rel: &Path) -> bool {
+        if !self.held.contains(rel) {
+            return false;
+        }
+        let name = rel
+            .strip_prefix(".git/objects")
+            .ok()
+            .and_then(Path::to_str)
+            .unwrap_or_default();
+        self.left_out.push(name.to_owned());
+        true
+    }
+
     /// The last entry: the guest takes the tree as whole only when it came.
     fn marker(&mut self) -> Result<(), RepoError> {
         self.bytes(Path::new(banger_api::workspace::END_MARKER), b"")
@@ -324,6 +383,9 @@ impl<W: Write> Packer<'_, W> {
                     left: size,
                 };
                 let rel = into.join(fan.file_name()).join(object.file_name());
+                if self.leaves_out(&rel) {
+                    continue;
+                }
                 self.parents(&rel)?;
                 self.tar
                     .append_data(&mut header, &rel, body)

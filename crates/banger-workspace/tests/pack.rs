@@ -522,3 +522,109 @@ fn the_identity_is_the_repositorys_own() {
         )
     );
 }
+
+/// Every file under `dir`, relative to it, as text.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap();
+                out.push(rel.to_str().unwrap().to_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Object files the receiver holds are left out of the stream and listed
+/// in a manifest before the end marker; what it does not hold (the base's
+/// new objects, a name that is not content-addressed) still goes.
+#[test]
+fn objects_the_receiver_holds_are_left_out_and_listed() {
+    let (_tmp, top) = checkout();
+    git(&top, &["gc", "-q"]);
+    write(&top.join("later.txt"), b"after the gc\n");
+    git(&top, &["add", "later.txt"]);
+    git(&top, &["commit", "-q", "-m", "later"]);
+    let objects = top.join(".git/objects");
+    let mut listed = files_under(&objects);
+    assert!(
+        listed
+            .iter()
+            .any(|n| n.starts_with("pack/pack-") && n.ends_with(".pack")),
+        "{listed:?}"
+    );
+    std::fs::create_dir_all(objects.join("info")).unwrap();
+    std::fs::write(objects.join("info/commit-graph"), b"not content-named").unwrap();
+    listed.extend([
+        "info/commit-graph".to_owned(),
+        "../../etc/passwd".to_owned(),
+    ]);
+
+    let repo = Repo::open(&top).unwrap();
+    let snap = Snapshot::take(&repo).unwrap();
+    let base = Base::of(&repo).unwrap();
+    let held = banger_workspace::held_paths(&listed);
+    let mut out = Vec::new();
+    banger_workspace::pack_holding(
+        &repo,
+        &snap,
+        Contents::WorkTree,
+        Some(&base),
+        &held,
+        &mut out,
+    )
+    .unwrap();
+    let order: Vec<Vec<u8>> = tar::Archive::new(&out[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path_bytes().into_owned())
+        .collect();
+    let seen = entries(&out);
+    let content_named: Vec<&String> = listed
+        .iter()
+        .filter(|n| banger_api::workspace::is_object_name(n))
+        .collect();
+    for name in &content_named {
+        let key = format!(".git/objects/{name}");
+        assert!(!seen.contains_key(key.as_bytes()), "{key} was sent");
+    }
+    assert!(seen.contains_key(&b".git/objects/info/commit-graph"[..]));
+    let manifest = String::from_utf8(seen[&b".banger-held"[..]].2.clone()).unwrap();
+    let mut in_manifest: Vec<&str> = manifest.lines().collect();
+    in_manifest.sort_unstable();
+    in_manifest.dedup();
+    assert_eq!(
+        in_manifest,
+        content_named.iter().map(|s| s.as_str()).collect::<Vec<_>>()
+    );
+    // The base's own objects (the edited file's blob, its trees and
+    // commit) are not held, so they go.
+    assert!(
+        seen.keys()
+            .any(|k| k.starts_with(b".git/objects/") && !k.starts_with(b".git/objects/info")),
+        "the base's objects were left out too"
+    );
+    let n = order.len();
+    assert_eq!(order[n - 2], b".banger-held");
+    assert_eq!(order[n - 1], banger_api::workspace::END_MARKER.as_bytes());
+
+    // Nothing held: no manifest.
+    let mut out = Vec::new();
+    banger_workspace::pack_holding(
+        &repo,
+        &snap,
+        Contents::WorkTree,
+        Some(&base),
+        &Default::default(),
+        &mut out,
+    )
+    .unwrap();
+    assert!(!entries(&out).contains_key(&b".banger-held"[..]));
+}

@@ -86,13 +86,27 @@ pub async fn prepare(client: &Client, vm: &str, checkout: &Checkout) -> anyhow::
         }
         Contents::GitOnly => None,
     };
+    // Object files the VM's workspace already has (a re-prepare): left
+    // out, the guest links its own. Any failure just sends them all.
+    let held = client
+        .held_objects(vm)
+        .await
+        .map(|h| banger_workspace::held_paths(&h.names))
+        .unwrap_or_default();
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let packer = tokio::task::spawn_blocking(move || {
         let mut out = ChunkWriter {
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK),
         };
-        let packed = banger_workspace::pack(&repo, &snapshot, contents, base.as_ref(), &mut out);
+        let packed = banger_workspace::pack_holding(
+            &repo,
+            &snapshot,
+            contents,
+            base.as_ref(),
+            &held,
+            &mut out,
+        );
         if let Err(e) = &packed {
             // The request fails rather than ending as if whole.
             let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));

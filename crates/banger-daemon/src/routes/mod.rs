@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::disable()),
         )
         .route(routes::VM_WORKSPACE_EXPORT, get(vms::export_workspace))
+        .route(routes::VM_WORKSPACE_OBJECTS, get(vms::held_objects))
         .route(routes::DOCTOR, get(vms::doctor))
         .route(routes::SHUTDOWN, post(shutdown::shutdown))
         .route(routes::OPENAPI, get(openapi::document))

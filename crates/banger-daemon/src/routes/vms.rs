@@ -222,3 +222,18 @@ pub async fn export_workspace(
     let patch = blocking(&state, move |v| v.export_workspace(&r)).await?;
     Ok(([(http::header::CONTENT_TYPE, "text/x-diff")], patch))
 }
+
+/// The git object files the VM's workspace already holds (content-named:
+/// loose objects and packs), which a prepare may leave out of its stream;
+/// none when the VM is not running or has no workspace.
+#[utoipa::path(get, path = "/v1/vms/{vm}/workspace/objects", operation_id = "held_objects", tag = "vms",
+    params(("vm" = String, Path, description = "VM name, full id, or an unambiguous id prefix", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", min_length = 1, max_length = 63)),
+    responses((status = 200, body = banger_api::workspace::HeldObjects), (status = "4XX", body = banger_api::ErrorBody), (status = "5XX", body = banger_api::ErrorBody)))]
+pub async fn held_objects(
+    State(state): State<AppState>,
+    VmRef(r): VmRef,
+) -> Result<Json<banger_api::workspace::HeldObjects>, ApiError> {
+    blocking(&state, move |v| v.held_objects(&r))
+        .await
+        .map(Json)
+}

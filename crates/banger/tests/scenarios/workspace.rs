@@ -280,6 +280,10 @@ fn round_trip(env: &Env) {
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("changed since"), "{}", stderr(&out));
     let head = git(&top, &["rev-parse", "HEAD"]);
+    // An object file the guest holds: the re-prepare leaves it out of the
+    // stream and links the guest's own copy, the same inode.
+    let object = "cd /root/repo && stat -c '%n %i' $(find .git/objects -type f -path '*/??/*' | sort | head -n 1)";
+    let held = env.ok(&["vm", "exec", "ws", "--", "sh", "-c", object]);
     assert_eq!(
         env.ok(&[
             "vm",
@@ -295,6 +299,13 @@ fn round_trip(env: &Env) {
     );
     let out = env.banger(&["vm", "exec", "ws", "--", "true"]);
     assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    let name = held.split_whitespace().next().unwrap();
+    let again =
+        format!("cd /root/repo && stat -c '%n %i' {name} && git fsck --no-dangling --no-progress");
+    assert_eq!(
+        env.ok(&["vm", "exec", "ws", "--", "sh", "-c", &again]),
+        held
+    );
 
     // Edits in the guest, of every kind an export must carry.
     env.ok(&[

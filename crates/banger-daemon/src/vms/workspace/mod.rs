@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
 
 use banger_api::names::VmName;
+use banger_api::workspace::{HeldObjects, MAX_HELD, is_object_name};
 use banger_api::{PrepareWorkspaceQuery, Vm, Workspace};
 use banger_store::VmRecord;
 use banger_sys::wait::lock;
@@ -33,6 +34,11 @@ const PREPARE_OUTPUT: usize = 64 * 1024;
 const PREPARE_DEADLINE: Duration = Duration::from_secs(30 * 60);
 /// How long an export may take.
 const EXPORT_DEADLINE: Duration = Duration::from_secs(10 * 60);
+/// Most a guest's listing of its objects may be (some 400,000 loose
+/// objects); past it, a prepare sends everything.
+const HELD_OUTPUT: usize = 16 << 20;
+/// How long the listing may take.
+const HELD_DEADLINE: Duration = Duration::from_secs(60);
 
 impl Vms {
     fn workspace_lock(&self, id: &str) -> Arc<Mutex<()>> {
@@ -151,6 +157,46 @@ impl Vms {
         self.guest
             .run(&self.mux_target(&vm), &session, &mut std::io::empty())
             .map_err(|e| guest_failed(&vm.name, "export the workspace", e))
+    }
+
+    /// The git object files the running VM `reference`'s workspace holds,
+    /// which a prepare need not send: none when it is not running, has no
+    /// workspace, or its listing fails. The guest's listing is kept only
+    /// where a name is content-addressed; a guest that lies about one
+    /// only makes its own prepare fail its check.
+    pub fn held_objects(&self, reference: &str) -> Result<HeldObjects, VmError> {
+        let vm = self.resolve(reference)?;
+        let ws_lock = self.workspace_lock(&vm.id);
+        let _one = lock(&ws_lock);
+        let Some(ws) = self.db.get_workspace(&vm.id)? else {
+            return Ok(HeldObjects::default());
+        };
+        let Ok(vm) = self.ready_for_workspace(&vm) else {
+            return Ok(HeldObjects::default());
+        };
+        let session = Session {
+            script: scripts::HELD,
+            args: &[&ws.guest_path],
+            max: HELD_OUTPUT,
+            deadline: HELD_DEADLINE,
+        };
+        let out = match self
+            .guest
+            .run(&self.mux_target(&vm), &session, &mut std::io::empty())
+        {
+            Ok(out) => out,
+            Err(e) => {
+                tracing::warn!(vm = %vm.name, error = %e, "cannot list the workspace's objects; the prepare sends them all");
+                return Ok(HeldObjects::default());
+            }
+        };
+        let names = String::from_utf8_lossy(&out)
+            .lines()
+            .filter(|n| is_object_name(n))
+            .take(MAX_HELD)
+            .map(str::to_owned)
+            .collect();
+        Ok(HeldObjects { names })
     }
 }
 

@@ -26,12 +26,29 @@ fi
 rm -rf "$new" "$old"
 mkdir -p "$new"
 trap 'rm -rf "$new"' EXIT
+# The objects this tree holds, linked (not copied) into the new one: the
+# host leaves out of the stream those it was told are here.
+if [ -d "$dest/.git/objects" ]; then
+    mkdir -p "$new/.git/objects"
+    for d in "$dest"/.git/objects/[0-9a-f][0-9a-f] "$dest/.git/objects/pack"; do
+        if [ -d "$d" ] && [ ! -L "$d" ]; then cp -al "$d" "$new/.git/objects/"; fi
+    done
+fi
 tar -x -f - -C "$new"
 if [ ! -e "$new/.banger-workspace-end" ]; then
     echo "the workspace stream ended early: no end marker" >&2
     exit 4
 fi
 rm -f "$new/.banger-workspace-end"
+if [ -f "$new/.banger-held" ]; then
+    while IFS= read -r f; do
+        if [ ! -f "$new/.git/objects/$f" ]; then
+            echo "git object $f, left out of the stream as the guest held it, is gone from the guest: prepare again" >&2
+            exit 5
+        fi
+    done < "$new/.banger-held"
+    rm -f "$new/.banger-held"
+fi
 git config --global core.checkStat minimal
 git config --global core.trustctime false
 if [ -n "$name" ]; then git config --global user.name "$name"; fi
@@ -70,6 +87,12 @@ fi
 rm -rf "$old"
 cd "$dest"
 if command -v mise >/dev/null 2>&1; then mise trust --quiet --all >/dev/null 2>&1 || true; fi
+"#;
+
+/// `$1` the workspace path. stdout: the files under its `.git/objects`
+/// named by content (loose objects, packs), one per line, relative.
+pub const HELD: &str = r#"cd "$1/.git/objects" 2>/dev/null || exit 0
+find . -type f \( -path './[0-9a-f][0-9a-f]/*' -o -path './pack/pack-*' \) | cut -c3-
 "#;
 
 /// `$1` the workspace path. stdout: the changes since the prepare as a

@@ -8,6 +8,8 @@ use super::guest::{GuestError, GuestShell, Session};
 use super::*;
 use crate::vms::testkit::{Kit, kit};
 
+mod held;
+
 /// (first line of the script, args, stdin) of one session.
 type Seen = (String, Vec<String>, Vec<u8>);
 
