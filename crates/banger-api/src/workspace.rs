@@ -84,8 +84,9 @@ pub struct HeldObjects {
 }
 
 /// The manifest a stream carries of the objects it left out, which the
-/// guest checks it holds before taking the tree.
-pub const HELD_MANIFEST: &str = ".banger-held";
+/// guest checks it holds before taking the tree (inside `.git`, where no
+/// file of the user's work tree can be).
+pub const HELD_MANIFEST: &str = ".git/banger-held";
 
 /// Most names a [`HeldObjects`] carries: past it the guest's listing is
 /// not used, and the prepare sends everything.

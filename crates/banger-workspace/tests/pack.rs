@@ -570,17 +570,20 @@ fn objects_the_receiver_holds_are_left_out_and_listed() {
     let repo = Repo::open(&top).unwrap();
     let snap = Snapshot::take(&repo).unwrap();
     let base = Base::of(&repo).unwrap();
-    let held = banger_workspace::held_paths(&listed);
-    let mut out = Vec::new();
-    banger_workspace::pack_holding(
-        &repo,
-        &snap,
-        Contents::WorkTree,
-        Some(&base),
-        &held,
-        &mut out,
-    )
-    .unwrap();
+    let pack_holding = |held: &std::collections::HashSet<PathBuf>| {
+        let mut out = Vec::new();
+        banger_workspace::pack_holding(
+            &repo,
+            &snap,
+            Contents::WorkTree,
+            Some(&base),
+            held,
+            &mut out,
+        )
+        .unwrap();
+        out
+    };
+    let out = pack_holding(&banger_workspace::held_paths(&listed));
     let order: Vec<Vec<u8>> = tar::Archive::new(&out[..])
         .entries()
         .unwrap()
@@ -596,7 +599,7 @@ fn objects_the_receiver_holds_are_left_out_and_listed() {
         assert!(!seen.contains_key(key.as_bytes()), "{key} was sent");
     }
     assert!(seen.contains_key(&b".git/objects/info/commit-graph"[..]));
-    let manifest = String::from_utf8(seen[&b".banger-held"[..]].2.clone()).unwrap();
+    let manifest = String::from_utf8(seen[&b".git/banger-held"[..]].2.clone()).unwrap();
     let mut in_manifest: Vec<&str> = manifest.lines().collect();
     in_manifest.sort_unstable();
     in_manifest.dedup();
@@ -612,19 +615,10 @@ fn objects_the_receiver_holds_are_left_out_and_listed() {
         "the base's objects were left out too"
     );
     let n = order.len();
-    assert_eq!(order[n - 2], b".banger-held");
+    assert_eq!(order[n - 2], b".git/banger-held");
     assert_eq!(order[n - 1], banger_api::workspace::END_MARKER.as_bytes());
 
     // Nothing held: no manifest.
-    let mut out = Vec::new();
-    banger_workspace::pack_holding(
-        &repo,
-        &snap,
-        Contents::WorkTree,
-        Some(&base),
-        &Default::default(),
-        &mut out,
-    )
-    .unwrap();
-    assert!(!entries(&out).contains_key(&b".banger-held"[..]));
+    let out = pack_holding(&Default::default());
+    assert!(!entries(&out).contains_key(&b".git/banger-held"[..]));
 }

@@ -246,8 +246,8 @@ pub async fn exec(
     // A `--from` workspace holds a commit, not the host's work tree: the
     // host moving says nothing about it. The check reads every file's
     // metadata, so it runs beside the command unless its answer decides
-    // what happens first (a prepare, or an interactive shell whose
-    // terminal a late warning would garble).
+    // what happens first (a prepare, or a terminal session a late
+    // warning would garble).
     let check = ws.checkout.is_none().then(|| {
         let ws = ws.clone();
         tokio::task::spawn_blocking(move || moved(&ws))
@@ -261,7 +261,10 @@ pub async fn exec(
         let target = client.vm_ssh_target(&found.name).await?;
         return crate::vm_cmd::ssh_in(target, remote).await;
     };
-    if auto_prepare || command.is_empty() {
+    // A terminal session (ssh -t) puts the terminal in raw mode: a
+    // warning written during it would land mid-screen.
+    let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    if auto_prepare || command.is_empty() || tty {
         if check.await.unwrap_or(true) {
             if auto_prepare {
                 resync(client, &found.name, &ws).await?;

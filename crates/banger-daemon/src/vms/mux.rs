@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use banger_api::SshTarget;
+use banger_api::{SshTarget, VmState};
 use banger_store::VmRecord;
 use banger_sys::wait::lock;
 
@@ -33,6 +33,11 @@ impl Vms {
         };
         let one = self.mux_lock(&vm.id);
         let _one = lock(&one);
+        // A VM on its way out gets no new master (after_exit closes the
+        // master under this lock once the VM has left `running`).
+        if self.handles(&vm.id).is_none() || vm.state != VmState::Running {
+            return target;
+        }
         let up = (path.exists() && self.guest.master_alive(&path)) || {
             // A socket nobody answers on is a dead master's.
             super::remove_temp(&path);

@@ -86,7 +86,6 @@ impl Vms {
     /// Cleans up after a VMM is gone (or kills it first): NAT, tap,
     /// handles, state.
     pub(super) fn after_exit(&self, vm: &VmRecord, h: Option<&Handles>) {
-        self.close_mux(&vm.id);
         let files = self.files(&vm.id);
         match h {
             Some(h) => stop_pid(&*self.driver(&h.vmm), &files, h.pid),
@@ -105,6 +104,10 @@ impl Vms {
             tracing::warn!(vm = %vm.name, error = %e, "cannot remove handles.json");
         }
         lock(&self.running).remove(&vm.id);
+        // After the VM left `running`: no master opens for it from now on
+        // (mux_target checks under the same lock), and one opened before
+        // goes.
+        self.close_mux(&vm.id);
         // Only a running VM becomes stopped: a created or failed one keeps
         // its state (and its recorded error).
         if vm.state == VmState::Running

@@ -296,6 +296,7 @@ impl Vms {
         }
         lock(&self.locks).remove(&vm.id);
         lock(&self.mux_locks).remove(&vm.id);
+        lock(&self.workspace_locks).remove(&vm.id);
     }
 }
 

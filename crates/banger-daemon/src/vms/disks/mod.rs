@@ -83,7 +83,9 @@ pub fn overlay_tar(settings: &GuestSettings<'_>) -> std::io::Result<Vec<u8>> {
     }
     // Only the per-VM key is served: the image may carry keys shared by
     // every VM made from it.
-    let sshd = "# Written by banger: serve only this VM's own host key.\nHostKey /etc/ssh/ssh_host_ed25519_key\n";
+    // MaxSessions: every session of banger's shares the daemon's one
+    // control master connection, and sshd's default allows 10 on one.
+    let sshd = "# Written by banger: serve only this VM's own host key.\nHostKey /etc/ssh/ssh_host_ed25519_key\nMaxSessions 100\n";
     let mut b = tar::Builder::new(Vec::new());
     for dir in [
         "upper",

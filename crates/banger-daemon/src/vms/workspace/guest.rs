@@ -158,16 +158,27 @@ impl GuestShell for SshShell {
         };
         // The readers and the watchdog may stop ssh; it is reaped only
         // after all three are joined, so the pid is still its own.
+        let control = target.control_path.clone();
         let kill = move || {
             // SAFETY: kill(2) on our own unreaped child.
             unsafe { libc::kill(pid.cast_signed(), libc::SIGKILL) };
+            // Through a master, the session's pipes are also the master's,
+            // closed only when the guest closes the channel: a guest that
+            // never does would hold this call for ever. The master goes
+            // (the next session opens another).
+            if let Some(control) = &control {
+                exits_ok_within(control_cmd(Path::new(control), "exit"), CONTROL_DEADLINE);
+            }
         };
         let deadline = session.deadline;
-        let (done, watchdog) = watchdog(deadline, kill);
+        let (done, watchdog) = watchdog(deadline, kill.clone());
         let max = session.max;
-        let out = std::thread::spawn(move || bounded(stdout, max, kill));
+        let stop = kill.clone();
+        let out = std::thread::spawn(move || bounded(stdout, max, stop));
         let err = std::thread::spawn(move || tail(stderr));
-        let fed = std::io::copy(input, &mut stdin).and_then(|_| stdin.flush());
+        // Big writes: 8 KiB ones (io::copy's) cost the host CPU the
+        // guest's emulated CPUs are short of.
+        let fed = copy_big(input, &mut stdin).and_then(|()| stdin.flush());
         if fed.is_err() {
             // Killed before stdin closes: the guest must not see a clean
             // end of a stream that broke.
@@ -242,6 +253,27 @@ fn session_options(target: &SshTarget) -> banger_sys::Cmd {
             "-o",
             "Ciphers=^aes128-gcm@openssh.com,aes256-gcm@openssh.com",
         ])
+}
+
+/// Copies all of `from` to `to` in writes of up to 256 KiB.
+fn copy_big(from: &mut dyn Read, to: &mut impl Write) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let mut filled = 0;
+        // Fill the buffer (or reach the end) before each write.
+        while filled < buf.len() {
+            match from.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf[..filled])?;
+    }
 }
 
 /// A thread that calls `kill` unless told (through the sender) that the
@@ -321,6 +353,37 @@ fn tail(mut r: impl Read) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_goes_on_in_big_writes_whole() {
+        /// Hands out 1000 bytes a read.
+        struct Trickle(Vec<u8>, usize);
+        impl Read for Trickle {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = buf.len().min(1000).min(self.0.len() - self.1);
+                buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+                self.1 += n;
+                Ok(n)
+            }
+        }
+        #[derive(Default)]
+        struct Writes(Vec<usize>, Vec<u8>);
+        impl Write for Writes {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.push(buf.len());
+                self.1.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let data: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+        let mut out = Writes::default();
+        copy_big(&mut Trickle(data.clone(), 0), &mut out).unwrap();
+        assert_eq!(out.1, data);
+        assert_eq!(out.0, [256 * 1024, 256 * 1024, 600_000 - 512 * 1024]);
+    }
 
     #[test]
     fn every_word_reaches_the_guest_shell_as_one_word() {

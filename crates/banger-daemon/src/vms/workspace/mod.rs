@@ -168,15 +168,17 @@ impl Vms {
         let vm = self.resolve(reference)?;
         let ws_lock = self.workspace_lock(&vm.id);
         let _one = lock(&ws_lock);
-        let Some(ws) = self.db.get_workspace(&vm.id)? else {
+        if self.db.get_workspace(&vm.id)?.is_none() {
             return Ok(HeldObjects::default());
-        };
+        }
         let Ok(vm) = self.ready_for_workspace(&vm) else {
             return Ok(HeldObjects::default());
         };
+        // Where the next prepare links from: the configured path, which
+        // may differ from the recorded one if the config changed.
         let session = Session {
             script: scripts::HELD,
-            args: &[&ws.guest_path],
+            args: &[&self.settings.workspace_guest_path],
             max: HELD_OUTPUT,
             deadline: HELD_DEADLINE,
         };

@@ -31,7 +31,9 @@ trap 'rm -rf "$new"' EXIT
 if [ -d "$dest/.git/objects" ]; then
     mkdir -p "$new/.git/objects"
     for d in "$dest"/.git/objects/[0-9a-f][0-9a-f] "$dest/.git/objects/pack"; do
-        if [ -d "$d" ] && [ ! -L "$d" ]; then cp -al "$d" "$new/.git/objects/"; fi
+        # Best effort (a gc running meanwhile, another file system): the
+        # manifest check below is what decides.
+        if [ -d "$d" ] && [ ! -L "$d" ]; then cp -al "$d" "$new/.git/objects/" 2>/dev/null || true; fi
     done
 fi
 tar -x -f - -C "$new"
@@ -40,14 +42,15 @@ if [ ! -e "$new/.banger-workspace-end" ]; then
     exit 4
 fi
 rm -f "$new/.banger-workspace-end"
-if [ -f "$new/.banger-held" ]; then
+if [ -f "$new/.git/banger-held" ]; then
     while IFS= read -r f; do
-        if [ ! -f "$new/.git/objects/$f" ]; then
+        # -s: an object a crash left empty is not one the guest holds.
+        if [ ! -s "$new/.git/objects/$f" ] || [ -L "$new/.git/objects/$f" ]; then
             echo "git object $f, left out of the stream as the guest held it, is gone from the guest: prepare again" >&2
             exit 5
         fi
-    done < "$new/.banger-held"
-    rm -f "$new/.banger-held"
+    done < "$new/.git/banger-held"
+    rm -f "$new/.git/banger-held"
 fi
 git config --global core.checkStat minimal
 git config --global core.trustctime false
@@ -84,7 +87,16 @@ else
     if [ -e "$dest" ]; then mv "$dest" "$old"; fi
     mv "$new" "$dest"
 fi
-rm -rf "$old"
+# The old tree goes in the background: deleting some 9,000 files takes
+# seconds under TCG, longer than sending them. Moved first inside the new
+# .git (the same file system), where no git command looks, so the
+# workspace shows nothing of it meanwhile.
+trash="$dest/.git/banger-trash.$$"
+if [ -e "$old" ] && mv "$old" "$trash" 2>/dev/null; then
+    rm -rf "$trash" </dev/null >/dev/null 2>&1 &
+else
+    rm -rf "$old"
+fi
 cd "$dest"
 if command -v mise >/dev/null 2>&1; then mise trust --quiet --all >/dev/null 2>&1 || true; fi
 "#;
@@ -92,7 +104,7 @@ if command -v mise >/dev/null 2>&1; then mise trust --quiet --all >/dev/null 2>&
 /// `$1` the workspace path. stdout: the files under its `.git/objects`
 /// named by content (loose objects, packs), one per line, relative.
 pub const HELD: &str = r#"cd "$1/.git/objects" 2>/dev/null || exit 0
-find . -type f \( -path './[0-9a-f][0-9a-f]/*' -o -path './pack/pack-*' \) | cut -c3-
+find . -type f -size +0 \( -path './[0-9a-f][0-9a-f]/*' -o -path './pack/pack-*' \) | cut -c3-
 "#;
 
 /// `$1` the workspace path. stdout: the changes since the prepare as a
