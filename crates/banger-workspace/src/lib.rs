@@ -9,6 +9,7 @@
 //! show what they show on the host.
 
 pub mod base;
+mod loose;
 pub mod pack;
 pub mod repo;
 

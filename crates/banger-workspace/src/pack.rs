@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::base::{Base, PREPARED_REF};
+use crate::loose::{self, Loose};
 use crate::repo::{Repo, RepoError};
 
 /// What a pack carries.
@@ -40,25 +41,39 @@ pub struct Snapshot {
 impl Snapshot {
     /// Reads `repo`'s state now (git, and a `stat` per file: no content).
     pub fn take(repo: &Repo) -> Result<Self, RepoError> {
+        let mut snapshot = Self::unnamed(repo)?;
+        snapshot.branch = repo.branch()?;
+        Ok(snapshot)
+    }
+
+    /// [`Snapshot::fingerprint`] of `repo` now: one git fewer than
+    /// [`Snapshot::take`] (the branch is not part of it), for a check that
+    /// runs on every `vm exec`.
+    pub fn fingerprint_now(repo: &Repo) -> Result<String, RepoError> {
+        Ok(Self::unnamed(repo)?.fingerprint)
+    }
+
+    /// A snapshot without its branch.
+    fn unnamed(repo: &Repo) -> Result<Self, RepoError> {
         let head = repo.head()?;
-        let branch = repo.branch()?;
-        let files = repo.files()?;
+        // Each file's metadata as git listed it: one stat per file (this
+        // runs on every `vm exec`).
+        let listed = repo.stat_files()?;
         let mut digest = Sha256::new();
         digest.update(head.as_deref().unwrap_or("unborn").as_bytes());
-        for rel in &files {
+        for (rel, m) in &listed {
             digest.update([0]);
             digest.update(rel.as_os_str().as_bytes());
-            if let Ok(m) = std::fs::symlink_metadata(repo.top().join(rel)) {
-                for n in [
-                    u64::from(m.mode()),
-                    m.size(),
-                    m.mtime().cast_unsigned(),
-                    m.mtime_nsec().cast_unsigned(),
-                ] {
-                    digest.update(n.to_le_bytes());
-                }
+            for n in [
+                u64::from(m.mode()),
+                m.size(),
+                m.mtime().cast_unsigned(),
+                m.mtime_nsec().cast_unsigned(),
+            ] {
+                digest.update(n.to_le_bytes());
             }
         }
+        let files = listed.into_iter().map(|(rel, _)| rel).collect();
         let fingerprint = digest
             .finalize()
             .iter()
@@ -66,7 +81,7 @@ impl Snapshot {
             .collect();
         Ok(Self {
             head,
-            branch,
+            branch: None,
             files,
             fingerprint,
         })
@@ -129,24 +144,40 @@ pub fn pack_holding(
         left_out: Vec::new(),
     };
     packer.tar.mode(tar::HeaderMode::Complete);
-    packer.config = Some(repo.guest_config()?);
-    packer.tree(Path::new(".git"))?;
-    packer.config = None;
-    if contents == Contents::WorkTree {
-        // A file that changes between the base and its packing is carried
-        // changed, and an export shows that change too.
+    let base = base.filter(|_| contents == Contents::WorkTree);
+    let base_objects = base.map(Base::objects);
+    let (small, big) = packer.sort_loose(base_objects.as_deref())?;
+    std::thread::scope(|scope| {
+        // Made while the rest is sent: the guest takes the tree long
+        // before the pack would hold it up.
+        let making = scope.spawn(|| loose::pack(repo.top(), base_objects.as_deref(), &small));
+        packer.config = Some(repo.guest_config()?);
+        packer.tree(Path::new(".git"))?;
+        packer.config = None;
         if let Some(base) = base {
-            packer.objects(&base.objects(), Path::new(".git/objects"))?;
+            // A file that changes between the base and its packing is
+            // carried changed, and an export shows that change too.
             packer.bytes(
                 Path::new(".git").join(PREPARED_REF).as_path(),
                 format!("{}\n", base.commit).as_bytes(),
             )?;
         }
-        for rel in &snapshot.files {
-            // A nested repository's `.git` directory goes whole.
-            packer.tree(rel)?;
+        if contents == Contents::WorkTree {
+            for rel in &snapshot.files {
+                // A nested repository's `.git` directory goes whole.
+                packer.tree(rel)?;
+            }
         }
-    }
+        packer.loose(&big)?;
+        match making.join() {
+            Ok(Ok(Some(made))) => packer.made(&made)?,
+            Ok(Ok(None)) => {}
+            // git could not pack them (an old git, a damaged object):
+            // they go as they are, as the guest's git would find them.
+            Ok(Err(_)) | Err(_) => packer.loose(&small)?,
+        }
+        Ok::<_, RepoError>(())
+    })?;
     if !packer.left_out.is_empty() {
         let mut manifest = packer.left_out.join("\n");
         manifest.push('\n');
@@ -187,6 +218,15 @@ impl<W: Write> Packer<'_, W> {
     fn tree(&mut self, rel: &Path) -> Result<(), RepoError> {
         if rel == Path::new(".git/refs/banger") {
             // banger's own refs come from this prepare, not the host.
+            return Ok(());
+        }
+        if rel.parent() == Some(Path::new(".git/objects"))
+            && rel
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.len() == 2 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            // Loose objects: sorted into a pack or sent as files, apart.
             return Ok(());
         }
         let path = self.top.join(rel);
@@ -354,44 +394,73 @@ impl<W: Write> Packer<'_, W> {
             })
     }
 
-    /// The loose objects under `dir` (git's two-level layout), as files
-    /// under `into`.
-    fn objects(&mut self, dir: &Path, into: &Path) -> Result<(), RepoError> {
-        let read = |path: &Path| {
-            let path = path.to_owned();
-            move |source| RepoError::Read { path, source }
-        };
-        for fan in std::fs::read_dir(dir).map_err(read(dir))? {
-            let fan = fan.map_err(read(dir))?;
-            if !fan.file_type().map_err(read(dir))?.is_dir() {
+    /// The repository's loose objects and those in `extra` (the base's),
+    /// the receiver's left out: those to pack, and those to send as files.
+    fn sort_loose(&mut self, extra: Option<&Path>) -> Result<(Vec<Loose>, Vec<Loose>), RepoError> {
+        let mut all = loose::list(&self.top.join(".git/objects"))?;
+        if let Some(extra) = extra {
+            all.extend(loose::list(extra)?);
+        }
+        let mut seen = HashSet::new();
+        let (mut small, mut big) = (Vec::new(), Vec::new());
+        for object in all {
+            if !seen.insert(object.name.clone())
+                || self.leaves_out(&Path::new(".git/objects").join(&object.name))
+            {
                 continue;
             }
-            for object in std::fs::read_dir(fan.path()).map_err(read(&fan.path()))? {
-                let object = object.map_err(read(&fan.path()))?;
-                let path = object.path();
-                // Streamed: a big untracked file makes a big object.
-                let file = std::fs::File::open(&path).map_err(read(&path))?;
-                let size = file.metadata().map_err(read(&path))?.len();
-                let mut header = tar::Header::new_gnu();
-                header.set_uid(0);
-                header.set_gid(0);
-                header.set_mode(0o444);
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_size(size);
-                let body = Exact {
-                    inner: file.take(size),
-                    left: size,
-                };
-                let rel = into.join(fan.file_name()).join(object.file_name());
-                if self.leaves_out(&rel) {
-                    continue;
-                }
-                self.parents(&rel)?;
-                self.tar
-                    .append_data(&mut header, &rel, body)
-                    .map_err(read(&path))?;
+            if object.size < loose::PACK_BELOW {
+                small.push(object);
+            } else {
+                big.push(object);
             }
         }
+        Ok((small, big))
+    }
+
+    /// Loose objects, as files.
+    fn loose(&mut self, objects: &[Loose]) -> Result<(), RepoError> {
+        for object in objects {
+            let rel = Path::new(".git/objects").join(&object.name);
+            self.file_as(&object.path, &rel)?;
+        }
+        Ok(())
+    }
+
+    /// A pack made of loose objects, with its index.
+    fn made(&mut self, made: &loose::Made) -> Result<(), RepoError> {
+        for ext in ["pack", "idx"] {
+            let rel = Path::new(".git/objects/pack").join(format!("{}.{ext}", made.name));
+            if !self.leaves_out(&rel) {
+                self.file_as(&made.file(ext), &rel)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The file at `path`, read-only and root's, at `rel`; streamed (a
+    /// big untracked file makes a big object).
+    fn file_as(&mut self, path: &Path, rel: &Path) -> Result<(), RepoError> {
+        let err = |source| RepoError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(err)?;
+        let size = file.metadata().map_err(err)?.len();
+        let mut header = tar::Header::new_gnu();
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mode(0o444);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(size);
+        let body = Exact {
+            inner: file.take(size),
+            left: size,
+        };
+        self.parents(rel)?;
+        self.tar.append_data(&mut header, rel, body).map_err(err)?;
+        self.done.entries += 1;
+        self.done.bytes += size;
         Ok(())
     }
 }

@@ -69,7 +69,7 @@ pub enum RepoError {
 
 /// A git command in `dir`, deaf to the caller's `GIT_DIR` and friends so
 /// it asks about `dir` and nothing else.
-fn git(dir: &Path) -> Command {
+pub(crate) fn git(dir: &Path) -> Command {
     let mut cmd = Cmd::new("git").arg("-C").arg(dir).to_command();
     for var in [
         "GIT_DIR",
@@ -141,18 +141,26 @@ impl Repo {
         if !meta.is_dir() {
             return Err(RepoError::NotADirectory(path.to_owned()));
         }
-        match try_git(path, &["rev-parse", "--is-bare-repository"])? {
-            None => return Err(RepoError::NotARepository(path.to_owned())),
-            Some(out) if out.trim_ascii_end() == b"true" => {
-                return Err(RepoError::Bare(path.to_owned()));
+        // One git for the usual case (`vm exec` opens the checkout on every
+        // call); a second only to say why it failed.
+        let top = match try_git(
+            path,
+            &["rev-parse", "--is-bare-repository", "--show-toplevel"],
+        )? {
+            Some(out) if out.starts_with(b"false\n") => {
+                PathBuf::from(OsStr::from_bytes(out[6..].trim_ascii_end()))
             }
-            Some(_) => {}
-        }
-        let top = try_git(path, &["rev-parse", "--show-toplevel"])?
-            .map(|out| PathBuf::from(OsStr::from_bytes(out.trim_ascii_end())))
-            .filter(|top| !top.as_os_str().is_empty())
+            _ => match try_git(path, &["rev-parse", "--is-bare-repository"])? {
+                Some(out) if out.trim_ascii_end() == b"true" => {
+                    return Err(RepoError::Bare(path.to_owned()));
+                }
+                _ => return Err(RepoError::NotARepository(path.to_owned())),
+            },
+        };
+        if top.as_os_str().is_empty() {
             // Inside `.git` itself: no work tree.
-            .ok_or_else(|| RepoError::NotARepository(path.to_owned()))?;
+            return Err(RepoError::NotARepository(path.to_owned()));
+        }
         let dot_git =
             std::fs::symlink_metadata(top.join(".git")).map_err(|source| RepoError::Path {
                 path: top.join(".git"),
@@ -176,6 +184,23 @@ impl Repo {
             )));
         }
         Ok(Self { top })
+    }
+
+    /// The checkout at `top`, the top of a work tree [`Repo::open`]
+    /// accepted before (a workspace's record): its `.git` must still be a
+    /// directory, and nothing else is asked of git.
+    pub fn recorded(top: &Path) -> Result<Self, RepoError> {
+        let dot_git = top.join(".git");
+        match std::fs::symlink_metadata(&dot_git) {
+            Ok(meta) if meta.is_dir() => Ok(Self {
+                top: top.to_owned(),
+            }),
+            Ok(_) => Err(RepoError::GitFile(top.to_owned())),
+            Err(source) => Err(RepoError::Path {
+                path: dot_git,
+                source,
+            }),
+        }
     }
 
     /// The top of the work tree.
@@ -284,13 +309,22 @@ impl Repo {
     /// the top. Tracked files deleted from the work tree are left out (the
     /// guest's `git status` shows them deleted, as the host's does).
     pub fn files(&self) -> Result<Vec<PathBuf>, RepoError> {
+        Ok(self.stat_files()?.into_iter().map(|(rel, _)| rel).collect())
+    }
+
+    /// [`Repo::files`], each with its metadata as it was listed.
+    pub(crate) fn stat_files(&self) -> Result<Vec<(PathBuf, std::fs::Metadata)>, RepoError> {
         let mut out = Vec::new();
         list(&self.top, Path::new(""), &mut out)?;
         Ok(out)
     }
 }
 
-fn list(top: &Path, prefix: &Path, out: &mut Vec<PathBuf>) -> Result<(), RepoError> {
+fn list(
+    top: &Path,
+    prefix: &Path,
+    out: &mut Vec<(PathBuf, std::fs::Metadata)>,
+) -> Result<(), RepoError> {
     let dir = top.join(prefix);
     let raw = run_git(
         &dir,
@@ -315,13 +349,13 @@ fn list(top: &Path, prefix: &Path, out: &mut Vec<PathBuf>) -> Result<(), RepoErr
         if meta.is_dir() {
             // A gitlink: a submodule's checkout, carried with its own files
             // (its `.git` file points into the superproject's `.git`).
-            if std::fs::symlink_metadata(top.join(&rel).join(".git")).is_ok() {
-                out.push(rel.join(".git"));
+            if let Ok(git) = std::fs::symlink_metadata(top.join(&rel).join(".git")) {
+                out.push((rel.join(".git"), git));
                 list(top, &rel, out)?;
             }
             continue;
         }
-        out.push(rel);
+        out.push((rel, meta));
     }
     Ok(())
 }

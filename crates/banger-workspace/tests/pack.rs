@@ -542,6 +542,19 @@ fn files_under(dir: &Path) -> Vec<String> {
     out
 }
 
+/// A work tree's stream, leaving out what `held` names.
+fn holding(
+    repo: &Repo,
+    snap: &Snapshot,
+    base: &Base,
+    held: &std::collections::HashSet<PathBuf>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    banger_workspace::pack_holding(repo, snap, Contents::WorkTree, Some(base), held, &mut out)
+        .unwrap();
+    out
+}
+
 /// Object files the receiver holds are left out of the stream and listed
 /// in a manifest before the end marker; what it does not hold (the base's
 /// new objects, a name that is not content-addressed) still goes.
@@ -570,19 +583,8 @@ fn objects_the_receiver_holds_are_left_out_and_listed() {
     let repo = Repo::open(&top).unwrap();
     let snap = Snapshot::take(&repo).unwrap();
     let base = Base::of(&repo).unwrap();
-    let pack_holding = |held: &std::collections::HashSet<PathBuf>| {
-        let mut out = Vec::new();
-        banger_workspace::pack_holding(
-            &repo,
-            &snap,
-            Contents::WorkTree,
-            Some(&base),
-            held,
-            &mut out,
-        )
-        .unwrap();
-        out
-    };
+    let pack_holding =
+        |held: &std::collections::HashSet<PathBuf>| holding(&repo, &snap, &base, held);
     let out = pack_holding(&banger_workspace::held_paths(&listed));
     let order: Vec<Vec<u8>> = tar::Archive::new(&out[..])
         .entries()
@@ -621,4 +623,92 @@ fn objects_the_receiver_holds_are_left_out_and_listed() {
     // Nothing held: no manifest.
     let out = pack_holding(&Default::default());
     assert!(!entries(&out).contains_key(&b".git/banger-held"[..]));
+}
+
+/// Loose objects travel as one pack with its index (a guest pays per file
+/// it creates); one of a megabyte or more goes as its own file; the
+/// unpacked repository is whole.
+#[test]
+fn loose_objects_travel_as_one_pack_and_big_ones_as_files() {
+    let (tmp, top) = checkout();
+    // Incompressible, so its loose object stays over the threshold.
+    let mut big = Vec::with_capacity(3 << 20);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    while big.len() < 3 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        big.extend_from_slice(&x.to_le_bytes());
+    }
+    write(&top.join("big.bin"), &big);
+    git(&top, &["add", "big.bin"]);
+    git(&top, &["commit", "-q", "-m", "big"]);
+    let loose_on_host = files_under(&top.join(".git/objects"))
+        .into_iter()
+        .filter(|n| !n.starts_with("info") && !n.starts_with("pack"))
+        .count();
+    assert!(loose_on_host > 5, "{loose_on_host}");
+
+    let repo = Repo::open(&top).unwrap();
+    let snap = Snapshot::take(&repo).unwrap();
+    let base = Base::of(&repo).unwrap();
+    let mut out = Vec::new();
+    pack(&repo, &snap, Contents::WorkTree, Some(&base), &mut out).unwrap();
+    let seen = entries(&out);
+    let objects: Vec<String> = seen
+        .keys()
+        .filter_map(|k| std::str::from_utf8(k).ok())
+        .filter_map(|k| k.strip_prefix(".git/objects/"))
+        .filter(|k| seen[format!(".git/objects/{k}").as_bytes()].0 == tar::EntryType::Regular)
+        .map(str::to_owned)
+        .collect();
+    let packs: Vec<&String> = objects.iter().filter(|n| n.starts_with("pack/")).collect();
+    assert_eq!(packs.len(), 2, "one pack and its index: {objects:?}");
+    assert!(
+        packs.iter().any(|n| n.ends_with(".pack")) && packs.iter().any(|n| n.ends_with(".idx"))
+    );
+    let loose: Vec<&String> = objects.iter().filter(|n| !n.starts_with("pack/")).collect();
+    assert_eq!(loose.len(), 1, "only the big blob goes loose: {loose:?}");
+
+    let guest = tmp.path().join("guest");
+    std::fs::create_dir(&guest).unwrap();
+    tar::Archive::new(&out[..]).unpack(&guest).unwrap();
+    std::fs::remove_file(guest.join(banger_api::workspace::END_MARKER)).unwrap();
+    git(&guest, &["fsck", "--no-dangling", "--no-progress"]);
+    git(&guest, &["cat-file", "-e", "refs/banger/prepared"]);
+    git(&guest, &["diff", "--quiet", "HEAD", "--", "big.bin"]);
+
+    // What the receiver holds (by object name, however it keeps them) is
+    // left out and listed; when it holds them all, no pack is made.
+    let all: Vec<String> = {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&guest)
+            .args([
+                "cat-file",
+                "--batch-all-objects",
+                "--batch-check=%(objectname)",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|id| format!("{}/{}", &id[..2], &id[2..]))
+            .collect()
+    };
+    let out = holding(&repo, &snap, &base, &banger_workspace::held_paths(&all));
+    let seen = entries(&out);
+    assert!(
+        !seen
+            .keys()
+            .any(|k| k.starts_with(b".git/objects/") && seen[k].0 == tar::EntryType::Regular),
+        "objects the receiver holds were sent"
+    );
+    let manifest = String::from_utf8(seen[&b".git/banger-held"[..]].2.clone()).unwrap();
+    let mut listed: Vec<&str> = manifest.lines().collect();
+    listed.sort_unstable();
+    let mut expected: Vec<&str> = all.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(listed, expected);
 }

@@ -79,20 +79,28 @@ pub async fn prepare(client: &Client, vm: &str, checkout: &Checkout) -> anyhow::
     };
     // The base is hashed before the request opens: a big untracked file
     // must not stall the stream the daemon is waiting on.
-    let base = match contents {
-        Contents::WorkTree => {
-            let repo = repo.clone();
-            Some(tokio::task::spawn_blocking(move || banger_workspace::Base::of(&repo)).await??)
+    let base = async {
+        match contents {
+            Contents::WorkTree => {
+                let repo = repo.clone();
+                let base = tokio::task::spawn_blocking(move || banger_workspace::Base::of(&repo));
+                Ok::<_, anyhow::Error>(Some(base.await??))
+            }
+            Contents::GitOnly => Ok(None),
         }
-        Contents::GitOnly => None,
     };
-    // Object files the VM's workspace already has (a re-prepare): left
-    // out, the guest links its own. Any failure just sends them all.
-    let held = client
-        .held_objects(vm)
-        .await
-        .map(|h| banger_workspace::held_paths(&h.names))
-        .unwrap_or_default();
+    // Objects the VM's workspace already has (a re-prepare): left out,
+    // the guest links its own. Any failure just sends them all. Asked
+    // while the base is hashed.
+    let held = async {
+        client
+            .held_objects(vm)
+            .await
+            .map(|h| banger_workspace::held_paths(&h.names))
+            .unwrap_or_default()
+    };
+    let (base, held) = tokio::join!(base, held);
+    let base = base?;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let packer = tokio::task::spawn_blocking(move || {
         let mut out = ChunkWriter {
@@ -236,7 +244,9 @@ pub async fn exec(
     auto_prepare: bool,
     command: &[String],
 ) -> anyhow::Result<ExitCode> {
-    let found = running(client, vm).await?;
+    // The VM and its SSH target at once: one round trip's wait, not two.
+    let (found, target) = tokio::join!(running(client, vm), client.vm_ssh_target(vm));
+    let found = found?;
     let ws = found.workspace.clone().with_context(|| {
         format!(
             "vm {0} has no workspace: give it one with `banger vm workspace prepare {0} PATH`",
@@ -257,8 +267,8 @@ pub async fn exec(
         ws.host_path, found.name
     );
     let remote = in_workspace(&ws.guest_path, command);
+    let target = target?;
     let Some(check) = check else {
-        let target = client.vm_ssh_target(&found.name).await?;
         return crate::vm_cmd::ssh_in(target, remote).await;
     };
     // A terminal session (ssh -t) puts the terminal in raw mode: a
@@ -272,7 +282,6 @@ pub async fn exec(
                 let _ = writeln!(std::io::stderr(), "{warning}");
             }
         }
-        let target = client.vm_ssh_target(&found.name).await?;
         return crate::vm_cmd::ssh_in(target, remote).await;
     }
     let warn = async {
@@ -280,10 +289,7 @@ pub async fn exec(
             let _ = writeln!(std::io::stderr(), "{warning}");
         }
     };
-    let run = async {
-        let target = client.vm_ssh_target(&found.name).await?;
-        crate::vm_cmd::ssh_in(target, remote).await
-    };
+    let run = crate::vm_cmd::ssh_in(target, remote);
     let ((), code) = tokio::join!(warn, run);
     code
 }
@@ -308,9 +314,9 @@ async fn resync(client: &Client, name: &str, ws: &banger_api::Workspace) -> anyh
 /// Whether the host checkout differs from what the workspace recorded
 /// (a checkout that is gone or unreadable counts as moved).
 fn moved(ws: &banger_api::Workspace) -> bool {
-    Repo::open(Path::new(&ws.host_path))
-        .and_then(|repo| Snapshot::take(&repo))
-        .map_or(true, |now| now.fingerprint != ws.fingerprint)
+    Repo::recorded(Path::new(&ws.host_path))
+        .and_then(|repo| Snapshot::fingerprint_now(&repo))
+        .map_or(true, |now| now != ws.fingerprint)
 }
 
 #[cfg(test)]

@@ -166,6 +166,18 @@ fn run_carries(env: &Env) {
     write(&top.join("notes.md"), b"changed on the host\n");
     env.ok(&["vm", "workspace", "prepare", "laid", top_s]);
     assert_eq!(guest_hashes(env, "laid"), host_hashes(&top));
+    // The objects came as packs, not one file each, and those the guest
+    // already held (left out of the second stream) are all still there.
+    let objects = env.ok(&[
+        "vm",
+        "exec",
+        "laid",
+        "--",
+        "sh",
+        "-c",
+        "git fsck --no-dangling --no-progress && git count-objects | cut -d' ' -f1",
+    ]);
+    assert_eq!(objects.trim(), "0", "loose objects in the guest");
     // Growing the VM's disk grows its workspace disk by as much.
     let repo_size = |env: &Env| -> u64 {
         let out = env.ok(&[
@@ -280,9 +292,10 @@ fn round_trip(env: &Env) {
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("changed since"), "{}", stderr(&out));
     let head = git(&top, &["rev-parse", "HEAD"]);
-    // An object file the guest holds: the re-prepare leaves it out of the
-    // stream and links the guest's own copy, the same inode.
-    let object = "cd /root/repo && stat -c '%n %i' $(find .git/objects -type f -path '*/??/*' | sort | head -n 1)";
+    // Objects the guest holds (they came as a pack): the re-prepare
+    // leaves them out of the stream and links the guest's own pack, the
+    // same inode.
+    let object = "cd /root/repo && stat -c '%n %i' $(find .git/objects/pack -type f -name '*.pack' | sort | head -n 1)";
     let held = env.ok(&["vm", "exec", "ws", "--", "sh", "-c", object]);
     assert_eq!(
         env.ok(&[
@@ -306,6 +319,18 @@ fn round_trip(env: &Env) {
         env.ok(&["vm", "exec", "ws", "--", "sh", "-c", &again]),
         held
     );
+    // And were not sent again: the new pack holds only what is new.
+    let per_pack = format!(
+        "for i in .git/objects/pack/*.idx; do n=$(git show-index < $i | wc -l); \
+         if [ \"${{i%.idx}}.pack\" = {name} ]; then echo old $n; else echo new $n; fi; done | sort"
+    );
+    let counts = env.ok(&["vm", "exec", "ws", "--", "sh", "-c", &per_pack]);
+    let n = |which: &str| -> u32 {
+        let line = counts.lines().find(|l| l.starts_with(which)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    assert_eq!(counts.lines().count(), 2, "{counts}");
+    assert!(n("new") < n("old"), "objects per pack: {counts}");
 
     // Edits in the guest, of every kind an export must carry.
     env.ok(&[

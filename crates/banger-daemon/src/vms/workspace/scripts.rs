@@ -43,13 +43,20 @@ if [ ! -e "$new/.banger-workspace-end" ]; then
 fi
 rm -f "$new/.banger-workspace-end"
 if [ -f "$new/.git/banger-held" ]; then
-    while IFS= read -r f; do
-        # -s: an object a crash left empty is not one the guest holds.
+    # Pack files by name; objects by id, wherever the guest keeps them.
+    grep '^pack/' "$new/.git/banger-held" | while IFS= read -r f; do
+        # -s: a file a crash left empty is not one the guest holds.
         if [ ! -s "$new/.git/objects/$f" ] || [ -L "$new/.git/objects/$f" ]; then
-            echo "git object $f, left out of the stream as the guest held it, is gone from the guest: prepare again" >&2
+            echo "git pack file $f, left out of the stream as the guest held it, is gone from the guest: prepare again" >&2
             exit 5
         fi
-    done < "$new/.git/banger-held"
+    done
+    gone=$(sed -n '/^pack\//!s#/##p' "$new/.git/banger-held" |
+        git -C "$new" -c core.hooksPath=/dev/null cat-file --batch-check 2>&1 | grep -v -m1 ' blob \| tree \| commit \| tag ' || true)
+    if [ -n "$gone" ]; then
+        echo "git object ${gone%% *}, left out of the stream as the guest held it, is gone from the guest: prepare again" >&2
+        exit 5
+    fi
     rm -f "$new/.git/banger-held"
 fi
 git config --global core.checkStat minimal
@@ -101,10 +108,17 @@ cd "$dest"
 if command -v mise >/dev/null 2>&1; then mise trust --quiet --all >/dev/null 2>&1 || true; fi
 "#;
 
-/// `$1` the workspace path. stdout: the files under its `.git/objects`
-/// named by content (loose objects, packs), one per line, relative.
+/// `$1` the workspace path. stdout: what its `.git/objects` holds, one
+/// per line, relative to it: pack files by name, and every object, loose
+/// or in a pack of its own (not through alternates, which a prepare does
+/// not keep), by its loose name (`xx/yyyy`).
 pub const HELD: &str = r#"cd "$1/.git/objects" 2>/dev/null || exit 0
 find . -type f -size +0 \( -path './[0-9a-f][0-9a-f]/*' -o -path './pack/pack-*' \) | cut -c3-
+for idx in pack/pack-*.idx; do
+    if [ -f "$idx" ] && [ ! -L "$idx" ]; then
+        git -C "$1" show-index < "$idx" 2>/dev/null | cut -d' ' -f2 | sed 's#^..#&/#'
+    fi
+done
 "#;
 
 /// `$1` the workspace path. stdout: the changes since the prepare as a
