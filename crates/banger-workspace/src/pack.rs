@@ -98,9 +98,11 @@ pub struct Packed {
 }
 
 /// Writes `contents` of `repo` (as `snapshot` lists them) to `out` as one
-/// tar stream with paths relative to the top. A work tree goes with its
-/// `base` ([`Base::of`], built before the stream starts: the receiver
-/// waits on no hashing).
+/// tar stream with paths relative to the top, for a disk built on the
+/// host (`mke2fs -d`), where a file costs next to nothing: loose objects
+/// go as they are (packing them would be the slowest step). A work tree
+/// goes with its `base` ([`Base::of`], built before the stream starts:
+/// the receiver waits on no hashing).
 pub fn pack(
     repo: &Repo,
     snapshot: &Snapshot,
@@ -108,7 +110,7 @@ pub fn pack(
     base: Option<&Base>,
     out: impl Write,
 ) -> Result<Packed, RepoError> {
-    pack_holding(repo, snapshot, contents, base, &HashSet::new(), out)
+    write(repo, snapshot, contents, base, None, out)
 }
 
 /// The paths (relative to the top) of the git object files named in
@@ -122,11 +124,13 @@ pub fn held_paths(names: &[String]) -> HashSet<PathBuf> {
         .collect()
 }
 
-/// [`pack`], leaving out the object files in `held` (from
-/// [`held_paths`]): the receiver links its own copies, and checks the
-/// manifest ([`banger_api::workspace::HELD_MANIFEST`], written before the
-/// end marker) of what was left out.
-pub fn pack_holding(
+/// [`pack`] for a running guest's `tar -x`, which pays for every file it
+/// creates (under TCG): loose objects under 1 MiB go as one pack. Objects
+/// named in `held` (from [`held_paths`]) are left out: the receiver links
+/// its own copies, and checks the manifest
+/// ([`banger_api::workspace::HELD_MANIFEST`], written before the end
+/// marker) of what was left out.
+pub fn pack_for_guest(
     repo: &Repo,
     snapshot: &Snapshot,
     contents: Contents,
@@ -134,19 +138,35 @@ pub fn pack_holding(
     held: &HashSet<PathBuf>,
     out: impl Write,
 ) -> Result<Packed, RepoError> {
+    write(repo, snapshot, contents, base, Some(held), out)
+}
+
+/// [`pack`] (`held` is `None`) or [`pack_for_guest`].
+fn write(
+    repo: &Repo,
+    snapshot: &Snapshot,
+    contents: Contents,
+    base: Option<&Base>,
+    held: Option<&HashSet<PathBuf>>,
+    out: impl Write,
+) -> Result<Packed, RepoError> {
+    let nothing = HashSet::new();
     let mut packer = Packer {
         top: repo.top(),
         tar: tar::Builder::new(out),
         done: Packed::default(),
         config: None,
         dirs: HashSet::new(),
-        held,
+        held: held.unwrap_or(&nothing),
         left_out: Vec::new(),
     };
     packer.tar.mode(tar::HeaderMode::Complete);
     let base = base.filter(|_| contents == Contents::WorkTree);
     let base_objects = base.map(Base::objects);
-    let (small, big) = packer.sort_loose(base_objects.as_deref())?;
+    let (mut small, mut big) = packer.sort_loose(base_objects.as_deref())?;
+    if held.is_none() {
+        big.append(&mut small);
+    }
     std::thread::scope(|scope| {
         // Made while the rest is sent: the guest takes the tree long
         // before the pack would hold it up.

@@ -550,7 +550,7 @@ fn holding(
     held: &std::collections::HashSet<PathBuf>,
 ) -> Vec<u8> {
     let mut out = Vec::new();
-    banger_workspace::pack_holding(repo, snap, Contents::WorkTree, Some(base), held, &mut out)
+    banger_workspace::pack_for_guest(repo, snap, Contents::WorkTree, Some(base), held, &mut out)
         .unwrap();
     out
 }
@@ -625,9 +625,10 @@ fn objects_the_receiver_holds_are_left_out_and_listed() {
     assert!(!entries(&out).contains_key(&b".git/banger-held"[..]));
 }
 
-/// Loose objects travel as one pack with its index (a guest pays per file
-/// it creates); one of a megabyte or more goes as its own file; the
-/// unpacked repository is whole.
+/// Loose objects travel to a guest as one pack with its index (a guest
+/// pays per file it creates); one of a megabyte or more goes as its own
+/// file; the unpacked repository is whole. To a disk built on the host
+/// they go as they are.
 #[test]
 fn loose_objects_travel_as_one_pack_and_big_ones_as_files() {
     let (tmp, top) = checkout();
@@ -652,8 +653,19 @@ fn loose_objects_travel_as_one_pack_and_big_ones_as_files() {
     let repo = Repo::open(&top).unwrap();
     let snap = Snapshot::take(&repo).unwrap();
     let base = Base::of(&repo).unwrap();
+    // For a disk built on the host, every object goes as it is.
     let mut out = Vec::new();
     pack(&repo, &snap, Contents::WorkTree, Some(&base), &mut out).unwrap();
+    let sent = entries(&out);
+    let as_files = sent
+        .keys()
+        .filter(|k| k.starts_with(b".git/objects/") && k.len() == ".git/objects/".len() + 41)
+        .count();
+    // The base's new objects (blobs, trees, its commit) go too.
+    assert!(as_files > loose_on_host, "{as_files} of {loose_on_host}");
+    assert!(!sent.keys().any(|k| k.starts_with(b".git/objects/pack/")));
+    // For a guest, as one pack.
+    let out = holding(&repo, &snap, &base, &Default::default());
     let seen = entries(&out);
     let objects: Vec<String> = seen
         .keys()

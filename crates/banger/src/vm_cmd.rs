@@ -227,7 +227,8 @@ async fn laid_in(
     command: &[String],
 ) -> anyhow::Result<ExitCode> {
     note(&format!("carrying the workspace into vm {name}"));
-    let vm = interruptible(crate::workspace_cmd::prepare(client, name, checkout)).await?;
+    let to = crate::workspace_cmd::Receiver::Disk;
+    let vm = interruptible(crate::workspace_cmd::prepare(client, name, checkout, to)).await?;
     note(&format!("starting vm {name}"));
     interruptible(async { Ok(client.vm_action(routes::VM_START, name).await?) }).await?;
     let guest = vm.workspace.map(|w| w.guest_path).unwrap_or_default();
@@ -263,7 +264,8 @@ async fn run_in(
     let Some(checkout) = checkout else {
         return ssh_foreground(ssh_argv(&target, command)).await;
     };
-    let vm = interruptible(crate::workspace_cmd::prepare(client, name, checkout)).await?;
+    let to = crate::workspace_cmd::Receiver::Guest;
+    let vm = interruptible(crate::workspace_cmd::prepare(client, name, checkout, to)).await?;
     let guest = vm.workspace.map(|w| w.guest_path).unwrap_or_default();
     ssh_in(target, crate::workspace_cmd::in_workspace(&guest, command)).await
 }

@@ -55,10 +55,25 @@ impl Checkout {
     }
 }
 
+/// Where a prepare's stream is unpacked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receiver {
+    /// A running VM's guest, over SSH.
+    Guest,
+    /// The workspace disk of a VM created with one and not yet started,
+    /// built on the host.
+    Disk,
+}
+
 /// Streams `checkout` into the VM `vm`'s workspace: over SSH into a
 /// running VM, or, for a VM created with a workspace disk and not yet
 /// started, into that disk on the host.
-pub async fn prepare(client: &Client, vm: &str, checkout: &Checkout) -> anyhow::Result<Vm> {
+pub async fn prepare(
+    client: &Client,
+    vm: &str,
+    checkout: &Checkout,
+    to: Receiver,
+) -> anyhow::Result<Vm> {
     let repo = checkout.repo.clone();
     let snapshot = Snapshot::take(&repo)?;
     let (git_name, git_email) = repo.identity();
@@ -93,6 +108,9 @@ pub async fn prepare(client: &Client, vm: &str, checkout: &Checkout) -> anyhow::
     // the guest links its own. Any failure just sends them all. Asked
     // while the base is hashed.
     let held = async {
+        if to == Receiver::Disk {
+            return std::collections::HashSet::new();
+        }
         client
             .held_objects(vm)
             .await
@@ -107,14 +125,19 @@ pub async fn prepare(client: &Client, vm: &str, checkout: &Checkout) -> anyhow::
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK),
         };
-        let packed = banger_workspace::pack_holding(
-            &repo,
-            &snapshot,
-            contents,
-            base.as_ref(),
-            &held,
-            &mut out,
-        );
+        let packed = match to {
+            Receiver::Guest => banger_workspace::pack_for_guest(
+                &repo,
+                &snapshot,
+                contents,
+                base.as_ref(),
+                &held,
+                &mut out,
+            ),
+            Receiver::Disk => {
+                banger_workspace::pack(&repo, &snapshot, contents, base.as_ref(), &mut out)
+            }
+        };
         if let Err(e) = &packed {
             // The request fails rather than ending as if whole.
             let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
@@ -180,7 +203,7 @@ pub async fn run(client: &Client, command: WorkspaceCommand) -> anyhow::Result<E
         WorkspaceCommand::Prepare { vm, path, at } => {
             let checkout = Checkout::open(&path.unwrap_or_else(|| PathBuf::from(".")), &at)?;
             running(client, &vm).await?;
-            let vm = prepare(client, &vm, &checkout).await?;
+            let vm = prepare(client, &vm, &checkout, Receiver::Guest).await?;
             if let Some(ws) = &vm.workspace {
                 print(&format!(
                     "{} -> {}:{}\n",
@@ -308,7 +331,9 @@ async fn resync(client: &Client, name: &str, ws: &banger_api::Workspace) -> anyh
         from: None,
     };
     let checkout = Checkout::open(Path::new(&ws.host_path), &at)?;
-    prepare(client, name, &checkout).await.map(drop)
+    prepare(client, name, &checkout, Receiver::Guest)
+        .await
+        .map(drop)
 }
 
 /// Whether the host checkout differs from what the workspace recorded
