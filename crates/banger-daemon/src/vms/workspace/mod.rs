@@ -34,8 +34,9 @@ const PREPARE_OUTPUT: usize = 64 * 1024;
 const PREPARE_DEADLINE: Duration = Duration::from_secs(30 * 60);
 /// How long an export may take.
 const EXPORT_DEADLINE: Duration = Duration::from_secs(10 * 60);
-/// Most a guest's listing of its objects may be (some 400,000 loose
-/// objects); past it, a prepare sends everything.
+/// Most a guest's listing of its objects may be (some 400,000 names;
+/// packs of over about 150,000 objects are named, not listed); past it,
+/// a prepare sends everything.
 const HELD_OUTPUT: usize = 16 << 20;
 /// How long the listing may take.
 const HELD_DEADLINE: Duration = Duration::from_secs(60);

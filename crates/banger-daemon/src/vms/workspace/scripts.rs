@@ -51,13 +51,19 @@ if [ -f "$new/.git/banger-held" ]; then
             exit 5
         fi
     done
-    gone=$(sed -n '/^pack\//!s#/##p' "$new/.git/banger-held" |
-        git -C "$new" -c core.hooksPath=/dev/null cat-file --batch-check 2>&1 | grep -v -m1 ' blob \| tree \| commit \| tag ' || true)
+    sed -n '/^pack\//!s#/##p' "$new/.git/banger-held" > "$new/.git/banger-held-ids"
+    # Never a fetch from a promisor remote for an object that is not here.
+    if ! GIT_NO_LAZY_FETCH=1 git -C "$new" -c core.hooksPath=/dev/null cat-file --batch-check \
+        < "$new/.git/banger-held-ids" > "$new/.git/banger-held-found"; then
+        echo "git could not check the objects left out of the stream as the guest held them (above)" >&2
+        exit 5
+    fi
+    gone=$(grep -m1 ' missing$' "$new/.git/banger-held-found" || true)
     if [ -n "$gone" ]; then
         echo "git object ${gone%% *}, left out of the stream as the guest held it, is gone from the guest: prepare again" >&2
         exit 5
     fi
-    rm -f "$new/.git/banger-held"
+    rm -f "$new/.git/banger-held" "$new/.git/banger-held-ids" "$new/.git/banger-held-found"
 fi
 git config --global core.checkStat minimal
 git config --global core.trustctime false
@@ -109,13 +115,18 @@ if command -v mise >/dev/null 2>&1; then mise trust --quiet --all >/dev/null 2>&
 "#;
 
 /// `$1` the workspace path. stdout: what its `.git/objects` holds, one
-/// per line, relative to it: pack files by name, and every object, loose
-/// or in a pack of its own (not through alternates, which a prepare does
-/// not keep), by its loose name (`xx/yyyy`).
+/// per line, relative to it: pack files by name, loose objects, and the
+/// objects in its smaller packs (those a prepare made of loose objects;
+/// a history pack is held by its name, and listing its millions of
+/// objects would outgrow the listing), by their loose names (`xx/yyyy`).
+/// Never through alternates, which a prepare does not keep, and never a
+/// pack whose data is missing or empty (git would not read it).
 pub const HELD: &str = r#"cd "$1/.git/objects" 2>/dev/null || exit 0
 find . -type f -size +0 \( -path './[0-9a-f][0-9a-f]/*' -o -path './pack/pack-*' \) | cut -c3-
 for idx in pack/pack-*.idx; do
-    if [ -f "$idx" ] && [ ! -L "$idx" ]; then
+    data=${idx%.idx}.pack
+    if [ -f "$idx" ] && [ ! -L "$idx" ] && [ -s "$data" ] && [ ! -L "$data" ] &&
+        [ "$(stat -c %s "$idx")" -le 4194304 ]; then
         git -C "$1" show-index < "$idx" 2>/dev/null | cut -d' ' -f2 | sed 's#^..#&/#'
     fi
 done
