@@ -58,8 +58,9 @@ pub struct Workspace {
 
 /// The last entry of every workspace tar. A stream cut short between two
 /// entries extracts without an error, so the guest takes the tree as whole
-/// only when this arrived (and then removes it).
-pub const END_MARKER: &str = ".banger-workspace-end";
+/// only when this arrived (and then removes it). Inside `.git`, where no
+/// file of the user's work tree can be.
+pub const END_MARKER: &str = ".git/banger-end";
 
 /// Raw bytes as a body (a tar stream, a patch), for the API document.
 #[derive(Debug, Clone, ToSchema)]

@@ -236,8 +236,12 @@ struct Packer<'a, W: Write> {
 impl<W: Write> Packer<'_, W> {
     /// A directory and everything under it, never following a symlink.
     fn tree(&mut self, rel: &Path) -> Result<(), RepoError> {
-        if rel == Path::new(".git/refs/banger") {
-            // banger's own refs come from this prepare, not the host.
+        if rel == Path::new(".git/refs/banger")
+            || rel == Path::new(banger_api::workspace::END_MARKER)
+            || rel == Path::new(banger_api::workspace::HELD_MANIFEST)
+        {
+            // banger's own refs and files come from this prepare, not
+            // the host.
             return Ok(());
         }
         if rel.parent() == Some(Path::new(".git/objects"))

@@ -340,6 +340,12 @@ fn credentials_stay_on_the_host_and_the_stream_ends_with_its_marker() {
     let host = std::fs::read_to_string(top.join(".git/config")).unwrap();
     assert!(host.contains("ghs_secret") && host.contains("extraheader"));
 
+    // The marker lives in `.git`: a file of the work tree with the old
+    // marker's name is the user's and goes; a stale marker or manifest in
+    // the host's `.git` does not.
+    write(&top.join(".banger-workspace-end"), b"mine\n");
+    write(&top.join(".git/banger-end"), b"stale");
+    write(&top.join(".git/banger-held"), b"ab/cd\n");
     let repo = Repo::open(&top).unwrap();
     let snap = Snapshot::take(&repo).unwrap();
     let mut out = Vec::new();
@@ -351,14 +357,16 @@ fn credentials_stay_on_the_host_and_the_stream_ends_with_its_marker() {
         &mut out,
     )
     .unwrap();
-    let mut archive = tar::Archive::new(&out[..]);
-    let last: Vec<u8> = archive
+    let names: Vec<Vec<u8>> = tar::Archive::new(&out[..])
         .entries()
         .unwrap()
         .map(|e| e.unwrap().path_bytes().into_owned())
-        .last()
-        .unwrap();
-    assert_eq!(last, banger_api::workspace::END_MARKER.as_bytes());
+        .collect();
+    let marker = banger_api::workspace::END_MARKER.as_bytes();
+    assert_eq!(names.last().unwrap(), marker);
+    assert_eq!(names.iter().filter(|n| n.as_slice() == marker).count(), 1);
+    assert!(!names.iter().any(|n| n == b".git/banger-held"));
+    assert_eq!(entries(&out)[&b".banger-workspace-end"[..]].2, b"mine\n");
 }
 
 #[test]

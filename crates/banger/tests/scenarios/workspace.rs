@@ -65,6 +65,8 @@ fn checkout(env: &Env, name: &str) -> std::path::PathBuf {
         b"new\nline",
         b"bad\xffutf8",
         "ünï code".as_bytes(),
+        // The end marker's old name: a user's file like any other.
+        b".banger-workspace-end",
     ] {
         write(&top.join(std::ffi::OsStr::from_bytes(name)), b"odd\n");
     }

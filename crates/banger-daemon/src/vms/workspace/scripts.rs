@@ -37,11 +37,11 @@ if [ -d "$dest/.git/objects" ]; then
     done
 fi
 tar -x -f - -C "$new"
-if [ ! -e "$new/.banger-workspace-end" ]; then
+if [ ! -e "$new/.git/banger-end" ]; then
     echo "the workspace stream ended early: no end marker" >&2
     exit 4
 fi
-rm -f "$new/.banger-workspace-end"
+rm -f "$new/.git/banger-end"
 if [ -f "$new/.git/banger-held" ]; then
     # Pack files by name; objects by id, wherever the guest keeps them.
     grep '^pack/' "$new/.git/banger-held" | while IFS= read -r f; do
