@@ -161,14 +161,8 @@ impl Repo {
             // Inside `.git` itself: no work tree.
             return Err(RepoError::NotARepository(path.to_owned()));
         }
-        let dot_git =
-            std::fs::symlink_metadata(top.join(".git")).map_err(|source| RepoError::Path {
-                path: top.join(".git"),
-                source,
-            })?;
-        if !dot_git.is_dir() {
-            return Err(RepoError::GitFile(top));
-        }
+        // `.git` a directory, as for a recorded top.
+        Self::recorded(&top)?;
         let alternates = top.join(".git/objects/info/alternates");
         if std::fs::symlink_metadata(&alternates).is_ok() {
             return Err(RepoError::Refused(format!(
