@@ -201,6 +201,22 @@ pub fn kill(pid: u32) {
     signal(pid, libc::SIGKILL);
 }
 
+/// SIGKILLs `pid` and waits, at most `within`, until it has died: SIGKILL
+/// lands asynchronously, and a caller that reports "nothing left" must not
+/// return while the process still holds its sockets and disks. Whether it
+/// died in time.
+pub fn kill_and_wait(pid: u32, within: std::time::Duration) -> bool {
+    kill(pid);
+    let deadline = std::time::Instant::now() + within;
+    while pid_alive(pid) {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    true
+}
+
 /// Sends `sig` to `pid`; a pid that does not fit is ignored.
 pub fn signal(pid: u32, sig: i32) {
     if let Ok(pid) = i32::try_from(pid)

@@ -212,7 +212,10 @@ impl Vmm for Firecracker {
             .wait_for_api(&api, pid)
             .and_then(|()| self.configure(&api, spec, &paths));
         if let Err(e) = configured {
-            self.kill(pid);
+            // Waited for, so a failed start leaves no VMM behind it.
+            if is_firecracker(pid) {
+                banger_sys::process::kill_and_wait(pid, Duration::from_secs(5));
+            }
             let _ = self.release(files);
             return Err(e);
         }
