@@ -50,6 +50,16 @@ impl OpId {
     }
 }
 
+tokio::task_local! {
+    static CURRENT: OpId;
+}
+
+/// The op id of the request this task serves, for work it hands to a
+/// blocking thread (the root helper logs it with each call).
+pub fn current() -> Option<OpId> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
 /// The middleware: op id, span, response header, error bodies, one log line.
 pub async fn layer(mut req: Request, next: Next) -> Response {
     let op_id = req
@@ -64,7 +74,7 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
     let span = tracing::info_span!("request", op_id = op_id.as_str());
     async move {
         let started = Instant::now();
-        let response = next.run(req).await;
+        let response = CURRENT.scope(op_id.clone(), next.run(req)).await;
         let mut response = if response.status().is_client_error() || response.status().is_server_error() {
             error_response(response, &op_id).await
         } else {

@@ -43,13 +43,35 @@ pub enum NetError {
         /// Why it is refused.
         why: &'static str,
     },
-    /// The operation needs privileges the daemon lacks.
+    /// The operation needs privileges this process lacks.
     #[error(
-        "{what} needs root: run bangerd as root (a separate root helper is not part of banger yet)"
+        "{what} needs root: install banger's root helper with `sudo banger system install` (see docs/privileges.md)"
     )]
     NeedsRoot {
         /// What was attempted.
         what: &'static str,
+    },
+    /// No root helper answers: an unprivileged daemon cannot touch the
+    /// host network without one.
+    #[error(
+        "starting a VM needs banger's root helper, and none answers at {}: {why}; run `sudo banger system install` (see docs/privileges.md)",
+        socket.display()
+    )]
+    NoHelper {
+        /// Where the helper's socket was looked for.
+        socket: std::path::PathBuf,
+        /// What connecting said.
+        why: String,
+    },
+    /// The root helper refused or failed the call.
+    #[error("the root helper {verdict} {op}: {message}")]
+    Helper {
+        /// The op.
+        op: &'static str,
+        /// `refused` or `failed`.
+        verdict: &'static str,
+        /// What it said.
+        message: String,
     },
     /// A command failed.
     #[error("{what}")]
@@ -115,6 +137,12 @@ pub trait Network: Send + Sync + std::fmt::Debug {
     fn add_nat(&self, tag: &str, ip: Ipv4Addr, bridge: &str) -> Result<(), NetError>;
     /// Removes what [`Network::add_nat`] added; missing rules are fine.
     fn remove_nat(&self, tag: &str, ip: Ipv4Addr, bridge: &str) -> Result<(), NetError>;
+    /// Whether the operations above can work for `bridge` and `subnet`,
+    /// asked before a VM is made so a start that cannot connect it fails
+    /// with nothing to undo.
+    fn ready(&self, _bridge: &str, _subnet: &Subnet) -> Result<(), NetError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod host;
 pub mod lock;
 pub mod mount;
 pub mod nofollow;
+pub mod peer;
 pub mod process;
 pub mod run;
 pub mod wait;

@@ -1,6 +1,8 @@
 //! Helpers shared by banger's tests. Never a dependency of shipped code.
 
 pub mod fakes;
+pub mod harness;
+pub mod netns;
 pub mod oci;
 
 use std::path::Path;

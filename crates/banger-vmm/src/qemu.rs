@@ -69,6 +69,13 @@ impl Vmm for Qemu {
     }
 }
 
+/// QEMU's seccomp filter: no obsolete system calls, no changes to its own
+/// scheduling or CPU affinity. `elevateprivileges=deny` and `spawn=deny`
+/// would also block the `setsid` and `fork` that `-daemonize` makes after
+/// the filter is in place (QEMU then exits 1, silently); they wait for
+/// banger to detach QEMU itself.
+pub const SANDBOX: &str = "on,obsolete=deny,resourcecontrol=deny";
+
 /// QEMU's option parser splits on commas; a path with one cannot be
 /// passed safely, so it is refused rather than escaped.
 fn checked<'a>(what: &'static str, path: &'a Path) -> Result<&'a Path, VmmError> {
@@ -128,6 +135,7 @@ pub fn command(binary: &Path, spec: &BootSpec) -> Result<Cmd, VmmError> {
             &spec.memory_mib.to_string(),
         ])
         .args(["-nodefaults", "-no-user-config", "-display", "none"])
+        .args(["-sandbox", SANDBOX])
         // A guest reboot ends the VMM: banger decides what starts again.
         .arg("-no-reboot")
         .arg("-chardev")
@@ -244,6 +252,7 @@ mod tests {
             "virtio-net-device,netdev=net0,mac=02:ba:00:0a:1b:2c",
             "unix:/s/vms/ab/vmm.sock,server=on,wait=off",
             "-daemonize -pidfile /s/vms/ab/vmm.pid",
+            "-sandbox on,obsolete=deny,resourcecontrol=deny",
         ] {
             assert!(text.contains(part), "missing {part:?} in {text}");
         }

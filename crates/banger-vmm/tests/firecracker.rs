@@ -906,7 +906,7 @@ fn api_answers_are_read_whole() {
 
 // ---------------------------------------------------------------- runner
 
-type Test = (&'static str, fn());
+use banger_testutil::harness::Test;
 
 const TESTS: &[Test] = &[
     (
@@ -946,43 +946,9 @@ const TESTS: &[Test] = &[
 ];
 
 fn run_tests(args: &[String]) {
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
     let records = tempfile::tempdir().unwrap();
     // SAFETY: set before any thread of this process starts; the fakes the
     // tests spawn inherit it.
     unsafe { std::env::set_var(RECORD_DIR, records.path()) };
-    let started = Instant::now();
-    let chosen: Vec<&Test> = TESTS
-        .iter()
-        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
-        .collect();
-    println!("\nrunning {} tests", chosen.len());
-    let mut failed = Vec::new();
-    for (name, test) in &chosen {
-        let result = std::panic::catch_unwind(test);
-        println!(
-            "test {name} ... {}",
-            if result.is_ok() { "ok" } else { "FAILED" }
-        );
-        if result.is_err() {
-            failed.push(*name);
-        }
-    }
-    let passed = chosen.len() - failed.len();
-    if !failed.is_empty() {
-        println!("\nfailures:");
-        for name in &failed {
-            println!("    {name}");
-        }
-    }
-    println!(
-        "\ntest result: {}. {passed} passed; {} failed; 0 ignored; 0 measured; {} filtered out; finished in {:.2}s\n",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        failed.len(),
-        TESTS.len() - chosen.len(),
-        started.elapsed().as_secs_f64()
-    );
-    if !failed.is_empty() {
-        std::process::exit(101);
-    }
+    banger_testutil::harness::run(TESTS, args);
 }

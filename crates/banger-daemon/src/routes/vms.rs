@@ -41,10 +41,14 @@ async fn blocking<T: Send + 'static>(
     work: impl FnOnce(&Vms) -> Result<T, VmError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let vms = state.vms.clone();
-    tokio::task::spawn_blocking(move || work(&vms))
-        .await
-        .map_err(|e| ApiError::internal(format!("vm task failed: {e}")))?
-        .map_err(ApiError::from)
+    let op_id = crate::op_id::current();
+    tokio::task::spawn_blocking(move || {
+        let _scope = op_id.map(|id| banger_helper::op_id_scope(id.as_str()));
+        work(&vms)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("vm task failed: {e}")))?
+    .map_err(ApiError::from)
 }
 
 /// Every VM in the store, oldest first.

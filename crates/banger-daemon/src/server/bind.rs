@@ -128,12 +128,9 @@ fn services(
         config = options.vm.vmm.as_str(),
         "VMM driver chosen"
     );
-    let net = options.net.unwrap_or_else(|| {
-        Arc::new(banger_net::HostNetwork::new(
-            runner.clone(),
-            layout.state_dir.join("net.log"),
-        ))
-    });
+    let net = options
+        .net
+        .unwrap_or_else(|| host_network(&runner, &layout.state_dir));
     let parts = crate::vms::Parts {
         db: store,
         ops: &ops,
@@ -143,6 +140,24 @@ fn services(
     };
     let vms = Arc::new(Vms::new(parts, runner, vmm, net, options.vm).with_other_vmms(other_vmms));
     (ops, artifacts, vms)
+}
+
+/// Root changes the host network itself; anyone else goes through the
+/// root helper (`bangerd-root`), whose absence a VM start reports.
+fn host_network(
+    runner: &Arc<dyn banger_sys::Runner>,
+    state_dir: &Path,
+) -> Arc<dyn banger_net::Network> {
+    if banger_sys::euid() == 0 {
+        Arc::new(banger_net::HostNetwork::new(
+            runner.clone(),
+            state_dir.join("net.log"),
+        ))
+    } else {
+        let helper = banger_helper::HelperNetwork::new(banger_helper::socket_path());
+        tracing::info!(socket = %helper.socket().display(), "host network through the root helper");
+        Arc::new(helper)
+    }
 }
 
 /// Removes a socket left by a daemon that died without cleaning up. Only

@@ -78,6 +78,14 @@ fn pick(
 }
 
 impl Vms {
+    /// Refuses a start whose VM could not be connected: an unprivileged
+    /// daemon with no root helper, or one serving another bridge.
+    pub(super) fn check_network_ready(&self) -> Result<(), VmError> {
+        self.net
+            .ready(&self.settings.bridge, &self.settings.subnet)
+            .map_err(|e| super::failed_by(&e))
+    }
+
     /// With `vmm = "firecracker"`, refuses a create that cannot boot: the
     /// binary missing, or KVM unusable (Firecracker has no emulation to
     /// fall back on). Runs before the VM's name, address or files exist.

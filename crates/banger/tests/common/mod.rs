@@ -20,6 +20,10 @@ pub struct Env {
     netns: Option<Netns>,
     /// Where `banger` and `bangerd` are: the debug build unless `using`.
     bin_dir: PathBuf,
+    /// The unprivileged user (uid, gid) every command runs as, if not root.
+    user: Option<(u32, u32)>,
+    /// The root helper, once started.
+    helper: std::sync::Mutex<Option<std::process::Child>>,
 }
 
 impl Env {
@@ -37,6 +41,8 @@ impl Env {
             cache: None,
             netns: None,
             bin_dir: bangerd_bin().parent().unwrap().to_owned(),
+            user: None,
+            helper: std::sync::Mutex::new(None),
         }
     }
 
@@ -62,6 +68,61 @@ impl Env {
         env.cache = Some(cache.to_owned());
         env.netns = Some(Netns::new());
         env
+    }
+
+    /// Runs every command (and so the daemon and its VMMs) as `uid`:`gid`,
+    /// which owns the installation's directories; the Env's own directory
+    /// stays root's, and holds the root helper's socket (see
+    /// [`Env::start_helper`]). The cache must already be the user's.
+    pub fn run_by(mut self, uid: u32, gid: u32) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        for sub in ["config", "state", "run", "home"] {
+            let dir = self.path(sub);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+        }
+        self.user = Some((uid, gid));
+        self
+    }
+
+    /// The user (uid, gid) commands run as, if not root.
+    pub fn user(&self) -> Option<(u32, u32)> {
+        self.user
+    }
+
+    /// The root helper's socket, for an Env [`Env::run_by`].
+    pub fn helper_socket(&self) -> PathBuf {
+        self.path("helper/bangerd-root.sock")
+    }
+
+    /// Starts `bangerd-root` (as root, in the Env's namespace) for the
+    /// Env's user; it ends with the namespace.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the test runs the helper under test"
+    )]
+    pub fn start_helper(&self) {
+        let (uid, _) = self.user.expect("an Env run_by a user");
+        let ns = self.netns.as_ref().expect("an Env isolated_in a namespace");
+        let socket = self.helper_socket();
+        let log = std::fs::File::create(self.path("helper.log")).unwrap();
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.0])
+            .arg(self.bin("bangerd-root"))
+            .args(["--owner", &uid.to_string(), "--socket"])
+            .arg(&socket)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn bangerd-root");
+        *self.helper.lock().unwrap() = Some(child);
+        assert!(
+            wait_until(Duration::from_secs(10), || socket.exists()),
+            "bangerd-root did not listen: {}",
+            std::fs::read_to_string(self.path("helper.log")).unwrap_or_default()
+        );
     }
 
     /// Runs `program args` in the Env's network namespace.
@@ -120,14 +181,32 @@ impl Env {
         reason = "the test drives the binaries under test"
     )]
     pub fn command(&self, program: &Path, args: &[&str]) -> std::process::Command {
-        let mut cmd = match &self.netns {
-            Some(ns) => {
-                let mut c = std::process::Command::new("ip");
-                c.args(["netns", "exec", &ns.0]).arg(program);
-                c
-            }
-            None => std::process::Command::new(program),
-        };
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(ns) = &self.netns {
+            argv.extend(["ip", "netns", "exec", &ns.0].map(Into::into));
+        }
+        if let Some((uid, gid)) = self.user {
+            let (uid, gid) = (uid.to_string(), gid.to_string());
+            argv.extend(
+                [
+                    "setpriv",
+                    "--reuid",
+                    &uid,
+                    "--regid",
+                    &gid,
+                    "--clear-groups",
+                    "--",
+                ]
+                .map(Into::into),
+            );
+        }
+        argv.push(program.into());
+        let mut cmd = std::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        if self.user.is_some() {
+            cmd.env("HOME", self.path("home"))
+                .env("BANGER_HELPER_SOCKET", self.helper_socket());
+        }
         cmd.args(args)
             .env("BANGER_CONFIG_DIR", self.path("config"))
             .env("BANGER_STATE_DIR", self.path("state"))
@@ -169,6 +248,10 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        if let Some(mut helper) = self.helper.lock().unwrap().take() {
+            let _ = helper.kill();
+            let _ = helper.wait();
+        }
         if let Some(pid) = self.daemon_pid() {
             kill(pid, libc::SIGKILL);
             wait_until(Duration::from_secs(5), || !banger_sys::pid_alive(pid));
@@ -183,57 +266,7 @@ impl Drop for Env {
     }
 }
 
-/// A network namespace of the test's own, deleted (with everything
-/// still running in it) on drop.
-pub struct Netns(pub String);
-
-impl Netns {
-    #[allow(clippy::disallowed_methods, reason = "test setup runs ip")]
-    pub fn new() -> Self {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("bgtest-{}-{n}", std::process::id());
-        let out = std::process::Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("run ip (iproute2)");
-        assert!(
-            out.status.success(),
-            "ip netns add {name}: {}",
-            stderr(&out)
-        );
-        Self(name)
-    }
-
-    /// Runs `program args` inside the namespace; returns its output.
-    #[allow(clippy::disallowed_methods, reason = "tests inspect the namespace")]
-    pub fn run(&self, program: &str, args: &[&str]) -> Output {
-        std::process::Command::new("ip")
-            .args(["netns", "exec", &self.0, program])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Netns {
-    #[allow(clippy::disallowed_methods, reason = "test cleanup runs ip")]
-    fn drop(&mut self) {
-        if let Ok(out) = std::process::Command::new("ip")
-            .args(["netns", "pids", &self.0])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                if let Ok(pid) = pid.parse() {
-                    kill(pid, libc::SIGKILL);
-                }
-            }
-        }
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .output();
-    }
-}
+pub use banger_testutil::netns::Netns;
 
 pub fn kill_group(pgid: u32) {
     // SAFETY: signalling a process group this test's installation started.

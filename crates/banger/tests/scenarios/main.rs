@@ -28,6 +28,7 @@ mod failures;
 mod images;
 mod lifecycle;
 mod names;
+mod privileges;
 mod support;
 mod workspace;
 
@@ -49,6 +50,7 @@ fn all() -> Vec<Scenario> {
     all.extend(daemon::scenarios());
     all.extend(images::scenarios());
     all.extend(workspace::scenarios());
+    all.extend(privileges::scenarios());
     all.extend(bench::scenarios());
     all
 }
@@ -197,6 +199,18 @@ fn main() {
     }
 }
 
+/// The directory every installation lives under: traversable (not
+/// listable) by others, so an unprivileged daemon reaches its own.
+fn suite_root() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::Builder::new()
+        .prefix("banger-e2e-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    root
+}
+
 /// What every scenario shares: the binaries, the artifact cache and one
 /// directory under which all their installations live.
 struct Suite {
@@ -225,10 +239,7 @@ impl Suite {
         Self {
             bins: bins.to_owned(),
             cache: root.join("cache"),
-            root: tempfile::Builder::new()
-                .prefix("banger-e2e-")
-                .tempdir()
-                .unwrap(),
+            root: suite_root(),
             print: Mutex::new(()),
             before: support::host_network_leftovers(),
         }
@@ -236,14 +247,22 @@ impl Suite {
 
     fn run(&self, sc: &Scenario) -> Outcome {
         let started = Instant::now();
-        let cache = if sc.own_cache {
+        let user = sc.unprivileged.then(support::TestUser::create);
+        let cache = if let Some(user) = &user {
+            let own = self.root.path().join(format!("cache-{}", sc.name));
+            support::copy_cache_for(&self.cache, &own, user.uid, user.gid);
+            own
+        } else if sc.own_cache {
             let own = self.root.path().join(format!("cache-{}", sc.name));
             support::link_tree(&self.cache, &own);
             own
         } else {
             self.cache.clone()
         };
-        let env = Env::isolated_in(self.root.path(), &cache).using(&self.bins);
+        let mut env = Env::isolated_in(self.root.path(), &cache).using(&self.bins);
+        if let Some(user) = &user {
+            env = env.run_by(user.uid, user.gid);
+        }
         // Three TCG guests booting at once beside another scenario's take
         // about 20 s here; a broken boot should fail well before CI's limit.
         env.write_config("boot_timeout_secs = 300\nstop_timeout_secs = 60\n");
@@ -263,7 +282,8 @@ impl Suite {
             }
         }
         drop(env);
-        if sc.own_cache {
+        drop(user);
+        if sc.own_cache || sc.unprivileged {
             let _ = std::fs::remove_dir_all(&cache);
         }
         Outcome {

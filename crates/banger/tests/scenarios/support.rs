@@ -14,6 +14,8 @@ pub struct Scenario {
     pub global: bool,
     /// Gets a private copy of the artifact cache, which it may break.
     pub own_cache: bool,
+    /// Drives a daemon running as a throwaway unprivileged user.
+    pub unprivileged: bool,
     pub run: fn(&Env),
 }
 
@@ -23,8 +25,14 @@ impl Scenario {
             name,
             global: false,
             own_cache: false,
+            unprivileged: false,
             run,
         }
+    }
+
+    pub const fn unprivileged(mut self) -> Self {
+        self.unprivileged = true;
+        self
     }
 
     pub const fn global(mut self) -> Self {
@@ -227,4 +235,76 @@ pub fn link_tree(from: &Path, to: &Path) {
             std::fs::copy(&src, &dst).unwrap();
         }
     }
+}
+
+/// A throwaway system user (no home, no login), removed on drop.
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl TestUser {
+    /// `bgtest<pid>u<n>`.
+    #[allow(clippy::disallowed_methods, reason = "test setup runs useradd")]
+    pub fn create() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = &format!("bgtest{}u{n}", std::process::id());
+        let out = std::process::Command::new("useradd")
+            .args(["--system", "--no-create-home", "--user-group"])
+            .args(["--shell", "/usr/sbin/nologin", name])
+            .output()
+            .expect("run useradd (passwd)");
+        assert!(out.status.success(), "useradd {name}: {}", stderr(&out));
+        let id = |flag: &str| -> u32 {
+            let out = std::process::Command::new("id")
+                .args([flag, name])
+                .output()
+                .unwrap();
+            text(&out).trim().parse().unwrap()
+        };
+        Self {
+            name: name.to_owned(),
+            uid: id("-u"),
+            gid: id("-g"),
+        }
+    }
+}
+
+impl Drop for TestUser {
+    #[allow(clippy::disallowed_methods, reason = "test cleanup runs userdel")]
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel")
+            .arg(&self.name)
+            .output();
+    }
+}
+
+/// A copy of the shared cache's kernel, initramfs and image at `to`, owned
+/// by `uid`:`gid` as a real owner's cache is (the daemon hard-links an
+/// image to pin it, which the kernel refuses on a file of root's).
+#[allow(clippy::disallowed_methods, reason = "cp keeps the image sparse")]
+pub fn copy_cache_for(from: &Path, to: &Path, uid: u32, gid: u32) {
+    std::fs::create_dir_all(to.join("images")).unwrap();
+    for part in [
+        "kernels",
+        "initramfs",
+        "images/debian-bookworm",
+        "kvm-probe.json",
+    ] {
+        let out = std::process::Command::new("cp")
+            .args(["-R", "--sparse=always"])
+            .arg(from.join(part))
+            .arg(to.join(part))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cp {part}: {}", stderr(&out));
+    }
+    let out = std::process::Command::new("chown")
+        .args(["-R", &format!("{uid}:{gid}")])
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "chown: {}", stderr(&out));
 }

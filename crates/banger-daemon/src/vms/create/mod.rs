@@ -75,7 +75,9 @@ impl Vms {
         let handle = self.ops.begin(op_id, OperationKind::VmCreate, &name)?;
         let this = self.clone();
         let h = handle.clone();
+        let op_id = op_id.to_owned();
         std::thread::spawn(move || {
+            let _scope = banger_helper::op_id_scope(&op_id);
             let spec = Spec {
                 name,
                 image,
@@ -115,6 +117,9 @@ impl Vms {
             return Err(failed("cancelled"));
         }
         self.check_vmm_can_boot(&kernel)?;
+        if spec.start {
+            self.check_network_ready()?;
+        }
         self.check_image_can_boot(&image, spec.nat)?;
         stage(2, "reserving name and address");
         let record = self.reserve(spec, &image, &kernel)?;

@@ -60,6 +60,7 @@ impl Vms {
             }
         }
         self.check_vmm_can_boot(&vm.kernel)?;
+        self.check_network_ready()?;
         let size = super::super::create::Size {
             vcpus: vm.vcpus,
             memory_mib: vm.memory_mib,
