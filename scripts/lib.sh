@@ -18,6 +18,9 @@ BANGER_PACKAGES=(
   qemu-system-x86
   # VMs: bridge and taps, per-VM NAT, SSH keys and sessions
   iproute2 iptables openssh-client
+  # least privilege: the daemon as its owner (setpriv, useradd in the
+  # tests), its units checked with systemd-analyze (no PID 1 needed)
+  util-linux passwd systemd
   # tests and bench of registry pulls: a registry on loopback, skopeo to
   # push into it, umoci for the baseline the bench compares against
   docker-registry skopeo umoci

@@ -4,6 +4,12 @@
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
+/// Where the root helper (`bangerd-root`) listens unless told otherwise:
+/// a root-owned directory of the system runtime directory, which the
+/// owner can traverse but not write (not `/run/banger`, which a daemon run
+/// as root makes private).
+pub const HELPER_SOCKET: &str = "/run/banger-root/bangerd-root.sock";
+
 /// Linux's limit on interface names (IFNAMSIZ minus the NUL).
 pub const IFNAME_MAX: usize = 15;
 

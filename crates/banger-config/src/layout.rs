@@ -75,7 +75,17 @@ impl Layout {
     pub fn from_env() -> Result<Self, LayoutError> {
         // SAFETY: getuid cannot fail and touches no memory.
         let uid = unsafe { libc::getuid() };
-        Self::resolve(|k| std::env::var_os(k), uid)
+        let mut layout = Self::resolve(|k| std::env::var_os(k), uid)?;
+        // In system mode the owner's daemon is a service without a login
+        // session: its runtime directory is the install's, for the CLI too.
+        if std::env::var_os("BANGER_RUNTIME_DIR").is_none_or(|v| v.is_empty())
+            && let Ok(Some(install)) =
+                crate::install::Install::load(Path::new(crate::install::INSTALL_FILE))
+            && install.owner_uid == uid
+        {
+            layout.runtime_dir = install.runtime_dir;
+        }
+        Ok(layout)
     }
 
     /// Resolves the directories from `env`, for a user `uid`. `BANGER_*_DIR`

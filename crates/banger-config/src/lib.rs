@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod file_sync;
+pub mod install;
 pub mod layout;
 
 pub use config::{Accel, Config, ConfigError, LogLevel, VmmChoice, check_guest_path};

@@ -50,6 +50,11 @@ pub struct HostFacts {
     pub init_bin: Option<PathBuf>,
     /// Whether bangerd runs as root.
     pub root: bool,
+    /// Not root: whether the root helper answers and serves this
+    /// daemon's bridge and subnet (the error names the fix).
+    pub helper: Result<(), String>,
+    /// Whether `/dev/net/tun` opens (QEMU attaches to its tap through it).
+    pub tun: Result<(), String>,
     /// `/etc/os-release`, for install hints.
     pub os_release: String,
     /// Firecracker and its jailer.
@@ -72,14 +77,16 @@ pub fn report(facts: &HostFacts) -> DoctorReport {
             |p| p.display().to_string(),
         ),
     });
+    checks.push(privileges_check(facts));
     checks.push(Check {
-        name: "root".to_owned(),
-        status: CheckStatus::of(facts.root),
+        name: "tun".to_owned(),
+        status: CheckStatus::of(facts.tun.is_ok()),
         essential: true,
-        detail: if facts.root {
-            "bangerd runs as root: it can create the bridge, taps and NAT rules".to_owned()
-        } else {
-            "bangerd is not root: bridge, tap and NAT setup will fail".to_owned()
+        detail: match &facts.tun {
+            Ok(()) => "/dev/net/tun opens: a VMM can attach to its tap".to_owned(),
+            Err(e) => format!(
+                "cannot open /dev/net/tun ({e}): a VMM cannot attach to its tap; udev gives it mode 0666 on Debian and Ubuntu (`sudo chmod 0666 /dev/net/tun`)"
+            ),
         },
     });
     checks.push(Check {
@@ -116,6 +123,31 @@ pub fn report(facts: &HostFacts) -> DoctorReport {
     DoctorReport {
         accel: accel.to_owned(),
         checks,
+    }
+}
+
+/// Root works, but is not the supported mode (said once, as a warning);
+/// anyone else needs the root helper.
+fn privileges_check(facts: &HostFacts) -> Check {
+    let (status, essential, detail) = match (&facts.root, &facts.helper) {
+        (true, _) => (
+            CheckStatus::Warn,
+            false,
+            "bangerd runs as root: VMs work, but this is not the supported mode; `sudo banger system install` runs it as you, with a root helper for the network (docs/privileges.md)".to_owned(),
+        ),
+        (false, Ok(())) => (
+            CheckStatus::Pass,
+            true,
+            "bangerd runs unprivileged; the root helper answers and serves its bridge and subnet"
+                .to_owned(),
+        ),
+        (false, Err(e)) => (CheckStatus::Fail, true, e.clone()),
+    };
+    Check {
+        name: "privileges".to_owned(),
+        status,
+        essential,
+        detail,
     }
 }
 
@@ -284,6 +316,8 @@ mod tests {
             kvm: KvmFact::KernelMissing("generic-6.1".into()),
             init_bin: None,
             root: false,
+            helper: Err("starting a VM needs banger's root helper, and none answers".into()),
+            tun: Err("Permission denied (os error 13)".into()),
             os_release: DEBIAN.into(),
             firecracker: vec![Binary {
                 name: "firecracker",
@@ -313,8 +347,28 @@ mod tests {
             kvm.detail
         );
         assert!(!kvm.essential, "KVM is optional under QEMU");
-        assert_eq!(check(&r, "root").status, CheckStatus::Fail);
+        let privileges = check(&r, "privileges");
+        assert_eq!(privileges.status, CheckStatus::Fail);
+        assert!(
+            privileges.detail.contains("root helper"),
+            "{}",
+            privileges.detail
+        );
+        let tun = check(&r, "tun");
+        assert_eq!(tun.status, CheckStatus::Fail);
+        assert!(
+            tun.detail.contains("sudo chmod 0666 /dev/net/tun"),
+            "{}",
+            tun.detail
+        );
         assert_eq!(check(&r, "banger-init").status, CheckStatus::Fail);
+        let helped = report(&HostFacts {
+            helper: Ok(()),
+            tun: Ok(()),
+            ..facts()
+        });
+        assert_eq!(check(&helped, "privileges").status, CheckStatus::Pass);
+        assert_eq!(check(&helped, "tun").status, CheckStatus::Pass);
         assert_eq!(check(&r, "ip").status, CheckStatus::Pass);
         assert_eq!(check(&r, "ssh").status, CheckStatus::Fail);
         assert!(!check(&r, "firecracker").essential);
@@ -333,7 +387,13 @@ mod tests {
         assert_eq!(r.accel, "kvm");
         assert_eq!(check(&r, "kvm").status, CheckStatus::Pass);
         assert!(check(&r, "kvm").essential && check(&r, "firecracker").essential);
-        assert_eq!(check(&r, "root").status, CheckStatus::Pass);
+        let privileges = check(&r, "privileges");
+        assert_eq!(
+            privileges.status,
+            CheckStatus::Warn,
+            "root works, with a warning"
+        );
+        assert!(privileges.detail.contains("not the supported mode"));
         assert_eq!(check(&r, "banger-init").status, CheckStatus::Pass);
     }
 }

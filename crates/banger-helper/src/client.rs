@@ -66,7 +66,7 @@ impl HelperNetwork {
 
     /// What the helper serves.
     pub fn ping(&self) -> Result<Served, NetError> {
-        match self.call(Op::Ping)? {
+        match self.call(Op::Ping {})? {
             Some(served) => Ok(served),
             None => Err(NetError::Helper {
                 op: "ping",

@@ -20,9 +20,7 @@ pub use client::{HelperNetwork, op_id_scope};
 pub use policy::{Policy, SysfsTaps};
 pub use server::Server;
 
-/// Where the helper listens unless told otherwise: the system runtime
-/// directory, which the owner can traverse but not write.
-pub const DEFAULT_SOCKET: &str = "/run/banger/bangerd-root.sock";
+pub use banger_api::net::HELPER_SOCKET as DEFAULT_SOCKET;
 
 /// The environment variable that points a daemon (and tests) at another
 /// helper socket.

@@ -52,6 +52,9 @@ pub enum Checked {
     AddTap(String),
     /// A banger tap of the owner's, on the policy's bridge or none.
     RemoveTap(String),
+    /// A tap to remove that is already gone: nothing to run (so nothing
+    /// made between the check and a delete can be hit).
+    Gone,
     /// A banger tap, checked against the policy's bridge.
     CheckTap(String),
     /// NAT for a guest address of the policy's subnet, tagged.
@@ -71,10 +74,27 @@ pub struct TapState {
     pub master: Option<String>,
 }
 
+/// What the host says about an existing bridge-to-be.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LinkState {
+    /// Whether it is a bridge.
+    pub is_bridge: bool,
+    /// Its ports, when it is one.
+    pub ports: Vec<String>,
+}
+
+/// The most taps one owner may have: far above what a subnet's guests
+/// need, far below what would hurt the host.
+pub const MAX_TAPS: usize = 1024;
+
 /// Reads interface facts the policy needs (sysfs on the host).
 pub trait TapFacts {
     /// The state of interface `name`; `None` when it does not exist.
     fn tap(&self, name: &str) -> Option<TapState>;
+    /// Interface `name` as a bridge; `None` when it does not exist.
+    fn link(&self, name: &str) -> Option<LinkState>;
+    /// How many tap devices `uid` owns.
+    fn owned_taps(&self, uid: u32) -> usize;
 }
 
 /// [`TapFacts`] from `<root>/class/net` (root is `/sys` on a host).
@@ -91,6 +111,33 @@ impl SysfsTaps {
 }
 
 impl TapFacts for SysfsTaps {
+    fn link(&self, name: &str) -> Option<LinkState> {
+        let dir = self.root.join("class/net").join(name);
+        std::fs::symlink_metadata(&dir).ok()?;
+        let ports = std::fs::read_dir(dir.join("brif"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(LinkState {
+            is_bridge: dir.join("bridge").is_dir(),
+            ports,
+        })
+    }
+
+    fn owned_taps(&self, uid: u32) -> usize {
+        let Ok(entries) = std::fs::read_dir(self.root.join("class/net")) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| self.tap(n)))
+            .filter(|t| t.is_tun && t.owner == Some(uid))
+            .count()
+    }
+
     fn tap(&self, name: &str) -> Option<TapState> {
         let dir = self.root.join("class/net").join(name);
         std::fs::symlink_metadata(&dir).ok()?;
@@ -149,9 +196,10 @@ impl Policy {
     /// Checks every argument of `op`; `taps` answers for existing taps.
     pub fn check(&self, op: &Op, taps: &dyn TapFacts) -> Result<Checked, Refusal> {
         Ok(match op {
-            Op::Ping => Checked::Ping,
+            Op::Ping {} => Checked::Ping,
             Op::EnsureBridge { bridge, subnet } => {
                 self.bridge_is_ours(bridge)?;
+                self.bridge_is_bangers(taps)?;
                 if *subnet != self.subnet.to_string() {
                     return Err(refuse(
                         "subnet",
@@ -163,7 +211,16 @@ impl Policy {
             }
             Op::AddTap { tap, bridge } => {
                 self.bridge_is_ours(bridge)?;
-                Checked::AddTap(self.tap_name(tap)?)
+                self.bridge_is_bangers(taps)?;
+                let tap = self.tap_name(tap)?;
+                if taps.owned_taps(self.owner_uid) >= MAX_TAPS {
+                    return Err(refuse(
+                        "tap",
+                        tap,
+                        format!("the owner already has {MAX_TAPS} taps"),
+                    ));
+                }
+                Checked::AddTap(tap)
             }
             Op::CheckTap { tap, bridge } => {
                 self.bridge_is_ours(bridge)?;
@@ -171,10 +228,13 @@ impl Policy {
             }
             Op::RemoveTap { tap } => {
                 let tap = self.tap_name(tap)?;
-                if let Some(state) = taps.tap(&tap) {
-                    self.tap_is_ours(&tap, &state)?;
+                match taps.tap(&tap) {
+                    Some(state) => {
+                        self.tap_is_ours(&tap, &state)?;
+                        Checked::RemoveTap(tap)
+                    }
+                    None => Checked::Gone,
                 }
-                Checked::RemoveTap(tap)
             }
             Op::AddNat { tag, ip, bridge } => {
                 self.bridge_is_ours(bridge)?;
@@ -196,6 +256,30 @@ impl Policy {
                 bridge,
                 format!("the helper serves only bridge {}", self.bridge),
             ))
+        }
+    }
+
+    /// An existing interface of the bridge's name must be a bridge whose
+    /// ports are all banger's taps: banger never adopts a bridge of
+    /// someone else's (docker0, virbr0) or a physical interface.
+    fn bridge_is_bangers(&self, taps: &dyn TapFacts) -> Result<(), Refusal> {
+        let Some(link) = taps.link(&self.bridge) else {
+            return Ok(());
+        };
+        if !link.is_bridge {
+            return Err(refuse(
+                "bridge",
+                &self.bridge,
+                "an interface of that name exists and is not a bridge",
+            ));
+        }
+        match link.ports.iter().find(|p| !p.starts_with(TAP_PREFIX)) {
+            Some(port) => Err(refuse(
+                "bridge",
+                &self.bridge,
+                format!("it has a port that is not banger's ({port})"),
+            )),
+            None => Ok(()),
         }
     }
 
@@ -259,11 +343,17 @@ mod tests {
     const OWNER: u32 = 1000;
 
     #[derive(Default)]
-    struct Taps(HashMap<&'static str, TapState>);
+    struct Taps(HashMap<&'static str, TapState>, Option<LinkState>, usize);
 
     impl TapFacts for Taps {
         fn tap(&self, name: &str) -> Option<TapState> {
             self.0.get(name).cloned()
+        }
+        fn link(&self, name: &str) -> Option<LinkState> {
+            self.1.clone().filter(|_| name == "banger0")
+        }
+        fn owned_taps(&self, _: u32) -> usize {
+            self.2
         }
     }
 
@@ -277,21 +367,25 @@ mod tests {
             owner,
             master: master.map(str::to_owned),
         };
-        Taps(HashMap::from([
-            ("bgtmine", tap(Some(OWNER), Some("banger0"))),
-            ("bgtloose", tap(Some(OWNER), None)),
-            ("bgtother", tap(Some(OWNER), Some("docker0"))),
-            ("bgtforeign", tap(Some(1001), Some("banger0"))),
-            ("bgtanyone", tap(None, Some("banger0"))),
-            (
-                "bgtveth",
-                TapState {
-                    is_tun: false,
-                    owner: None,
-                    master: Some("banger0".to_owned()),
-                },
-            ),
-        ]))
+        Taps(
+            HashMap::from([
+                ("bgtmine", tap(Some(OWNER), Some("banger0"))),
+                ("bgtloose", tap(Some(OWNER), None)),
+                ("bgtother", tap(Some(OWNER), Some("docker0"))),
+                ("bgtforeign", tap(Some(1001), Some("banger0"))),
+                ("bgtanyone", tap(None, Some("banger0"))),
+                (
+                    "bgtveth",
+                    TapState {
+                        is_tun: false,
+                        owner: None,
+                        master: Some("banger0".to_owned()),
+                    },
+                ),
+            ]),
+            None,
+            0,
+        )
     }
 
     fn s(v: &str) -> String {
@@ -440,18 +534,55 @@ mod tests {
             }),
             Checked::AddTap(s("bgt0a1b2c3d4e5f"))
         );
-        // Removing: ours on the bridge, ours on none (a half-made start),
-        // and one that is already gone.
-        for tap in ["bgtmine", "bgtloose", "bgtgone"] {
+        // Removing: ours on the bridge, ours on none (a half-made start);
+        // one already gone is nothing to do.
+        for tap in ["bgtmine", "bgtloose"] {
             assert_eq!(
                 ok(Op::RemoveTap { tap: s(tap) }),
                 Checked::RemoveTap(s(tap))
             );
         }
+        assert_eq!(ok(Op::RemoveTap { tap: s("bgtgone") }), Checked::Gone);
         assert_eq!(
             ok(nat("0a1b", [10, 77, 0, 254], "banger0")),
             Checked::AddNat(s("0a1b"), Ipv4Addr::new(10, 77, 0, 254))
         );
+    }
+
+    #[test]
+    fn a_bridge_of_someone_elses_and_too_many_taps_are_refused() {
+        let policy = policy();
+        let ensure = Op::EnsureBridge {
+            bridge: s("banger0"),
+            subnet: s("10.77.0.1/24"),
+        };
+        let add = Op::AddTap {
+            tap: s("bgt1"),
+            bridge: s("banger0"),
+        };
+        let bridge = |is_bridge, ports: &[&str]| LinkState {
+            is_bridge,
+            ports: ports.iter().map(|p| s(p)).collect(),
+        };
+        let hosts = [
+            (bridge(false, &[]), "exists and is not a bridge"),
+            (
+                bridge(true, &["bgt1", "eth0"]),
+                "a port that is not banger's (eth0)",
+            ),
+        ];
+        for (link, why) in hosts {
+            let host = Taps(HashMap::new(), Some(link), 0);
+            for op in [&ensure, &add] {
+                let err = policy.check(op, &host).unwrap_err().to_string();
+                assert!(err.contains(why), "{op:?}: {err}");
+            }
+        }
+        let ours = Taps(HashMap::new(), Some(bridge(true, &["bgt1", "bgt2"])), 0);
+        assert_eq!(policy.check(&ensure, &ours).unwrap(), Checked::EnsureBridge);
+        let full = Taps(HashMap::new(), None, MAX_TAPS);
+        let err = policy.check(&add, &full).unwrap_err().to_string();
+        assert!(err.contains("already has 1024 taps"), "{err}");
     }
 
     #[test]
@@ -480,7 +611,18 @@ mod tests {
         std::fs::write(net.join("bgt1/tun_flags"), "0x1002\n").unwrap();
         std::os::unix::fs::symlink("../banger0", net.join("bgt1/master")).unwrap();
         std::fs::write(net.join("veth0/owner"), "-1\n").unwrap();
+        std::fs::create_dir_all(net.join("banger0/bridge")).unwrap();
+        std::fs::create_dir_all(net.join("banger0/brif/bgt1")).unwrap();
         let taps = SysfsTaps::new(root.path());
+        assert_eq!(
+            taps.link("banger0"),
+            Some(LinkState {
+                is_bridge: true,
+                ports: vec![s("bgt1")]
+            })
+        );
+        assert_eq!(taps.owned_taps(1000), 1);
+        assert_eq!(taps.owned_taps(1001), 0);
         assert_eq!(
             taps.tap("bgt1"),
             Some(TapState {

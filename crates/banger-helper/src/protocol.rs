@@ -35,7 +35,8 @@ pub struct Request {
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Op {
     /// What the helper serves: its version, owner, bridge and subnet.
-    Ping,
+    /// (Braced: serde lets unknown fields through a unit variant.)
+    Ping {},
     /// Creates the bridge with the subnet's gateway address, brings it up.
     EnsureBridge {
         /// Must be the helper's bridge.
@@ -86,7 +87,7 @@ impl Op {
     /// The op's wire name, for logs.
     pub fn name(&self) -> &'static str {
         match self {
-            Self::Ping => "ping",
+            Self::Ping {} => "ping",
             Self::EnsureBridge { .. } => "ensure_bridge",
             Self::AddTap { .. } => "add_tap",
             Self::RemoveTap { .. } => "remove_tap",

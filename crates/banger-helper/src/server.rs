@@ -2,7 +2,7 @@
 //! byte is read, the request bounded in size and time, checked against the
 //! policy, run, answered, and logged as one JSON line.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -151,7 +151,12 @@ impl Server {
             }
         };
         let op = request.call.name();
-        let op_id = request.op_id.clone();
+        // Only a well-formed id is logged: the log is read by people.
+        let op_id = if op_id_is_safe(&request.op_id) {
+            request.op_id.clone()
+        } else {
+            "-".to_owned()
+        };
         let reply = if request.version != VERSION {
             error(
                 ErrorKind::BadRequest,
@@ -160,7 +165,7 @@ impl Server {
                     request.version
                 ),
             )
-        } else if !op_id_is_safe(&op_id) {
+        } else if !op_id_is_safe(&request.op_id) {
             error(
                 ErrorKind::BadRequest,
                 "the op id must be 1 to 64 of A-Z a-z 0-9 - _",
@@ -193,6 +198,7 @@ impl Server {
             Checked::EnsureBridge => self.net.ensure_bridge(bridge, p.subnet()),
             Checked::AddTap(tap) => self.net.add_tap(tap, bridge, owner),
             Checked::RemoveTap(tap) => self.net.remove_tap(tap),
+            Checked::Gone => Ok(()),
             Checked::CheckTap(tap) => self.net.check_tap(tap, bridge),
             Checked::AddNat(tag, ip) => self.net.add_nat(tag, *ip, bridge),
             Checked::RemoveNat(tag, ip) => self.net.remove_nat(tag, *ip, bridge),
@@ -270,42 +276,73 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Reads the request line: at most [`MAX_REQUEST`] bytes, within
-/// [`READ_TIMEOUT`].
-fn read_request(stream: &UnixStream) -> Result<Vec<u8>, String> {
-    stream
-        .set_read_timeout(Some(READ_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let limit = u64::try_from(MAX_REQUEST).unwrap_or(u64::MAX) + 1;
-    let mut reader = BufReader::new(stream.take(limit));
+/// Reads the request line: at most [`MAX_REQUEST`] bytes, all within
+/// [`READ_TIMEOUT`] of the first read (a byte every few seconds does not
+/// hold a slot for longer).
+fn read_request(mut stream: &UnixStream) -> Result<Vec<u8>, String> {
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let too_long = || format!("a request may hold at most {MAX_REQUEST} bytes");
     let mut line = Vec::new();
-    reader.read_until(b'\n', &mut line).map_err(|e| {
-        if matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ) {
-            format!("no whole request within {} s", READ_TIMEOUT.as_secs())
-        } else {
-            format!("read the request: {e}")
+    let mut chunk = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "no whole request within {} s",
+                READ_TIMEOUT.as_secs()
+            ));
         }
-    })?;
-    if line.len() > MAX_REQUEST {
-        return Err(format!("a request may hold at most {MAX_REQUEST} bytes"));
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        let n = match stream.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted
+                        | std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(format!("read the request: {e}")),
+        };
+        if n == 0 {
+            return Err("the request ended before its newline".to_owned());
+        }
+        let got = &chunk[..n];
+        let end = got.iter().position(|b| *b == b'\n');
+        line.extend_from_slice(&got[..end.unwrap_or(n)]);
+        if line.len() > MAX_REQUEST {
+            return Err(too_long());
+        }
+        if end.is_some() {
+            return Ok(line);
+        }
     }
-    if line.last() != Some(&b'\n') {
-        return Err("the request ended before its newline".to_owned());
-    }
-    line.pop();
-    Ok(line)
 }
 
 /// Lets the peer read the reply: closing a unix socket with unread input
 /// (a refused or oversized request) resets the connection, and the reply
-/// with it. What is left is read and dropped, bounded in size and time.
-fn linger(stream: &UnixStream) {
+/// with it. What is left is read and dropped: at most two requests' worth,
+/// for at most a second in all.
+fn linger(mut stream: &UnixStream) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    let _ = std::io::copy(&mut stream.take(64 * 1024), &mut std::io::sink());
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut left = 2 * MAX_REQUEST;
+    let mut chunk = [0u8; 1024];
+    while left > 0 {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if wait.is_zero() || stream.set_read_timeout(Some(wait)).is_err() {
+            return;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
 }
 
 fn write_reply(mut stream: &UnixStream, reply: &Reply) -> std::io::Result<()> {

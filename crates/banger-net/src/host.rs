@@ -111,10 +111,30 @@ fn nat_rules(
     ]
 }
 
+/// An iptables call that waits at most 10 s for the xtables lock, so a
+/// stuck holder cannot stall a start (or the root helper) for ever.
 fn iptables(op: &str, table: &str, chain: &str, rule: &[String]) -> Cmd {
     Cmd::new("iptables")
-        .args(["-w", "-t", table, op, chain])
+        .args(["-w", "10", "-t", table, op, chain])
         .args(rule)
+}
+
+impl HostNetwork {
+    /// Whether `rule` is in `table` `chain` (`iptables -C`).
+    fn has_rule(&self, table: &str, chain: &str, rule: &[String]) -> Result<bool, NetError> {
+        match self.runner.run(
+            &iptables("-C", table, chain, rule),
+            &self.log,
+            &Cancel::new(),
+        ) {
+            Ok(()) => Ok(true),
+            Err(RunError::Failed { .. }) => Ok(false),
+            Err(source) => Err(NetError::Command {
+                what: format!("check an iptables rule in {table} {chain}"),
+                source,
+            }),
+        }
+    }
 }
 
 impl Network for HostNetwork {
@@ -197,6 +217,10 @@ impl Network for HostNetwork {
             source,
         })?;
         for (table, chain, rule) in nat_rules(tag, ip, bridge) {
+            // Idempotent: a rule already there is not added twice.
+            if self.has_rule(table, chain, &rule)? {
+                continue;
+            }
             self.run(
                 || format!("add NAT rule for {ip} to {table} {chain}"),
                 &iptables("-A", table, chain, &rule),
@@ -210,23 +234,11 @@ impl Network for HostNetwork {
         check_ifname("bridge", bridge, "")?;
         Self::need_root("NAT")?;
         for (table, chain, rule) in nat_rules(tag, ip, bridge) {
-            // -C fails when the rule is absent: then there is nothing to do.
-            match self.runner.run(
-                &iptables("-C", table, chain, &rule),
-                &self.log,
-                &Cancel::new(),
-            ) {
-                Ok(()) => self.run(
+            if self.has_rule(table, chain, &rule)? {
+                self.run(
                     || format!("remove NAT rule for {ip} from {table} {chain}"),
                     &iptables("-D", table, chain, &rule),
-                )?,
-                Err(RunError::Failed { .. }) => {}
-                Err(source) => {
-                    return Err(NetError::Command {
-                        what: format!("check NAT rule for {ip}"),
-                        source,
-                    });
-                }
+                )?;
             }
         }
         Ok(())

@@ -40,6 +40,15 @@ pub enum Command {
         #[command(subcommand)]
         command: DaemonCommand,
     },
+    /// Install banger as two system services: bangerd as you, and a root
+    /// helper for the bridge, taps and NAT rules (see docs/privileges.md).
+    ///
+    /// Run `sudo banger system install` once, as the user who will run VMs;
+    /// `banger system status` then shows both services and their sockets.
+    System {
+        #[command(subcommand)]
+        command: SystemCommand,
+    },
     /// Check this host: KVM (probed by a real boot), tools, privileges.
     Doctor {
         #[command(flatten)]
@@ -448,6 +457,43 @@ pub enum ImageCacheCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Record the owner in /etc/banger/install.toml, write the
+    /// bangerd-root and bangerd units and start them (as root, via sudo).
+    ///
+    /// The helper serves the bridge and subnet of the owner's config.toml
+    /// as it is now: after changing them, install again. A bangerd the
+    /// owner started by hand is stopped first; its VMs keep running.
+    /// Where systemd is not PID 1 the files are written and the two
+    /// commands that run the same processes by hand are printed.
+    Install {
+        /// Whose banger this is: a user name or uid [default: the user
+        /// who ran sudo]. Never root.
+        #[arg(long, value_name = "USER")]
+        owner: Option<String>,
+        /// Write the files under DIR instead of / and start nothing (for
+        /// packaging, and for checking the units).
+        #[arg(long, value_name = "DIR")]
+        root: Option<std::path::PathBuf>,
+    },
+    /// Show the install: owner, version, both services, both sockets.
+    ///
+    /// Exits 0 when all is well, 1 when something is not, 3 when there is
+    /// no system install.
+    Status,
+    /// Restart both services (as root). VMs keep running.
+    Restart,
+    /// Stop and remove both services and /etc/banger/install.toml (as
+    /// root). VMs, images and the store are kept.
+    Uninstall {
+        /// Remove the files under DIR instead of / (see `install --root`).
+        #[arg(long, value_name = "DIR")]
+        root: Option<std::path::PathBuf>,
+    },
+}
+
+/// `banger daemon ...`.
 #[derive(Debug, Subcommand)]
 pub enum DaemonCommand {
     /// Start the daemon if it is not running, and wait until it answers.

@@ -6,6 +6,8 @@ mod artifact_cmd;
 mod cli;
 mod daemon_cmd;
 mod follow;
+mod system_cmd;
+mod units;
 mod vm_cmd;
 mod workspace_cmd;
 
@@ -93,6 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Daemon { command } => daemon_cmd::run(&Ctx::load()?, command).await,
+        Command::System { command } => system_cmd::run(command),
         Command::Vm { command } => vm_cmd::run(&Ctx::load()?, command).await,
         Command::Doctor { output } => vm_cmd::doctor(&Ctx::load()?, output).await,
         Command::Kernel { command } => artifact_cmd::kernel(&Ctx::load()?, command).await,

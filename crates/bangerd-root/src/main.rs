@@ -80,30 +80,40 @@ fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 /// The socket's directory: created 0755 (the owner must reach the socket
-/// in it, not write there); an existing one must not be writable by others.
+/// in it, not write there). It and every directory above it must be
+/// root's and writable by no one else (sticky ones like /tmp aside: there
+/// no one else can rename root's entries), or someone could swap a path
+/// component under the helper and make root remove or chmod another file.
 fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
-    if !dir.exists() {
+    if !dir.is_absolute() {
+        bail!("--socket must be an absolute path");
+    }
+    if std::fs::symlink_metadata(dir).is_err() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(dir)
             .with_context(|| format!("create {}", dir.display()))?;
     }
-    let meta = std::fs::symlink_metadata(dir).with_context(|| format!("stat {}", dir.display()))?;
-    if !meta.is_dir() {
-        bail!("{} is not a directory", dir.display());
-    }
-    if meta.uid() != 0 {
-        bail!(
-            "{} is not owned by root: its owner could replace the socket",
-            dir.display()
-        );
-    }
-    if meta.permissions().mode() & 0o022 != 0 {
-        bail!(
-            "{} is writable by group or others: another user could replace the socket",
-            dir.display()
-        );
+    for at in dir.ancestors() {
+        let meta =
+            std::fs::symlink_metadata(at).with_context(|| format!("stat {}", at.display()))?;
+        if !meta.is_dir() {
+            bail!("{} is not a directory (a symlink?)", at.display());
+        }
+        if meta.uid() != 0 {
+            bail!(
+                "{} is not owned by root: its owner could replace the socket",
+                at.display()
+            );
+        }
+        let sticky = meta.permissions().mode() & 0o1000 != 0;
+        if meta.permissions().mode() & 0o022 != 0 && !(sticky && at != dir) {
+            bail!(
+                "{} is writable by group or others: another user could replace the socket",
+                at.display()
+            );
+        }
     }
     Ok(())
 }

@@ -135,6 +135,10 @@ fn requests_outside_the_protocol_are_refused_and_logged() {
             "unknown field `uid`",
         ),
         (
+            r#"{"version":1,"op_id":"op-1","call":{"op":"ping","as":"root"}}"#,
+            "unknown field `as`",
+        ),
+        (
             r#"{"version":2,"op_id":"op-1","call":{"op":"ping"}}"#,
             "protocol version 2 is not this helper's (1)",
         ),

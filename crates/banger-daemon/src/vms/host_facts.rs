@@ -37,6 +37,13 @@ impl Vms {
             kvm: self.kvm_fact(),
             init_bin: self.settings.init_bin.clone(),
             root: banger_sys::euid() == 0,
+            helper: self.check_network_ready().map_err(|e| e.message()),
+            tun: std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/net/tun")
+                .map(drop)
+                .map_err(|e| e.to_string()),
             os_release: std::fs::read_to_string("/etc/os-release").unwrap_or_default(),
             firecracker: firecracker
                 .into_iter()

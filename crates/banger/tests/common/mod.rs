@@ -317,3 +317,54 @@ pub fn kill(pid: u32, signal: i32) {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// A throwaway system user (no login), removed on drop.
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl TestUser {
+    /// `bgtest<pid>u<n>`, with no home.
+    pub fn create() -> Self {
+        Self::with_home(None)
+    }
+
+    /// `bgtest<pid>u<n>`, whose home is `home` (made, and the user's).
+    #[allow(clippy::disallowed_methods, reason = "test setup runs useradd")]
+    pub fn with_home(home: Option<&Path>) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = &format!("bgtest{}u{n}", std::process::id());
+        let mut cmd = std::process::Command::new("useradd");
+        cmd.args(["--system", "--user-group", "--shell", "/usr/sbin/nologin"]);
+        match home {
+            Some(home) => cmd.arg("--create-home").arg("--home-dir").arg(home),
+            None => cmd.arg("--no-create-home"),
+        };
+        let out = cmd.arg(name).output().expect("run useradd (passwd)");
+        assert!(out.status.success(), "useradd {name}: {}", stderr(&out));
+        let id = |flag: &str| -> u32 {
+            let out = std::process::Command::new("id")
+                .args([flag, name])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+        };
+        Self {
+            name: name.to_owned(),
+            uid: id("-u"),
+            gid: id("-g"),
+        }
+    }
+}
+
+impl Drop for TestUser {
+    #[allow(clippy::disallowed_methods, reason = "test cleanup runs userdel")]
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel")
+            .arg(&self.name)
+            .output();
+    }
+}

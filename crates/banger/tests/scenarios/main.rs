@@ -247,7 +247,7 @@ impl Suite {
 
     fn run(&self, sc: &Scenario) -> Outcome {
         let started = Instant::now();
-        let user = sc.unprivileged.then(support::TestUser::create);
+        let user = sc.unprivileged.then(common::TestUser::create);
         let cache = if let Some(user) = &user {
             let own = self.root.path().join(format!("cache-{}", sc.name));
             support::copy_cache_for(&self.cache, &own, user.uid, user.gid);

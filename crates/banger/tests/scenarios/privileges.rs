@@ -26,8 +26,12 @@ fn unprivileged(env: &Env) {
         "{err}"
     );
     assert_eq!(leftovers(env), Leftovers::none());
+    assert_eq!(doctor(env, "privileges")["status"], "fail");
 
     env.start_helper();
+    let privileges = doctor(env, "privileges");
+    assert_eq!(privileges["status"], "pass", "{privileges}");
+    assert_eq!(doctor(env, "tun")["status"], "pass");
     let out = env.banger(&["vm", "run", "--rm", "--", "id", "-u"]);
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     assert_eq!(
@@ -69,6 +73,19 @@ fn unprivileged(env: &Env) {
             "{call}"
         );
     }
+}
+
+/// The doctor's check `name`.
+fn doctor(env: &Env, name: &str) -> serde_json::Value {
+    let out = env.banger(&["doctor", "-o", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {report}"))
+        .clone()
 }
 
 /// The processes whose command line mentions `dir`.

@@ -237,50 +237,6 @@ pub fn link_tree(from: &Path, to: &Path) {
     }
 }
 
-/// A throwaway system user (no home, no login), removed on drop.
-pub struct TestUser {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-}
-
-impl TestUser {
-    /// `bgtest<pid>u<n>`.
-    #[allow(clippy::disallowed_methods, reason = "test setup runs useradd")]
-    pub fn create() -> Self {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = &format!("bgtest{}u{n}", std::process::id());
-        let out = std::process::Command::new("useradd")
-            .args(["--system", "--no-create-home", "--user-group"])
-            .args(["--shell", "/usr/sbin/nologin", name])
-            .output()
-            .expect("run useradd (passwd)");
-        assert!(out.status.success(), "useradd {name}: {}", stderr(&out));
-        let id = |flag: &str| -> u32 {
-            let out = std::process::Command::new("id")
-                .args([flag, name])
-                .output()
-                .unwrap();
-            text(&out).trim().parse().unwrap()
-        };
-        Self {
-            name: name.to_owned(),
-            uid: id("-u"),
-            gid: id("-g"),
-        }
-    }
-}
-
-impl Drop for TestUser {
-    #[allow(clippy::disallowed_methods, reason = "test cleanup runs userdel")]
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("userdel")
-            .arg(&self.name)
-            .output();
-    }
-}
-
 /// A copy of the shared cache's kernel, initramfs and image at `to`, owned
 /// by `uid`:`gid` as a real owner's cache is (the daemon hard-links an
 /// image to pin it, which the kernel refuses on a file of root's).

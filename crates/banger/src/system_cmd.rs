@@ -1,0 +1,357 @@
+//! `banger system ...`: the supported install. `bangerd` runs as its owner
+//! under systemd; `bangerd-root`, the root helper, does the few privileged
+//! things for it (see docs/privileges.md).
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use banger_config::install::{INSTALL_FILE, Install};
+use banger_config::{Config, Layout};
+use banger_sys::Cmd;
+
+use crate::cli::SystemCommand;
+use crate::print;
+use crate::units::{self, DAEMON_UNIT, HELPER_UNIT};
+
+const UNIT_DIR: &str = "etc/systemd/system";
+
+pub fn run(command: SystemCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        SystemCommand::Install { owner, root } => install(owner.as_deref(), root.as_deref())?,
+        SystemCommand::Uninstall { root } => uninstall(root.as_deref())?,
+        SystemCommand::Restart => {
+            need_root("restart")?;
+            need_systemd()?;
+            systemctl(&["restart", HELPER_UNIT, DAEMON_UNIT])?;
+            print("restarted bangerd-root and bangerd\n")?;
+        }
+        SystemCommand::Status => return status(),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn need_root(what: &str) -> anyhow::Result<()> {
+    if banger_sys::euid() != 0 {
+        bail!(
+            "`banger system {what}` changes system services: run it as root, e.g. `sudo banger system {what}`"
+        );
+    }
+    Ok(())
+}
+
+/// Whether systemd is this host's init (what `sd_booted` checks).
+fn systemd_runs() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+fn need_systemd() -> anyhow::Result<()> {
+    if !systemd_runs() {
+        bail!(
+            "systemd is not running on this host: start bangerd-root and bangerd by hand (see docs/privileges.md)"
+        );
+    }
+    Ok(())
+}
+
+fn systemctl(args: &[&str]) -> anyhow::Result<()> {
+    let out = Cmd::new("systemctl")
+        .args(args)
+        .to_command()
+        .output()
+        .context("run systemctl")?;
+    if !out.status.success() {
+        bail!(
+            "systemctl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// A user as the passwd database has it.
+struct Owner {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: PathBuf,
+}
+
+/// `--owner` (a name or uid), else the user who ran sudo.
+fn owner(arg: Option<&str>) -> anyhow::Result<Owner> {
+    let key = match arg {
+        Some(a) => a.to_owned(),
+        None => std::env::var("SUDO_UID").map_err(|_| {
+            anyhow::anyhow!(
+                "say whose banger this is: --owner USER (the user who will run VMs), or run it through sudo as that user"
+            )
+        })?,
+    };
+    if key.is_empty() || key.starts_with('-') || key.contains(['\n', ':', '/']) {
+        bail!("--owner {key:?} is not a user name or uid");
+    }
+    let out = Cmd::new("getent")
+        .args(["passwd", &key])
+        .to_command()
+        .output()
+        .context("run getent")?;
+    let line = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<&str> = line.trim_end().split(':').collect();
+    if !out.status.success() || fields.len() != 7 {
+        bail!("no user {key:?} on this host");
+    }
+    let owner = Owner {
+        name: fields[0].to_owned(),
+        uid: fields[2].parse().context("the owner's uid")?,
+        gid: fields[3].parse().context("the owner's gid")?,
+        home: PathBuf::from(fields[5]),
+    };
+    if owner.uid == 0 {
+        bail!("banger's owner may not be root: name the user who will run VMs with --owner");
+    }
+    if !owner.home.is_absolute() || !owner.home.is_dir() {
+        bail!(
+            "{}'s home {} does not exist: banger keeps the owner's VMs and images there",
+            owner.name,
+            owner.home.display()
+        );
+    }
+    Ok(owner)
+}
+
+/// The directory of this `banger`, which must also hold `bangerd` and
+/// `bangerd-root`, each root's and writable by no one else: root runs them.
+fn bin_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("find this binary")?;
+    let exe = std::fs::canonicalize(&exe).context("resolve this binary")?;
+    let dir = exe.parent().context("this binary's directory")?.to_owned();
+    for path in [
+        dir.clone(),
+        dir.join("banger"),
+        dir.join("bangerd"),
+        dir.join("bangerd-root"),
+    ] {
+        let meta = std::fs::symlink_metadata(&path).with_context(|| {
+            format!(
+                "{} is missing: install banger, bangerd and bangerd-root side by side",
+                path.display()
+            )
+        })?;
+        if meta.file_type().is_symlink() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+            bail!(
+                "{} must be owned by root and writable by no one else (root will run it); fix with `chown root:root` and `chmod go-w`",
+                path.display()
+            );
+        }
+    }
+    Ok(dir)
+}
+
+fn install(owner_arg: Option<&str>, root: Option<&Path>) -> anyhow::Result<()> {
+    need_root("install")?;
+    let owner = owner(owner_arg)?;
+    let home = owner.home.clone();
+    let layout = Layout::resolve(
+        |k| (k == "HOME").then(|| home.clone().into_os_string()),
+        owner.uid,
+    )?;
+    let config = Config::load(&layout.config_path())?.config;
+    let record = Install {
+        owner: owner.name.clone(),
+        owner_uid: owner.uid,
+        owner_gid: owner.gid,
+        owner_home: owner.home.clone(),
+        version: banger_buildinfo::VERSION.to_owned(),
+        commit: banger_buildinfo::COMMIT.to_owned(),
+        bin_dir: bin_dir()?,
+        bridge: config.bridge.clone(),
+        bridge_subnet: config.bridge_subnet.clone(),
+        runtime_dir: Install::runtime_dir_for(owner.uid),
+        helper_socket: banger_api::net::HELPER_SOCKET.into(),
+    };
+    let helper = units::helper(&record)?;
+    let daemon = units::daemon(&record, &layout.state_dir, &layout.cache_dir)?;
+    let prefix = root.unwrap_or_else(|| Path::new("/"));
+    write(
+        &prefix.join(INSTALL_FILE.trim_start_matches('/')),
+        &record.to_toml(),
+    )?;
+    write(&prefix.join(UNIT_DIR).join(HELPER_UNIT), &helper)?;
+    write(&prefix.join(UNIT_DIR).join(DAEMON_UNIT), &daemon)?;
+    if root.is_some() {
+        return print(&format!(
+            "wrote {INSTALL_FILE}, {HELPER_UNIT} and {DAEMON_UNIT} under {}; nothing was started\n",
+            prefix.display()
+        ));
+    }
+    for dir in [&layout.state_dir, &layout.cache_dir] {
+        owned_dir(dir, &owner)?;
+    }
+    if !systemd_runs() {
+        return print(&format!(
+            "wrote {INSTALL_FILE} and the units, but systemd is not running here: start the two processes by hand\n  \
+             sudo {bin}/bangerd-root --owner {uid} --bridge {bridge} --subnet {subnet}\n  \
+             BANGER_RUNTIME_DIR={run} {bin}/bangerd     (as {name})\n",
+            bin = record.bin_dir.display(),
+            uid = owner.uid,
+            bridge = record.bridge,
+            subnet = record.bridge_subnet,
+            run = record.runtime_dir.display(),
+            name = owner.name,
+        ));
+    }
+    stop_unmanaged_daemon(&layout)?;
+    systemctl(&["daemon-reload"])?;
+    systemctl(&["enable", "--now", HELPER_UNIT, DAEMON_UNIT])?;
+    print(&format!(
+        "installed: bangerd runs as {} and bangerd-root serves it (bridge {}, subnet {}); check with `banger system status`\n",
+        owner.name, record.bridge, record.bridge_subnet
+    ))
+}
+
+/// A daemon the owner started by hand holds the instance lock the
+/// service's daemon needs: it is asked to stop (its VMs keep running).
+fn stop_unmanaged_daemon(layout: &Layout) -> anyhow::Result<()> {
+    let Some(pid) = banger_sys::InstanceLock::holder(&layout.lock_path()) else {
+        return Ok(());
+    };
+    print(&format!(
+        "stopping the bangerd that runs outside systemd (pid {pid}); its VMs keep running\n"
+    ))?;
+    banger_sys::process::signal(pid, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while banger_sys::pid_alive(pid) {
+        if Instant::now() >= deadline {
+            bail!("bangerd (pid {pid}) did not stop within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// `dir` and its missing parents below the owner's home, the owner's.
+fn owned_dir(dir: &Path, owner: &Owner) -> anyhow::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.exists() && at.starts_with(&owner.home) && at != owner.home {
+        missing.push(at.to_owned());
+        at = at.parent().context("a directory's parent")?;
+    }
+    for d in missing.iter().rev() {
+        std::fs::create_dir(d).with_context(|| format!("create {}", d.display()))?;
+        std::os::unix::fs::lchown(d, Some(owner.uid), Some(owner.gid))
+            .with_context(|| format!("give {} to {}", d.display(), owner.name))?;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Writes `text` to `path` (0644) through a temporary file and a rename.
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    let dir = path.parent().context("a file's directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    std::fs::write(&tmp, text).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))
+}
+
+fn uninstall(root: Option<&Path>) -> anyhow::Result<()> {
+    need_root("uninstall")?;
+    let prefix = root.unwrap_or_else(|| Path::new("/"));
+    if root.is_none() && systemd_runs() {
+        // Units already gone are fine: uninstall finishes what it can.
+        let _ = systemctl(&["disable", "--now", DAEMON_UNIT, HELPER_UNIT]);
+    }
+    let mut removed = Vec::new();
+    for path in [
+        prefix.join(UNIT_DIR).join(DAEMON_UNIT),
+        prefix.join(UNIT_DIR).join(HELPER_UNIT),
+        prefix.join(INSTALL_FILE.trim_start_matches('/')),
+    ] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.push(path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("remove {}", path.display())),
+        }
+    }
+    if root.is_none() && systemd_runs() {
+        systemctl(&["daemon-reload"])?;
+    }
+    if removed.is_empty() {
+        return print("no system install to remove\n");
+    }
+    print(&format!(
+        "removed {}; VMs, images and the store are kept\n",
+        removed.join(", ")
+    ))
+}
+
+fn status() -> anyhow::Result<ExitCode> {
+    let Some(install) = Install::load(Path::new(INSTALL_FILE))? else {
+        print(
+            "no system install: bangerd runs as whoever starts it, and VM starts need root or the root helper\n\
+             install with `sudo banger system install` (see docs/privileges.md)\n",
+        )?;
+        return Ok(ExitCode::from(3));
+    };
+    let mut ok = true;
+    let mut out = format!(
+        "owner:   {} (uid {})\nversion: {} ({})\nbinaries: {}\nbridge:  {} {}\n",
+        install.owner,
+        install.owner_uid,
+        install.version,
+        install.commit,
+        install.bin_dir.display(),
+        install.bridge,
+        install.bridge_subnet
+    );
+    for unit in [HELPER_UNIT, DAEMON_UNIT] {
+        let state = if systemd_runs() {
+            Cmd::new("systemctl")
+                .args(["is-active", unit])
+                .to_command()
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_else(|e| format!("unknown ({e})"))
+        } else {
+            "systemd not running".to_owned()
+        };
+        ok &= state == "active";
+        out.push_str(&format!("{unit}: {state}\n"));
+    }
+    for (what, socket) in [
+        ("helper socket", install.helper_socket.clone()),
+        ("daemon socket", install.runtime_dir.join("bangerd.sock")),
+    ] {
+        let line = match std::fs::symlink_metadata(&socket) {
+            Ok(m) if m.mode() & 0o777 == 0o600 && m.uid() == install.owner_uid => "ok".to_owned(),
+            Ok(m) => {
+                ok = false;
+                format!(
+                    "mode {:o}, uid {}: want 600 and uid {}",
+                    m.mode() & 0o777,
+                    m.uid(),
+                    install.owner_uid
+                )
+            }
+            Err(e) => {
+                ok = false;
+                e.to_string()
+            }
+        };
+        out.push_str(&format!("{what} {}: {line}\n", socket.display()));
+    }
+    print(&out)?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
