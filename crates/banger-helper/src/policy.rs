@@ -260,8 +260,9 @@ impl Policy {
     }
 
     /// An existing interface of the bridge's name must be a bridge whose
-    /// ports are all banger's taps: banger never adopts a bridge of
-    /// someone else's (docker0, virbr0) or a physical interface.
+    /// ports are all banger's taps: not a physical interface, nor a bridge
+    /// with someone else's ports. (An empty bridge of someone else's would
+    /// pass: the name comes from root's install record, not a request.)
     fn bridge_is_bangers(&self, taps: &dyn TapFacts) -> Result<(), Refusal> {
         let Some(link) = taps.link(&self.bridge) else {
             return Ok(());

@@ -1,28 +1,60 @@
 //! The QEMU driver: `qemu-system-x86_64 -M microvm` with virtio-mmio
-//! devices, daemonized (so it outlives the daemon) and controlled over QMP.
+//! devices, in a session of its own (so it outlives the daemon), under its
+//! seccomp sandbox, and controlled over QMP.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
 
-use banger_sys::{Cancel, Cmd, Runner};
+use banger_sys::{Cmd, DetachedCommand, RunError};
 
 use crate::{Accel, BootSpec, VmFiles, Vmm, VmmError, qmp};
+
+/// How long QEMU may take to set its machine up before it is killed.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The QEMU driver.
 #[derive(Debug, Clone)]
 pub struct Qemu {
     binary: PathBuf,
-    runner: Arc<dyn Runner>,
 }
 
 impl Qemu {
     /// A driver that runs `binary` (normally `qemu-system-x86_64`).
-    pub fn new(binary: impl Into<PathBuf>, runner: Arc<dyn Runner>) -> Self {
+    pub fn new(binary: impl Into<PathBuf>) -> Self {
         Self {
             binary: binary.into(),
-            runner,
         }
+    }
+}
+
+/// Why QEMU did not come up.
+enum Setup {
+    /// It exited, e.g. over a bad drive, tap or kernel.
+    Exited(ExitStatus),
+    /// It neither exited nor answered in time.
+    Silent,
+}
+
+/// Waits until QEMU answers on QMP. QEMU serves QMP from its main loop
+/// only, after every device (drives, tap, kernel) is set up, so an answer
+/// means what `-daemonize`'s parent exiting used to: the machine is built.
+fn wait_until_set_up(child: &mut Child, socket: &Path, within: Duration) -> Result<(), Setup> {
+    let deadline = Instant::now() + within;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(Setup::Exited(status));
+        }
+        if socket.exists() && qmp::execute(socket, "query-status", None).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Setup::Silent);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 
@@ -51,17 +83,42 @@ impl Vmm for Qemu {
 
     fn start(&self, spec: &BootSpec) -> Result<u32, VmmError> {
         let cmd = command(&self.binary, spec)?;
-        let pidfile = spec.files.pidfile();
-        let _ = std::fs::remove_file(&pidfile);
-        // With -daemonize the foreground process exits once the VM is set
-        // up, so a bad drive or tap is an error here, not a dead VM later.
-        self.runner
-            .run(&cmd, &spec.files.vmm_log(), &Cancel::new())
-            .map_err(VmmError::Start)?;
-        std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or(VmmError::NoPid { path: pidfile })
+        let files = &spec.files;
+        // A stale socket would answer nothing; a stale pidfile would lie.
+        let _ = files.remove_transient();
+        let detached = cmd
+            .args
+            .iter()
+            .fold(DetachedCommand::new(&cmd.program), |d, a| d.arg(a.clone()));
+        let mut child = detached.spawn(&files.vmm_log()).map_err(VmmError::Spawn)?;
+        let pid = child.id();
+        // The machine must be built before start returns, so a bad drive or
+        // tap is an error here, not a dead VM later.
+        match wait_until_set_up(&mut child, &files.control_socket(), SETUP_TIMEOUT) {
+            Ok(()) => {
+                // Reaped here, so an exited VMM is never a zombie of the
+                // daemon's.
+                std::thread::spawn(move || child.wait());
+                Ok(pid)
+            }
+            Err(Setup::Exited(status)) => Err(VmmError::Start(RunError::Failed {
+                command: cmd.display(),
+                status,
+                log: files.vmm_log(),
+            })),
+            Err(Setup::Silent) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(VmmError::Control {
+                    socket: files.control_socket(),
+                    message: format!(
+                        "QEMU did not answer within {} s of starting; its output is in {}",
+                        SETUP_TIMEOUT.as_secs(),
+                        files.vmm_log().display()
+                    ),
+                })
+            }
+        }
     }
 
     fn request_shutdown(&self, files: &VmFiles) -> Result<(), VmmError> {
@@ -69,12 +126,11 @@ impl Vmm for Qemu {
     }
 }
 
-/// QEMU's seccomp filter: no obsolete system calls, no changes to its own
-/// scheduling or CPU affinity. `elevateprivileges=deny` and `spawn=deny`
-/// would also block the `setsid` and `fork` that `-daemonize` makes after
-/// the filter is in place (QEMU then exits 1, silently); they wait for
-/// banger to detach QEMU itself.
-pub const SANDBOX: &str = "on,obsolete=deny,resourcecontrol=deny";
+/// QEMU's seccomp filter: no obsolete system calls, no set*id, no fork or
+/// exec, no changes to its own scheduling or CPU affinity. (This is why
+/// banger detaches QEMU itself: `-daemonize` calls `setsid` and `fork` after
+/// the filter is in place, and QEMU would exit 1, silently.)
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
 /// QEMU's option parser splits on commas; a path with one cannot be
 /// passed safely, so it is refused rather than escaped.
@@ -186,7 +242,6 @@ pub fn command(binary: &Path, spec: &BootSpec) -> Result<Cmd, VmmError> {
             &files.control_socket(),
             ",server=on,wait=off",
         )?)
-        .arg("-daemonize")
         .arg("-pidfile")
         .arg(checked("pid file", &files.pidfile())?);
     Ok(cmd)
@@ -251,8 +306,8 @@ mod tests {
             "tap,id=net0,ifname=bgt0a1b2c3d,script=no,downscript=no",
             "virtio-net-device,netdev=net0,mac=02:ba:00:0a:1b:2c",
             "unix:/s/vms/ab/vmm.sock,server=on,wait=off",
-            "-daemonize -pidfile /s/vms/ab/vmm.pid",
-            "-sandbox on,obsolete=deny,resourcecontrol=deny",
+            "-pidfile /s/vms/ab/vmm.pid",
+            "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
         ] {
             assert!(text.contains(part), "missing {part:?} in {text}");
         }

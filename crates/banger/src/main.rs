@@ -48,6 +48,21 @@ impl Ctx {
     }
 
     async fn start_daemon(&self) -> anyhow::Result<Started> {
+        if let Some(unit) = system_daemon() {
+            // The service owns the daemon: one started here would run
+            // outside its sandbox and hold the lock the service needs.
+            return match self.client().ping().await {
+                Ok(ping) => Ok(Started {
+                    client: self.client(),
+                    ping,
+                    launched: false,
+                }),
+                Err(e) if e.is_not_running() => Err(anyhow::anyhow!(
+                    "bangerd is not running, and this is a system install: start it with `sudo systemctl start {unit}`, or by hand as docs/privileges.md shows (see `banger system status`)"
+                )),
+                Err(e) => Err(e.into()),
+            };
+        }
         let timeout = Duration::from_secs(self.config.daemon_start_timeout_secs);
         Ok(banger_client::ensure_daemon(&self.layout, &bangerd_path(), timeout).await?)
     }
@@ -56,6 +71,21 @@ impl Ctx {
     fn client(&self) -> Client {
         Client::new(self.layout.socket_path())
     }
+}
+
+/// The daemon's unit, when this user's banger is a system install (and
+/// no `BANGER_RUNTIME_DIR` points elsewhere).
+fn system_daemon() -> Option<&'static str> {
+    if std::env::var_os("BANGER_RUNTIME_DIR").is_some_and(|v| !v.is_empty()) {
+        return None;
+    }
+    let install = banger_config::install::Install::load(std::path::Path::new(
+        banger_config::install::INSTALL_FILE,
+    ))
+    .ok()??;
+    // SAFETY: getuid cannot fail and touches no memory.
+    let uid = unsafe { libc::getuid() };
+    (install.owner_uid == uid).then_some(units::DAEMON_UNIT)
 }
 
 /// `BANGER_DAEMON_BIN`, else `bangerd` beside this binary, else `bangerd`

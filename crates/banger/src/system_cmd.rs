@@ -128,6 +128,25 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("find this binary")?;
     let exe = std::fs::canonicalize(&exe).context("resolve this binary")?;
     let dir = exe.parent().context("this binary's directory")?.to_owned();
+    if dir.starts_with("/root") || dir.starts_with("/home") {
+        bail!(
+            "{} is under a home directory, which the helper's unit hides (ProtectHome=yes): install the binaries elsewhere, e.g. /usr/local/bin",
+            dir.display()
+        );
+    }
+    // Every directory above them too: one someone else could write would
+    // let them swap the binaries root runs (a sticky one like /tmp cannot).
+    for at in dir.ancestors().skip(1) {
+        let meta =
+            std::fs::symlink_metadata(at).with_context(|| format!("stat {}", at.display()))?;
+        let sticky = meta.mode() & 0o1000 != 0;
+        if meta.uid() != 0 || (meta.mode() & 0o022 != 0 && !sticky) {
+            bail!(
+                "{} must be owned by root and writable by no one else: it holds the binaries root runs",
+                at.display()
+            );
+        }
+    }
     for path in [
         dir.clone(),
         dir.join("banger"),
@@ -158,7 +177,7 @@ fn install(owner_arg: Option<&str>, root: Option<&Path>) -> anyhow::Result<()> {
         |k| (k == "HOME").then(|| home.clone().into_os_string()),
         owner.uid,
     )?;
-    let config = Config::load(&layout.config_path())?.config;
+    let config = owners_config(&layout.config_path())?;
     let record = Install {
         owner: owner.name.clone(),
         owner_uid: owner.uid,
@@ -175,22 +194,30 @@ fn install(owner_arg: Option<&str>, root: Option<&Path>) -> anyhow::Result<()> {
     let helper = units::helper(&record)?;
     let daemon = units::daemon(&record, &layout.state_dir, &layout.cache_dir)?;
     let prefix = root.unwrap_or_else(|| Path::new("/"));
-    write(
-        &prefix.join(INSTALL_FILE.trim_start_matches('/')),
-        &record.to_toml(),
-    )?;
+    let record_path = prefix.join(INSTALL_FILE.trim_start_matches('/'));
+    print(&format!(
+        "owner {} (uid {}), bridge {} {}, binaries in {}\n",
+        owner.name,
+        owner.uid,
+        record.bridge,
+        record.bridge_subnet,
+        record.bin_dir.display()
+    ))?;
     write(&prefix.join(UNIT_DIR).join(HELPER_UNIT), &helper)?;
     write(&prefix.join(UNIT_DIR).join(DAEMON_UNIT), &daemon)?;
     if root.is_some() {
+        write(&record_path, &record.to_toml())?;
         return print(&format!(
             "wrote {INSTALL_FILE}, {HELPER_UNIT} and {DAEMON_UNIT} under {}; nothing was started\n",
             prefix.display()
         ));
     }
-    for dir in [&layout.state_dir, &layout.cache_dir] {
-        owned_dir(dir, &owner)?;
-    }
+    owned_dirs(&[&layout.state_dir, &layout.cache_dir], &owner)?;
     if !systemd_runs() {
+        runtime_dir(&record.runtime_dir, &owner)?;
+        // Last: the record redirects the owner's CLI to the service's
+        // runtime directory, which must exist by then.
+        write(&record_path, &record.to_toml())?;
         return print(&format!(
             "wrote {INSTALL_FILE} and the units, but systemd is not running here: start the two processes by hand\n  \
              sudo {bin}/bangerd-root --owner {uid} --bridge {bridge} --subnet {subnet}\n  \
@@ -203,21 +230,57 @@ fn install(owner_arg: Option<&str>, root: Option<&Path>) -> anyhow::Result<()> {
             name = owner.name,
         ));
     }
-    stop_unmanaged_daemon(&layout)?;
+    let managed = Cmd::new("systemctl")
+        .args(["is-active", "--quiet", DAEMON_UNIT])
+        .to_command()
+        .status()
+        .is_ok_and(|s| s.success());
+    if !managed {
+        stop_unmanaged_daemon(&layout, owner.uid)?;
+    }
     systemctl(&["daemon-reload"])?;
-    systemctl(&["enable", "--now", HELPER_UNIT, DAEMON_UNIT])?;
+    systemctl(&["enable", HELPER_UNIT, DAEMON_UNIT])?;
+    // Restart, not start: an install over an older one must run the new
+    // binaries, owner, bridge and subnet.
+    systemctl(&["restart", HELPER_UNIT, DAEMON_UNIT])?;
+    write(&record_path, &record.to_toml())?;
     print(&format!(
         "installed: bangerd runs as {} and bangerd-root serves it (bridge {}, subnet {}); check with `banger system status`\n",
         owner.name, record.bridge, record.bridge_subnet
     ))
 }
 
+/// The owner's config, read as root: only a regular file of sane size
+/// (not a link to /dev/zero or a FIFO), its bridge and subnet shown back.
+fn owners_config(path: &Path) -> anyhow::Result<Config> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+        Err(e) => return Err(e).with_context(|| format!("stat {}", path.display())),
+        Ok(m) if !m.file_type().is_file() || m.len() > 1024 * 1024 => {
+            bail!(
+                "{} must be a regular file of at most 1 MiB (not a symlink)",
+                path.display()
+            );
+        }
+        Ok(_) => {}
+    }
+    Ok(Config::load(path)?.config)
+}
+
 /// A daemon the owner started by hand holds the instance lock the
 /// service's daemon needs: it is asked to stop (its VMs keep running).
-fn stop_unmanaged_daemon(layout: &Layout) -> anyhow::Result<()> {
+fn stop_unmanaged_daemon(layout: &Layout, owner_uid: u32) -> anyhow::Result<()> {
     let Some(pid) = banger_sys::InstanceLock::holder(&layout.lock_path()) else {
         return Ok(());
     };
+    // The lock file is the owner's to write: signal only the owner's own
+    // bangerd, never whatever pid it names.
+    if !is_owners_bangerd(pid, owner_uid) {
+        bail!(
+            "{} names pid {pid}, which is not a bangerd of the owner's: stop the owner's bangerd (`banger daemon stop`) and install again",
+            layout.lock_path().display()
+        );
+    }
     print(&format!(
         "stopping the bangerd that runs outside systemd (pid {pid}); its VMs keep running\n"
     ))?;
@@ -232,21 +295,54 @@ fn stop_unmanaged_daemon(layout: &Layout) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `dir` and its missing parents below the owner's home, the owner's.
-fn owned_dir(dir: &Path, owner: &Owner) -> anyhow::Result<()> {
-    let mut missing = Vec::new();
-    let mut at = dir;
-    while !at.exists() && at.starts_with(&owner.home) && at != owner.home {
-        missing.push(at.to_owned());
-        at = at.parent().context("a directory's parent")?;
-    }
-    for d in missing.iter().rev() {
-        std::fs::create_dir(d).with_context(|| format!("create {}", d.display()))?;
-        std::os::unix::fs::lchown(d, Some(owner.uid), Some(owner.gid))
-            .with_context(|| format!("give {} to {}", d.display(), owner.name))?;
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
+/// Whether `pid` runs `bangerd` with every uid the owner's.
+fn is_owners_bangerd(pid: u32, owner_uid: u32) -> bool {
+    let proc = Path::new("/proc").join(pid.to_string());
+    let comm = std::fs::read_to_string(proc.join("comm")).unwrap_or_default();
+    let status = std::fs::read_to_string(proc.join("status")).unwrap_or_default();
+    let uids: Vec<&str> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    comm.trim() == "bangerd" && uids.len() == 4 && uids.iter().all(|u| *u == owner_uid.to_string())
+}
+
+/// Makes `dirs` (and their parents) as the owner, through setpriv: root
+/// never creates or chowns anything in a home the owner can rearrange.
+fn owned_dirs(dirs: &[&Path], owner: &Owner) -> anyhow::Result<()> {
+    let (uid, gid) = (owner.uid.to_string(), owner.gid.to_string());
+    let out = Cmd::new("setpriv")
+        .args(["--reuid", &uid, "--regid", &gid, "--init-groups", "--"])
+        .args(["mkdir", "-p", "-m", "700", "--"])
+        .args(dirs.iter().map(|d| d.as_os_str()))
+        .to_command()
+        .output()
+        .context("run setpriv (util-linux)")?;
+    if !out.status.success() {
+        bail!(
+            "create the owner's banger directories as {}: {}",
+            owner.name,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
+}
+
+/// The owner's daemon's runtime directory, made by root in /run (which
+/// only root writes) and given to the owner: what systemd's
+/// `RuntimeDirectory=` does for the service, for running it by hand.
+fn runtime_dir(dir: &Path, owner: &Owner) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() && m.uid() == owner.uid => return Ok(()),
+        Ok(_) => bail!("{} exists and is not the owner's directory", dir.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("stat {}", dir.display())),
+    }
+    std::fs::create_dir(dir).with_context(|| format!("create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    std::os::unix::fs::lchown(dir, Some(owner.uid), Some(owner.gid))
+        .with_context(|| format!("give {} to {}", dir.display(), owner.name))
 }
 
 /// Writes `text` to `path` (0644) through a temporary file and a rename.
@@ -266,8 +362,13 @@ fn uninstall(root: Option<&Path>) -> anyhow::Result<()> {
     need_root("uninstall")?;
     let prefix = root.unwrap_or_else(|| Path::new("/"));
     if root.is_none() && systemd_runs() {
-        // Units already gone are fine: uninstall finishes what it can.
-        let _ = systemctl(&["disable", "--now", DAEMON_UNIT, HELPER_UNIT]);
+        let installed = [DAEMON_UNIT, HELPER_UNIT]
+            .iter()
+            .any(|u| prefix.join(UNIT_DIR).join(u).exists());
+        if installed {
+            // Stopped before their files go, or they would run on unmanaged.
+            systemctl(&["disable", "--now", DAEMON_UNIT, HELPER_UNIT])?;
+        }
     }
     let mut removed = Vec::new();
     for path in [

@@ -97,6 +97,9 @@ ExecStart={bin}/bangerd-root --owner {uid} --bridge {bridge} --subnet {subnet} -
 Restart=on-failure
 RuntimeDirectory={run_dir}
 RuntimeDirectoryMode=0755
+# iptables' legacy backend takes a lock file in /run, read-only below.
+ExecStartPre=+/usr/bin/touch /run/xtables.lock
+ReadWritePaths=-/run/xtables.lock
 {hardening}
 ProtectHome=yes
 PrivateTmp=yes

@@ -121,7 +121,7 @@ fn services(
     let runner = options.runner;
     let (vmm, other_vmms) = match options.vmm {
         Some(vmm) => (vmm, Vec::new()),
-        None => crate::vms::choose_vmm(&options.vm, layout, &runner),
+        None => crate::vms::choose_vmm(&options.vm, layout),
     };
     tracing::info!(
         vmm = vmm.name(),

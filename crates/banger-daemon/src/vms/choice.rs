@@ -5,7 +5,6 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use banger_config::{Layout, VmmChoice};
-use banger_sys::Runner;
 use banger_vmm::Vmm;
 use banger_vmm::firecracker::Firecracker;
 use banger_vmm::firecracker::jailer::JailerConfig;
@@ -23,23 +22,24 @@ use banger_sys::wait::find_in_path;
 pub fn choose_vmm(
     settings: &VmSettings,
     layout: &Layout,
-    runner: &Arc<dyn Runner>,
 ) -> (Arc<dyn Vmm>, Vec<Arc<dyn Vmm>>) {
-    let qemu = || -> Arc<dyn Vmm> { Arc::new(Qemu::new(settings.qemu.clone(), runner.clone())) };
+    let qemu = || -> Arc<dyn Vmm> { Arc::new(Qemu::new(settings.qemu.clone())) };
     let firecracker = || -> Arc<dyn Vmm> {
         let binary = find_in_path(&settings.firecracker.to_string_lossy())
             .unwrap_or_else(|| settings.firecracker.clone());
         let fc = Firecracker::new(binary);
         let fc = match &settings.jailer {
             Some(jailer) => {
-                // Firecracker drops to whoever owns banger's state.
-                let owner = std::fs::metadata(&layout.state_dir).ok();
+                // Firecracker drops to whoever owns banger's state. Never
+                // to root: a start refuses (check_vmm_can_boot) when that
+                // is root or unknown, and nobody stands in meanwhile.
+                let (uid, gid) = jailer_owner(&layout.state_dir).unwrap_or((NOBODY, NOBODY));
                 fc.with_jailer(JailerConfig {
                     binary: find_in_path(&jailer.to_string_lossy())
                         .unwrap_or_else(|| jailer.clone()),
                     chroot_base: layout.runtime_dir.join("jailer"),
-                    uid: owner.as_ref().map_or(0, MetadataExt::uid),
-                    gid: owner.as_ref().map_or(0, MetadataExt::gid),
+                    uid,
+                    gid,
                 })
             }
             None => fc,
@@ -53,6 +53,28 @@ pub fn choose_vmm(
         Driver::Firecracker => firecracker(),
     };
     (chosen, vec![qemu(), firecracker()])
+}
+
+/// The uid a refused jailer configuration stands in with.
+const NOBODY: u32 = 65534;
+
+/// Who the jailer runs Firecracker as: the owner of banger's state
+/// directory, which must not be root (a jailed Firecracker running as root
+/// would undo the point of the jail).
+pub(crate) fn jailer_owner(state_dir: &std::path::Path) -> Result<(u32, u32), String> {
+    let meta = std::fs::metadata(state_dir).map_err(|e| {
+        format!(
+            "the jailer runs Firecracker as the owner of {}, which cannot be read: {e}",
+            state_dir.display()
+        )
+    })?;
+    if meta.uid() == 0 {
+        return Err(format!(
+            "the jailer would run Firecracker as root: {} belongs to root; run banger as the user VMs should run as (`sudo banger system install`), or unset jailer_bin",
+            state_dir.display()
+        ));
+    }
+    Ok((meta.uid(), meta.gid()))
 }
 
 /// A driver new starts use.
@@ -86,10 +108,25 @@ impl Vms {
             .map_err(|e| super::failed_by(&e))
     }
 
+    /// The jailer needs root to chroot and drop privileges (the root helper
+    /// does not run it yet), and must not run Firecracker as root.
+    fn check_jailer(&self) -> Result<(), VmError> {
+        if banger_sys::euid() != 0 {
+            return Err(failed(
+                "jailer_bin needs bangerd to run as root: the root helper does not run the jailer yet; unset jailer_bin to run Firecracker as you",
+            ));
+        }
+        let state_dir = self.vms_dir.parent().unwrap_or(&self.vms_dir);
+        jailer_owner(state_dir).map(drop).map_err(failed)
+    }
+
     /// With `vmm = "firecracker"`, refuses a create that cannot boot: the
     /// binary missing, or KVM unusable (Firecracker has no emulation to
     /// fall back on). Runs before the VM's name, address or files exist.
     pub(super) fn check_vmm_can_boot(&self, kernel: &str) -> Result<(), VmError> {
+        if self.vmm.name() == "firecracker" && self.settings.jailer.is_some() {
+            self.check_jailer()?;
+        }
         if self.settings.vmm != VmmChoice::Firecracker {
             return Ok(());
         }
@@ -120,6 +157,22 @@ impl Vms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_jailer_never_runs_firecracker_as_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        assert!(jailer_owner(&gone).unwrap_err().contains("cannot be read"));
+        if banger_sys::euid() == 0 {
+            let err = jailer_owner(dir.path()).unwrap_err();
+            assert!(err.contains("would run Firecracker as root"), "{err}");
+            std::os::unix::fs::chown(dir.path(), Some(1234), Some(1235)).unwrap();
+            assert_eq!(jailer_owner(dir.path()), Ok((1234, 1235)));
+        } else {
+            let meta = std::fs::metadata(dir.path()).unwrap();
+            assert_eq!(jailer_owner(dir.path()), Ok((meta.uid(), meta.gid())));
+        }
+    }
 
     #[test]
     fn auto_takes_firecracker_only_when_installed_with_usable_kvm() {
