@@ -140,6 +140,7 @@ Type=simple
 User={owner}
 Group={gid}
 Environment=HOME={home}
+Environment=BANGER_RUNTIME_DIR=/run/{run_dir}
 ExecStart={bin}/bangerd
 KillMode=process
 Restart=on-failure
@@ -213,6 +214,9 @@ mod tests {
             "ProtectHome=read-only\n",
             "ReadWritePaths=/home/alice/.local/state/banger /home/alice/.cache/banger\n",
             "RuntimeDirectory=banger-1000\n",
+            // Named outright: the record that points the CLI there is
+            // written after the service first starts.
+            "Environment=BANGER_RUNTIME_DIR=/run/banger-1000\n",
             "ExecStart=/usr/local/bin/bangerd\n",
         ] {
             assert!(d.contains(line), "{line:?} missing from {d}");

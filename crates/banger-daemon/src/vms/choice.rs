@@ -19,10 +19,7 @@ use banger_sys::wait::find_in_path;
 /// Firecracker only when it is installed and this host boot's KVM probe
 /// found KVM usable; with no verdict yet it takes QEMU, which runs
 /// everywhere.
-pub fn choose_vmm(
-    settings: &VmSettings,
-    layout: &Layout,
-) -> (Arc<dyn Vmm>, Vec<Arc<dyn Vmm>>) {
+pub fn choose_vmm(settings: &VmSettings, layout: &Layout) -> (Arc<dyn Vmm>, Vec<Arc<dyn Vmm>>) {
     let qemu = || -> Arc<dyn Vmm> { Arc::new(Qemu::new(settings.qemu.clone())) };
     let firecracker = || -> Arc<dyn Vmm> {
         let binary = find_in_path(&settings.firecracker.to_string_lossy())
