@@ -16,6 +16,7 @@ pub mod nofollow;
 pub mod peer;
 pub mod process;
 pub mod run;
+pub mod trust;
 pub mod wait;
 
 pub use group::GroupRecord;
@@ -48,4 +49,39 @@ pub fn io_at(what: &'static str, path: &std::path::Path) -> impl FnOnce(std::io:
 pub fn euid() -> u32 {
     // SAFETY: geteuid cannot fail and touches no memory.
     unsafe { libc::geteuid() }
+}
+
+/// The name of the user with id `uid` (through NSS, as `id -un` finds it),
+/// if it has one.
+pub fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: passwd is plain data; all zeroes is a valid value to overwrite.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call, and buf's length is
+    // passed; getpwuid_r writes only into pwd, buf and found.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &raw mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &raw mut found,
+        )
+    };
+    if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_name points at a NUL-terminated string in buf.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    name.to_str().ok().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn user_name_finds_root_and_not_a_uid_no_one_has() {
+        assert_eq!(super::user_name(0).as_deref(), Some("root"));
+        assert_eq!(super::user_name(3_999_999_999), None);
+    }
 }

@@ -833,6 +833,57 @@ fn a_control_socket_path_too_long_is_refused_before_spawning() {
     assert!(!fx.files.vmm_log().exists(), "a VMM was spawned");
 }
 
+fn a_rehearsal_sends_every_call_but_instance_start_and_leaves_nothing() {
+    let fx = Fixture::new("8a1b2c3d4e5f6071");
+    // Configured with a jailer, a rehearsal still runs Firecracker directly:
+    // it needs no root and stages no jail.
+    let base = tempfile::tempdir().unwrap();
+    let vmm = fx.plain().with_jailer(JailerConfig {
+        binary: fx.bin.join("jailer"),
+        chroot_base: base.path().to_owned(),
+        uid: own_ids().0,
+        gid: own_ids().1,
+    });
+    let steps = vmm.rehearse(&fx.spec).unwrap();
+    assert_eq!(steps.len(), 10, "{steps:?}");
+    assert_eq!(steps[2], "size the machine");
+    assert!(
+        steps.contains(&"attach network interface on tap bgt0123456789".to_owned()),
+        "{steps:?}"
+    );
+    let requests = fx.requests();
+    let paths: Vec<&str> = requests.iter().map(|r| r.1.as_str()).collect();
+    assert!(!paths.contains(&"/actions"), "{paths:?}");
+    assert_eq!(paths.len(), steps.len());
+    assert_eq!(
+        requests[3].2["kernel_image_path"],
+        fx.spec.kernel.to_str().unwrap()
+    );
+    if let Some(contract) = Contract::load("the rehearsal's contract check") {
+        for (method, path, body) in &requests {
+            contract.check(method, path, body).unwrap();
+        }
+    }
+    assert_eq!(vmm.recover_pid(&fx.files), None);
+    assert_eq!(fx.plain().recover_pid(&fx.files), None, "left running");
+    assert!(std::fs::symlink_metadata(fx.files.control_socket()).is_err());
+    assert_eq!(std::fs::read_dir(base.path()).unwrap().count(), 0);
+}
+
+fn a_refused_rehearsal_names_the_call_and_leaves_nothing() {
+    let fx = Fixture::new("9a1b2c3d4e5f6071");
+    fx.fail_with("PUT /machine-config=Invalid: SMT is not supported\n");
+    let err = fx.plain().rehearse(&fx.spec).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("firecracker refused to size the machine: Invalid: SMT is not supported (HTTP 400 on PUT /machine-config)"),
+        "{text}"
+    );
+    assert_eq!(fx.plain().recover_pid(&fx.files), None, "left running");
+    assert!(std::fs::symlink_metadata(fx.files.control_socket()).is_err());
+    assert_eq!(fx.requests().last().unwrap().1, "/machine-config");
+}
+
 fn the_contract_check_can_fail() {
     let Some(c) = Contract::load("the_contract_check_can_fail") else {
         return;
@@ -938,6 +989,14 @@ const TESTS: &[Test] = &[
     (
         "pids_that_are_not_firecracker_are_never_adopted_or_killed",
         pids_that_are_not_firecracker_are_never_adopted_or_killed,
+    ),
+    (
+        "a_rehearsal_sends_every_call_but_instance_start_and_leaves_nothing",
+        a_rehearsal_sends_every_call_but_instance_start_and_leaves_nothing,
+    ),
+    (
+        "a_refused_rehearsal_names_the_call_and_leaves_nothing",
+        a_refused_rehearsal_names_the_call_and_leaves_nothing,
     ),
     (
         "a_control_socket_path_too_long_is_refused_before_spawning",

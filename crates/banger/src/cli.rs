@@ -477,11 +477,17 @@ pub enum SystemCommand {
         #[arg(long, value_name = "DIR")]
         root: Option<std::path::PathBuf>,
     },
-    /// Show the install: owner, version, both services, both sockets.
+    /// Show the install and check it: both services active, both sockets
+    /// the owner's alone, both unit files as banger wrote them (hardening
+    /// intact, no drop-in overriding it). `banger doctor` checks the same.
     ///
-    /// Exits 0 when all is well, 1 when something is not, 3 when there is
+    /// Exits 0 when nothing failed, 1 when something did, 3 when there is
     /// no system install.
-    Status,
+    Status {
+        /// Check the files under DIR instead of / (see `install --root`).
+        #[arg(long, value_name = "DIR")]
+        root: Option<std::path::PathBuf>,
+    },
     /// Restart both services (as root). VMs keep running.
     Restart,
     /// Stop and remove both services and /etc/banger/install.toml (as

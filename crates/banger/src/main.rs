@@ -6,6 +6,7 @@ mod artifact_cmd;
 mod cli;
 mod daemon_cmd;
 mod follow;
+mod install_checks;
 mod system_cmd;
 mod units;
 mod vm_cmd;

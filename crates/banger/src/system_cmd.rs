@@ -13,10 +13,9 @@ use banger_config::{Config, Layout};
 use banger_sys::Cmd;
 
 use crate::cli::SystemCommand;
+use crate::install_checks::{self, UNIT_DIR};
 use crate::print;
 use crate::units::{self, DAEMON_UNIT, HELPER_UNIT};
-
-const UNIT_DIR: &str = "etc/systemd/system";
 
 pub fn run(command: SystemCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -28,7 +27,7 @@ pub fn run(command: SystemCommand) -> anyhow::Result<ExitCode> {
             systemctl(&["restart", HELPER_UNIT, DAEMON_UNIT])?;
             print("restarted bangerd-root and bangerd\n")?;
         }
-        SystemCommand::Status => return status(),
+        SystemCommand::Status { root } => return status(root.as_deref()),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -136,35 +135,20 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
     }
     // Every directory above them too: one someone else could write would
     // let them swap the binaries root runs (a sticky one like /tmp cannot).
-    for at in dir.ancestors().skip(1) {
-        let meta =
-            std::fs::symlink_metadata(at).with_context(|| format!("stat {}", at.display()))?;
-        let sticky = meta.mode() & 0o1000 != 0;
-        if meta.uid() != 0 || (meta.mode() & 0o022 != 0 && !sticky) {
+    for name in ["banger", "bangerd", "bangerd-root"] {
+        let path = dir.join(name);
+        if std::fs::symlink_metadata(&path).is_err() {
             bail!(
-                "{} must be owned by root and writable by no one else: it holds the binaries root runs",
-                at.display()
-            );
-        }
-    }
-    for path in [
-        dir.clone(),
-        dir.join("banger"),
-        dir.join("bangerd"),
-        dir.join("bangerd-root"),
-    ] {
-        let meta = std::fs::symlink_metadata(&path).with_context(|| {
-            format!(
                 "{} is missing: install banger, bangerd and bangerd-root side by side",
                 path.display()
-            )
-        })?;
-        if meta.file_type().is_symlink() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-            bail!(
-                "{} must be owned by root and writable by no one else (root will run it); fix with `chown root:root` and `chmod go-w`",
-                path.display()
             );
         }
+        banger_sys::trust::roots_alone(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}: it must be root's and writable by no one else, as must every directory above it (root will run it); fix with `chown root:root` and `chmod go-w` on {}",
+                e.path().display()
+            )
+        })?;
     }
     Ok(dir)
 }
@@ -394,17 +378,18 @@ fn uninstall(root: Option<&Path>) -> anyhow::Result<()> {
     ))
 }
 
-fn status() -> anyhow::Result<ExitCode> {
-    let Some(install) = Install::load(Path::new(INSTALL_FILE))? else {
+fn status(root: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let prefix = root.unwrap_or_else(|| Path::new("/"));
+    let record_path = prefix.join(INSTALL_FILE.trim_start_matches('/'));
+    let Some(install) = Install::load(&record_path)? else {
         print(
             "no system install: bangerd runs as whoever starts it, and VM starts need root or the root helper\n\
              install with `sudo banger system install` (see docs/privileges.md)\n",
         )?;
         return Ok(ExitCode::from(3));
     };
-    let mut ok = true;
     let mut out = format!(
-        "owner:   {} (uid {})\nversion: {} ({})\nbinaries: {}\nbridge:  {} {}\n",
+        "owner:    {} (uid {})\nversion:  {} ({})\nbinaries: {}\nbridge:   {} {}\n",
         install.owner,
         install.owner_uid,
         install.version,
@@ -413,46 +398,15 @@ fn status() -> anyhow::Result<ExitCode> {
         install.bridge,
         install.bridge_subnet
     );
-    for unit in [HELPER_UNIT, DAEMON_UNIT] {
-        let state = if systemd_runs() {
-            Cmd::new("systemctl")
-                .args(["is-active", unit])
-                .to_command()
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-                .unwrap_or_else(|e| format!("unknown ({e})"))
-        } else {
-            "systemd not running".to_owned()
-        };
-        ok &= state == "active";
-        out.push_str(&format!("{unit}: {state}\n"));
-    }
-    for (what, socket) in [
-        ("helper socket", install.helper_socket.clone()),
-        ("daemon socket", install.runtime_dir.join("bangerd.sock")),
-    ] {
-        let line = match std::fs::symlink_metadata(&socket) {
-            Ok(m) if m.mode() & 0o777 == 0o600 && m.uid() == install.owner_uid => "ok".to_owned(),
-            Ok(m) => {
-                ok = false;
-                format!(
-                    "mode {:o}, uid {}: want 600 and uid {}",
-                    m.mode() & 0o777,
-                    m.uid(),
-                    install.owner_uid
-                )
-            }
-            Err(e) => {
-                ok = false;
-                e.to_string()
-            }
-        };
-        out.push_str(&format!("{what} {}: {line}\n", socket.display()));
-    }
+    let checks = install_checks::judge(&install, &install_checks::gather(&install, prefix));
+    out.push_str(&crate::vm_cmd::check_rows(&checks));
     print(&out)?;
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
+    let failed = checks
+        .iter()
+        .any(|c| c.status == banger_api::CheckStatus::Fail);
+    Ok(if failed {
         ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     })
 }

@@ -168,11 +168,11 @@ WantedBy=multi-user.target
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A record as `system install` writes it for alice.
-    const ALICE: &str = r#"
+    pub(crate) const ALICE: &str = r#"
         owner = "alice"
         owner_uid = 1000
         owner_gid = 1000

@@ -8,6 +8,7 @@ use banger_api::names::VmName;
 use banger_api::text::shell_quote;
 use banger_api::{CreateVmRequest, SetVmRequest, SshTarget, VmState, routes};
 use banger_client::{Client, render};
+use banger_config::install::{INSTALL_FILE, Install};
 
 use crate::cli::{Output, OutputArg, VmCommand, VmShape, WorkspaceCommand};
 use crate::follow::{finish, follow};
@@ -359,20 +360,24 @@ async fn logs(client: &Client, vm: &str, follow: bool, raw: bool) -> anyhow::Res
 
 /// `banger doctor`: exits 0 when guests can run (no essential check
 /// failed), 1 otherwise.
+/// In system mode the install's own rows follow the daemon's.
 pub async fn doctor(ctx: &Ctx, output: OutputArg) -> anyhow::Result<ExitCode> {
-    let report = ctx.daemon().await?.doctor().await?;
+    let mut report = ctx.daemon().await?.doctor().await?;
+    let root = std::path::Path::new("/");
+    if let Some(install) = Install::load(&root.join(INSTALL_FILE.trim_start_matches('/')))? {
+        let services = crate::install_checks::gather(&install, root);
+        report
+            .checks
+            .extend(crate::install_checks::judge(&install, &services));
+    }
     match output.output {
         Output::Json => print(&json(&report)?)?,
         Output::Table => {
-            let mut text = format!("guests run under: {}\n", report.accel);
-            for c in &report.checks {
-                text.push_str(&format!(
-                    "{} {:<20} {}\n",
-                    c.status.label(),
-                    c.name,
-                    c.detail
-                ));
-            }
+            let text = format!(
+                "guests run under: {}\n{}",
+                report.accel,
+                check_rows(&report.checks)
+            );
             print(&text)?;
         }
     }
@@ -385,4 +390,12 @@ pub async fn doctor(ctx: &Ctx, output: OutputArg) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Doctor's rows as a table: status, name, detail.
+pub fn check_rows(checks: &[banger_api::Check]) -> String {
+    checks
+        .iter()
+        .map(|c| format!("{} {:<20} {}\n", c.status.label(), c.name, c.detail))
+        .collect()
 }

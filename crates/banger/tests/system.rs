@@ -91,6 +91,60 @@ fn install_writes_a_record_and_units_systemd_accepts_and_uninstall_removes_them(
     let ours: Vec<&str> = said.lines().filter(|l| l.contains("bangerd")).collect();
     assert!(ours.is_empty(), "systemd-analyze complained: {ours:?}");
 
+    // status checks what was written: both units as banger wrote them;
+    // no service answers (nothing was started), so it exits 1.
+    let status = |what: &str| {
+        let o = banger(&["system", "status", "--root", root_arg]);
+        let text = out(&o);
+        let row = |name: &str| {
+            text.lines()
+                .find(|l| l.split_whitespace().nth(1) == Some(name))
+                .unwrap_or_else(|| panic!("{what}: no {name} row in {text}"))
+                .to_owned()
+        };
+        (
+            o.status.code(),
+            row("helper-unit"),
+            row("daemon-unit"),
+            row("daemon-socket"),
+        )
+    };
+    let (code, helper_row, daemon_row, socket_row) = status("as written");
+    assert_eq!(code, Some(1), "{socket_row}");
+    assert!(helper_row.starts_with("PASS"), "{helper_row}");
+    assert!(daemon_row.starts_with("PASS"), "{daemon_row}");
+    assert!(
+        socket_row.starts_with("FAIL") && socket_row.contains("system restart"),
+        "{socket_row}"
+    );
+    // A weakened unit, or a drop-in beside it, is named.
+    std::fs::write(
+        units.join("bangerd.service"),
+        daemon.replace("NoNewPrivileges=yes\n", "") + "ProtectHome=no\n",
+    )
+    .unwrap();
+    let (_, _, daemon_row, _) = status("weakened");
+    assert!(
+        daemon_row.starts_with("FAIL")
+            && daemon_row.contains("missing `NoNewPrivileges=yes`")
+            && daemon_row.contains("added `ProtectHome=no`"),
+        "{daemon_row}"
+    );
+    std::fs::write(units.join("bangerd.service"), &daemon).unwrap();
+    std::fs::create_dir(units.join("bangerd-root.service.d")).unwrap();
+    std::fs::write(
+        units.join("bangerd-root.service.d/caps.conf"),
+        "[Service]\nCapabilityBoundingSet=~\n",
+    )
+    .unwrap();
+    let (_, helper_row, daemon_row, _) = status("with a drop-in");
+    assert!(
+        helper_row.starts_with("WARN") && helper_row.contains("caps.conf"),
+        "{helper_row}"
+    );
+    assert!(daemon_row.starts_with("PASS"), "{daemon_row}");
+    std::fs::remove_dir_all(units.join("bangerd-root.service.d")).unwrap();
+
     // Uninstall removes exactly what install wrote.
     let o = banger(&["system", "uninstall", "--root", root_arg]);
     assert!(o.status.success(), "{}", stderr(&o));

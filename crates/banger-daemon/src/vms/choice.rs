@@ -4,7 +4,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
-use banger_config::{Layout, VmmChoice};
+use banger_config::{Accel as AccelChoice, Layout, VmmChoice};
 use banger_vmm::Vmm;
 use banger_vmm::firecracker::Firecracker;
 use banger_vmm::firecracker::jailer::JailerConfig;
@@ -44,7 +44,12 @@ pub fn choose_vmm(settings: &VmSettings, layout: &Layout) -> (Arc<dyn Vmm>, Vec<
         Arc::new(fc)
     };
     let installed = || find_in_path(&settings.firecracker.to_string_lossy()).is_some();
-    let kvm = || boot_assets::cached_kvm_verdict(&layout.cache_dir).is_some_and(|v| v.usable);
+    // An explicit accel = "kvm" overrides the probe: the user knows their
+    // host, and the VMM's own error speaks if they are wrong.
+    let kvm = || {
+        settings.accel == AccelChoice::Kvm
+            || boot_assets::cached_kvm_verdict(&layout.cache_dir).is_some_and(|v| v.usable)
+    };
     let chosen = match pick(settings.vmm, installed, kvm) {
         Driver::Qemu => qemu(),
         Driver::Firecracker => firecracker(),
@@ -119,7 +124,8 @@ impl Vms {
 
     /// With `vmm = "firecracker"`, refuses a create that cannot boot: the
     /// binary missing, or KVM unusable (Firecracker has no emulation to
-    /// fall back on). Runs before the VM's name, address or files exist.
+    /// fall back on) unless the config says `accel = "kvm"`. Runs before
+    /// the VM's name, address or files exist.
     pub(super) fn check_vmm_can_boot(&self, kernel: &str) -> Result<(), VmError> {
         if self.vmm.name() == "firecracker" && self.settings.jailer.is_some() {
             self.check_jailer()?;
@@ -134,6 +140,9 @@ impl Vms {
                 "vmm = \"firecracker\" but {bin} is not installed: {}",
                 banger_vmm::firecracker::version::install_hint(&os_release)
             )));
+        }
+        if self.settings.accel == AccelChoice::Kvm {
+            return Ok(());
         }
         let bz = self
             .art_store
@@ -201,5 +210,18 @@ mod tests {
         let err = k.vms.check_vmm_can_boot("generic-6.1").unwrap_err();
         assert!(err.to_string().contains("is not installed"), "{err}");
         assert!(k.take_calls().is_empty());
+    }
+
+    #[test]
+    fn accel_kvm_overrides_the_probe_for_firecracker() {
+        // /bin/sh stands in for an installed Firecracker; no kernel is
+        // pulled, so without the override the probe could not say yes.
+        let k = crate::vms::testkit::kit_with(|s| {
+            s.vmm = VmmChoice::Firecracker;
+            s.firecracker = "/bin/sh".into();
+            s.accel = AccelChoice::Kvm;
+        });
+        k.vms.check_vmm_can_boot("generic-6.1").unwrap();
+        assert!(k.take_calls().is_empty(), "the probe ran");
     }
 }

@@ -1,9 +1,10 @@
 //! The facts `banger doctor` judges ([`crate::doctor`]), gathered from
 //! this host and the service's configuration.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use banger_artifacts::store::Kind;
+use banger_sys::trust::{NotRootsAlone, roots_alone};
 use banger_sys::wait::find_in_path;
 use banger_sys::{Cancel, Cmd};
 
@@ -31,6 +32,8 @@ impl Vms {
             "ip",
             "iptables",
         ];
+        let firecracker_api = find_in_path(&self.settings.firecracker.to_string_lossy())
+            .map(|binary| self.rehearse_firecracker(&binary));
         HostFacts {
             vmm: self.vmm.name(),
             vmm_choice: self.settings.vmm,
@@ -44,6 +47,17 @@ impl Vms {
                 .open("/dev/net/tun")
                 .map(drop)
                 .map_err(|e| e.to_string()),
+            kvm_device: Path::new("/dev/kvm").exists().then(|| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/kvm")
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }),
+            vmm_binaries: self.vmm_binaries(),
+            user: banger_sys::user_name(banger_sys::euid())
+                .unwrap_or_else(|| format!("uid {}", banger_sys::euid())),
             os_release: std::fs::read_to_string("/etc/os-release").unwrap_or_default(),
             firecracker: firecracker
                 .into_iter()
@@ -57,6 +71,7 @@ impl Vms {
                     }
                 })
                 .collect(),
+            firecracker_api,
             tools: tools
                 .iter()
                 .map(|t| ((*t).to_owned(), find_in_path(t)))
@@ -90,6 +105,37 @@ impl Vms {
             }
             Err(e) => KvmFact::NotProbed(e.to_string()),
         }
+    }
+
+    /// Each VMM binary found on PATH, checked root's alone both where it
+    /// was found (its directory) and where it resolves to.
+    fn vmm_binaries(&self) -> Vec<(PathBuf, Result<(), String>)> {
+        let mut wanted = vec![
+            self.settings.qemu.clone(),
+            self.settings.firecracker.clone(),
+        ];
+        wanted.extend(self.settings.jailer.clone());
+        wanted
+            .iter()
+            .filter_map(|b| find_in_path(&b.to_string_lossy()))
+            .map(|found| {
+                let real = |p: &Path| {
+                    std::fs::canonicalize(p).map_err(|source| NotRootsAlone::Stat {
+                        path: p.to_owned(),
+                        source,
+                    })
+                };
+                // The directory holding the name (a merged /usr makes /bin
+                // a link: where it leads is what counts), then the file.
+                let dir = found.parent().unwrap_or_else(|| Path::new("/"));
+                let verdict = real(dir)
+                    .and_then(|d| roots_alone(&d))
+                    .and_then(|()| real(&found))
+                    .and_then(|f| roots_alone(&f))
+                    .map_err(|e| e.to_string());
+                (found, verdict)
+            })
+            .collect()
     }
 
     /// What `<binary> --version` prints, if it runs.

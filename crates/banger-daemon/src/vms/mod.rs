@@ -11,7 +11,8 @@
 //! One module per concern: `create/`, `start/`, `stop`, `delete`,
 //! `resize`, `reconcile/` (adopt and reap), `lookup` (which VM a reference
 //! means), `views`, `dir` (every path of a VM's directory),
-//! `boot_assets` (initramfs, KVM verdict), `choice` (which VMM), `error`
+//! `boot_assets` (initramfs, KVM verdict), `choice` (which VMM),
+//! `rehearsal` (the doctor's Firecracker proof), `error`
 //! ([`VmError`], the service's only error type).
 //!
 //! Everything here blocks; routes call it on blocking threads.
@@ -30,6 +31,7 @@ mod host_facts;
 mod lookup;
 mod mux;
 mod reconcile;
+mod rehearsal;
 mod resize;
 pub mod ssh;
 mod start;

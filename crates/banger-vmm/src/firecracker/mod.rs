@@ -153,8 +153,20 @@ impl Firecracker {
         }
     }
 
-    fn configure(&self, api: &Api, spec: &BootSpec, paths: &GuestPaths) -> Result<(), VmmError> {
+    /// Sends the plan's calls for `spec`, `InstanceStart` only when `boot`;
+    /// returns the steps Firecracker accepted.
+    fn configure(
+        &self,
+        api: &Api,
+        spec: &BootSpec,
+        paths: &GuestPaths,
+        boot: bool,
+    ) -> Result<Vec<String>, VmmError> {
+        let mut accepted = Vec::new();
         for call in plan::calls(spec, paths) {
+            if !boot && call == plan::Call::action("InstanceStart") {
+                continue;
+            }
             api.send(call.method, &call.path, &call.body)
                 .map_err(|failure| match failure {
                     ApiFailure::Refused { status, fault } => VmmError::Refused {
@@ -170,26 +182,14 @@ impl Firecracker {
                         message: format!("{}: {message}", call.step),
                     },
                 })?;
+            accepted.push(call.step);
         }
-        Ok(())
-    }
-}
-
-/// Whether `pid` is a live process called firecracker.
-fn is_firecracker(pid: u32) -> bool {
-    banger_sys::pid_alive(pid) && comm_in(Path::new("/proc"), pid).as_deref() == Some(COMM)
-}
-
-impl Vmm for Firecracker {
-    fn name(&self) -> &'static str {
-        COMM
+        Ok(accepted)
     }
 
-    fn kernel_file(&self) -> &'static str {
-        "vmlinux"
-    }
-
-    fn start(&self, spec: &BootSpec) -> Result<u32, VmmError> {
+    /// Spawns the VMM and configures it for `spec` (booting it when
+    /// `boot`); a failure leaves no process, socket or jail behind.
+    fn launch(&self, spec: &BootSpec, boot: bool) -> Result<(u32, Vec<String>), VmmError> {
         let files = &spec.files;
         let sock = files.control_socket();
         if sock.as_os_str().len() > MAX_SOCKET_PATH {
@@ -210,16 +210,55 @@ impl Vmm for Firecracker {
         let api = Api::new(&sock);
         let configured = self
             .wait_for_api(&api, pid)
-            .and_then(|()| self.configure(&api, spec, &paths));
-        if let Err(e) = configured {
-            // Waited for, so a failed start leaves no VMM behind it.
-            if is_firecracker(pid) {
-                banger_sys::process::kill_and_wait(pid, Duration::from_secs(5));
+            .and_then(|()| self.configure(&api, spec, &paths, boot));
+        match configured {
+            Ok(steps) => Ok((pid, steps)),
+            Err(e) => {
+                // Waited for, so a failed start leaves no VMM behind it.
+                if is_firecracker(pid) {
+                    banger_sys::process::kill_and_wait(pid, Duration::from_secs(5));
+                }
+                let _ = self.release(files);
+                Err(e)
             }
-            let _ = self.release(files);
-            return Err(e);
         }
-        Ok(pid)
+    }
+
+    /// Proves this binary accepts banger's whole configuration for `spec`
+    /// without KVM: runs it directly (never jailed; its files in
+    /// `spec.files`'s directory), sends every call a start sends except
+    /// `InstanceStart`, then stops it and removes its sockets. Returns the
+    /// steps it accepted; the error names the call it refused.
+    pub fn rehearse(&self, spec: &BootSpec) -> Result<Vec<String>, VmmError> {
+        let direct = Self {
+            jailer: None,
+            ..self.clone()
+        };
+        let (pid, steps) = direct.launch(spec, false)?;
+        if is_firecracker(pid) {
+            banger_sys::process::kill_and_wait(pid, Duration::from_secs(5));
+        }
+        direct.release(&spec.files)?;
+        Ok(steps)
+    }
+}
+
+/// Whether `pid` is a live process called firecracker.
+fn is_firecracker(pid: u32) -> bool {
+    banger_sys::pid_alive(pid) && comm_in(Path::new("/proc"), pid).as_deref() == Some(COMM)
+}
+
+impl Vmm for Firecracker {
+    fn name(&self) -> &'static str {
+        COMM
+    }
+
+    fn kernel_file(&self) -> &'static str {
+        "vmlinux"
+    }
+
+    fn start(&self, spec: &BootSpec) -> Result<u32, VmmError> {
+        self.launch(spec, true).map(|(pid, _)| pid)
     }
 
     fn request_shutdown(&self, files: &VmFiles) -> Result<(), VmmError> {

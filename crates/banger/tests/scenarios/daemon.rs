@@ -170,10 +170,26 @@ fn doctor(env: &Env) {
     let usable = kvm["status"] == "pass";
     let expected = if usable { "kvm" } else { "tcg" };
     assert_eq!(report["accel"], expected, "{report}");
-    for tool in ["qemu-system-x86_64", "mke2fs", "ssh", "ip", "iptables"] {
+    for tool in [
+        "qemu-system-x86_64",
+        "mke2fs",
+        "ssh",
+        "ip",
+        "iptables",
+        "vmm-binaries",
+    ] {
         let c = checks.iter().find(|c| c["name"] == tool).unwrap();
         assert_eq!(c["status"], "pass", "{tool}: {c}");
     }
+    // The daemon here runs as root, who opens any /dev/kvm.
+    let device = checks.iter().find(|c| c["name"] == "kvm-device");
+    assert_eq!(
+        device.map(|c| c["status"].clone()),
+        std::path::Path::new("/dev/kvm")
+            .exists()
+            .then(|| "pass".into()),
+        "{report}"
+    );
     // The verdict is cached for this host boot.
     let cached: serde_json::Value =
         serde_json::from_slice(&std::fs::read(env.path("cache/kvm-probe.json")).unwrap()).unwrap();
@@ -192,6 +208,20 @@ fn doctor(env: &Env) {
                 .starts_with("not found on PATH"),
             "{fc}"
         );
+    }
+    // Wherever a Firecracker is installed, doctor proves it takes banger's
+    // whole configuration of a VM; a refusal fails the suite under CI.
+    let api = checks.iter().find(|c| c["name"] == "firecracker-api");
+    match (banger_sys::wait::find_in_path("firecracker"), api) {
+        (None, api) => assert!(api.is_none(), "{report}"),
+        (Some(_), None) => panic!("firecracker is installed, and doctor did not try it: {report}"),
+        (Some(_), Some(api)) if api["status"] == "fail" => {
+            let message =
+                format!("the installed firecracker refuses banger's configuration: {api}");
+            assert!(std::env::var_os("CI").is_none(), "{message}");
+            eprintln!("warning: {message}");
+        }
+        (Some(_), Some(_)) => {}
     }
     let vmm = checks.iter().find(|c| c["name"] == "vmm").unwrap();
     let expected_vmm = if usable && fc["status"] != "fail" {

@@ -64,6 +64,36 @@ fn firecracker(env: &Env) {
             .contains("printed no version"),
         "{fc}"
     );
+    // The rehearsal drove it through a start's calls, and it answered none.
+    let api = check("firecracker-api");
+    assert_eq!(
+        (api["status"].as_str(), api["essential"].as_bool()),
+        (Some("fail"), Some(true)),
+        "{api}"
+    );
+    assert!(
+        api["detail"]
+            .as_str()
+            .unwrap()
+            .contains("exited before its API socket answered"),
+        "{api}"
+    );
+    assert_eq!(
+        leftovers(env),
+        Leftovers::none(),
+        "the rehearsal left something"
+    );
+    // accel = "kvm" overrides the probe: the create goes ahead, and the
+    // VMM's own failure speaks, with nothing left behind.
+    env.write_config("vmm = \"firecracker\"\nfirecracker_bin = \"/bin/true\"\naccel = \"kvm\"\n");
+    env.ok(&["daemon", "restart"]);
+    let err = fails(env, &["vm", "create", "--name", "fc"]);
+    assert!(
+        err.contains("firecracker exited before its API socket answered"),
+        "{err}"
+    );
+    env.ok(&["vm", "delete", "fc"]);
+    assert_eq!(leftovers(env), Leftovers::none());
     env.write_config("vmm = \"firecracker\"\nfirecracker_bin = \"no-such-firecracker\"\n");
     env.ok(&["daemon", "restart"]);
     let err = fails(env, &["vm", "create", "--name", "fc"]);

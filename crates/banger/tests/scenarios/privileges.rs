@@ -32,6 +32,16 @@ fn unprivileged(env: &Env) {
     let privileges = doctor(env, "privileges");
     assert_eq!(privileges["status"], "pass", "{privileges}");
     assert_eq!(doctor(env, "tun")["status"], "pass");
+    // The throwaway user is in no kvm group: where the host has a
+    // /dev/kvm only root opens, the row says so, and how to fix it.
+    if Path::new("/dev/kvm").exists() {
+        let kvm = doctor(env, "kvm-device");
+        let user_opens = kvm["status"] == "pass";
+        assert!(
+            user_opens || kvm["detail"].as_str().unwrap().contains("usermod -aG kvm"),
+            "{kvm}"
+        );
+    }
     let out = env.banger(&["vm", "run", "--rm", "--", "id", "-u"]);
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     assert_eq!(

@@ -2,11 +2,16 @@
 //! service gathers ([`HostFacts`]), so every verdict is unit-tested
 //! without the host it describes.
 
-use std::path::{Path, PathBuf};
+mod access;
+mod firecracker;
+
+use std::path::PathBuf;
 
 use banger_api::{Check, CheckStatus, DoctorReport};
 use banger_config::VmmChoice;
-use banger_vmm::firecracker::version::{self, MIN_SUPPORTED, Standing, TESTED};
+
+pub use firecracker::Rehearsal;
+use firecracker::{rehearsal_check, version_check};
 
 /// What the KVM probe found, or why it did not run.
 #[derive(Debug, Clone)]
@@ -55,10 +60,20 @@ pub struct HostFacts {
     pub helper: Result<(), String>,
     /// Whether `/dev/net/tun` opens (QEMU attaches to its tap through it).
     pub tun: Result<(), String>,
+    /// Whether `/dev/kvm` opens for reading and writing; `None` where the
+    /// host has none.
+    pub kvm_device: Option<Result<(), String>>,
+    /// Each VMM binary found, and whether it is root's alone.
+    pub vmm_binaries: Vec<(PathBuf, Result<(), String>)>,
+    /// Who bangerd runs as, for the fixes the rows name.
+    pub user: String,
     /// `/etc/os-release`, for install hints.
     pub os_release: String,
     /// Firecracker and its jailer.
     pub firecracker: Vec<Binary>,
+    /// The installed Firecracker driven through a start's calls; `None`
+    /// where no Firecracker is installed.
+    pub firecracker_api: Option<Rehearsal>,
     /// Every other tool, by name, and where it was found.
     pub tools: Vec<(String, Option<PathBuf>)>,
 }
@@ -78,17 +93,13 @@ pub fn report(facts: &HostFacts) -> DoctorReport {
         ),
     });
     checks.push(privileges_check(facts));
-    checks.push(Check {
-        name: "tun".to_owned(),
-        status: CheckStatus::of(facts.tun.is_ok()),
-        essential: true,
-        detail: match &facts.tun {
-            Ok(()) => "/dev/net/tun opens: a VMM can attach to its tap".to_owned(),
-            Err(e) => format!(
-                "cannot open /dev/net/tun ({e}): a VMM cannot attach to its tap; udev gives it mode 0666 on Debian and Ubuntu (`sudo chmod 0666 /dev/net/tun`)"
-            ),
-        },
-    });
+    checks.push(access::tun_check(&facts.tun));
+    checks.extend(access::kvm_device_check(
+        facts.kvm_device.as_ref(),
+        &facts.user,
+        fc_needed,
+    ));
+    checks.extend(access::binaries_check(&facts.vmm_binaries));
     checks.push(Check {
         name: "vmm".to_owned(),
         status: CheckStatus::Pass,
@@ -107,6 +118,9 @@ pub fn report(facts: &HostFacts) -> DoctorReport {
             &facts.os_release,
             fc_needed,
         ));
+    }
+    if let Some(r) = &facts.firecracker_api {
+        checks.push(rehearsal_check(r, fc_needed));
     }
     for (tool, found) in &facts.tools {
         checks.push(Check {
@@ -161,6 +175,19 @@ fn kvm_check(kvm: &KvmFact, essential: bool) -> (&'static str, Check) {
     };
     match kvm {
         KvmFact::Probed {
+            usable: false,
+            reason,
+            accel: "kvm",
+        } => (
+            "kvm",
+            check(
+                CheckStatus::Warn,
+                format!(
+                    "the probe found KVM unusable ({reason}), but the config's accel = \"kvm\" overrides it: starts use KVM"
+                ),
+            ),
+        ),
+        KvmFact::Probed {
             usable,
             reason,
             accel,
@@ -181,133 +208,11 @@ fn kvm_check(kvm: &KvmFact, essential: bool) -> (&'static str, Check) {
     }
 }
 
-/// The check for Firecracker or its jailer: found or not, and its version
-/// against the supported window. Essential only when the config asks for
-/// Firecracker.
-fn version_check(
-    name: &str,
-    found: Option<&Path>,
-    version_output: Option<&str>,
-    os_release: &str,
-    essential: bool,
-) -> Check {
-    let check = |status, detail| Check {
-        name: name.to_owned(),
-        status,
-        essential,
-        detail,
-    };
-    let window = format!("min {MIN_SUPPORTED}, tested {TESTED}");
-    let Some(path) = found else {
-        return check(
-            CheckStatus::Fail,
-            format!("not found on PATH: {}", version::install_hint(os_release)),
-        );
-    };
-    let Some(v) = version_output.and_then(version::parse) else {
-        return check(
-            CheckStatus::Fail,
-            format!(
-                "{}: `--version` printed no version banger can read ({window})",
-                path.display()
-            ),
-        );
-    };
-    match version::standing(v) {
-        Standing::Supported => check(
-            CheckStatus::Pass,
-            format!("{v} at {} (supported; {window})", path.display()),
-        ),
-        Standing::Newer => check(
-            CheckStatus::Warn,
-            format!(
-                "{v} at {} is newer than banger is tested with ({window}): likely fine, not proven",
-                path.display()
-            ),
-        ),
-        Standing::TooOld => check(
-            CheckStatus::Fail,
-            format!(
-                "{v} at {} is older than banger supports ({window}); upgrade: {}",
-                path.display(),
-                version::install_hint(os_release)
-            ),
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const DEBIAN: &str = "ID=debian\nVERSION_ID=\"12\"\n";
-
-    #[test]
-    fn version_check_covers_every_standing() {
-        let path = Path::new("/usr/bin/firecracker");
-        let at = |out: &str| version_check("firecracker", Some(path), Some(out), DEBIAN, true);
-
-        let pass = at(
-            "Firecracker v1.16.1\n\n2026-11-24T10:00:00 [anonymous-instance:main] Firecracker exiting successfully. exit_code=0\n",
-        );
-        assert_eq!(pass.status, CheckStatus::Pass);
-        assert_eq!(
-            pass.detail,
-            "v1.16.1 at /usr/bin/firecracker (supported; min v1.16.0, tested v1.16.1)"
-        );
-        assert!(pass.essential);
-
-        let newer = at("Firecracker v1.17.0\n");
-        assert_eq!(newer.status, CheckStatus::Warn);
-        assert!(
-            newer.detail.contains("newer than banger is tested with"),
-            "{}",
-            newer.detail
-        );
-
-        let old = at("Firecracker v1.14.1\n");
-        assert_eq!(old.status, CheckStatus::Fail);
-        assert!(
-            old.detail.contains("older than banger supports"),
-            "{}",
-            old.detail
-        );
-        assert!(
-            old.detail.contains("Debian and Ubuntu do not package"),
-            "{}",
-            old.detail
-        );
-
-        let garbled = at("firecracker, some build\n");
-        assert_eq!(garbled.status, CheckStatus::Fail);
-        assert!(
-            garbled.detail.contains("printed no version"),
-            "{}",
-            garbled.detail
-        );
-        let silent = version_check("jailer", Some(path), None, DEBIAN, false);
-        assert_eq!(silent.status, CheckStatus::Fail);
-        assert!(!silent.essential);
-    }
-
-    #[test]
-    fn a_missing_binary_fails_with_the_distributions_hint() {
-        let arch = version_check("firecracker", None, None, "ID=arch\n", false);
-        assert_eq!(arch.status, CheckStatus::Fail);
-        assert!(
-            arch.detail
-                .starts_with("not found on PATH: install it with `paru"),
-            "{}",
-            arch.detail
-        );
-        let other = version_check("jailer", None, None, "", true);
-        assert!(
-            other.detail.contains("firecracker/releases"),
-            "{}",
-            other.detail
-        );
-        assert_eq!(other.name, "jailer");
-    }
 
     fn facts() -> HostFacts {
         HostFacts {
@@ -318,12 +223,16 @@ mod tests {
             root: false,
             helper: Err("starting a VM needs banger's root helper, and none answers".into()),
             tun: Err("Permission denied (os error 13)".into()),
+            kvm_device: None,
+            vmm_binaries: vec![],
+            user: "alice".into(),
             os_release: DEBIAN.into(),
             firecracker: vec![Binary {
                 name: "firecracker",
                 found: None,
                 version_output: None,
             }],
+            firecracker_api: None,
             tools: vec![
                 ("ip".into(), Some("/usr/sbin/ip".into())),
                 ("ssh".into(), None),
@@ -395,5 +304,18 @@ mod tests {
         );
         assert!(privileges.detail.contains("not the supported mode"));
         assert_eq!(check(&r, "banger-init").status, CheckStatus::Pass);
+
+        let forced = report(&HostFacts {
+            kvm: KvmFact::Probed {
+                usable: false,
+                reason: "KVM internal error".into(),
+                accel: "kvm",
+            },
+            ..facts()
+        });
+        assert_eq!(forced.accel, "kvm");
+        let kvm = check(&forced, "kvm");
+        assert_eq!(kvm.status, CheckStatus::Warn);
+        assert!(kvm.detail.contains("overrides it"), "{}", kvm.detail);
     }
 }
