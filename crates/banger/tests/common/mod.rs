@@ -91,6 +91,32 @@ impl Env {
         self.user
     }
 
+    /// Hands what the test made as root at `path` (all of it, and each
+    /// directory between it and the Env's own) to the Env's user, as if
+    /// they had made it: their git refuses a checkout of someone else's.
+    /// Nothing for an Env run by root.
+    #[allow(clippy::disallowed_methods, reason = "test setup runs chown")]
+    pub fn give(&self, path: &Path) {
+        let Some((uid, gid)) = self.user else {
+            return;
+        };
+        let root = self.dir.path();
+        assert!(
+            path.starts_with(root) && path != root,
+            "{} is not inside the Env",
+            path.display()
+        );
+        let out = std::process::Command::new("chown")
+            .args(["-R", "-h", &format!("{uid}:{gid}")])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "chown: {}", stderr(&out));
+        for dir in path.ancestors().skip(1).take_while(|d| *d != root) {
+            std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).unwrap();
+        }
+    }
+
     /// The root helper's socket, for an Env [`Env::run_by`].
     pub fn helper_socket(&self) -> PathBuf {
         self.path("helper/bangerd-root.sock")
@@ -204,8 +230,12 @@ impl Env {
         let mut cmd = std::process::Command::new(&argv[0]);
         cmd.args(&argv[1..]);
         if self.user.is_some() {
+            // The test's own directory may be closed to the user (as
+            // /root is), and a program that reads its cwd (python -m)
+            // would fail in it.
             cmd.env("HOME", self.path("home"))
-                .env("BANGER_HELPER_SOCKET", self.helper_socket());
+                .env("BANGER_HELPER_SOCKET", self.helper_socket())
+                .current_dir(self.path("home"));
         }
         cmd.args(args)
             .env("BANGER_CONFIG_DIR", self.path("config"))

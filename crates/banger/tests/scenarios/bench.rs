@@ -5,7 +5,12 @@ use crate::common::{Env, stderr};
 use crate::support::Scenario;
 
 pub fn scenarios() -> Vec<Scenario> {
-    vec![Scenario::new("bench-harness-runs-in-quick-mode", quick).global()]
+    // banger-bench drives daemons of its own as root, over this cache.
+    vec![
+        Scenario::new("bench-harness-runs-in-quick-mode", quick)
+            .global()
+            .needs_root(),
+    ]
 }
 
 #[allow(clippy::disallowed_methods, reason = "runs the bench binary")]

@@ -31,6 +31,8 @@ fn start_registry(env: &Env) -> u16 {
     let port = oci::free_port().unwrap();
     let config = oci::registry_config(&dir, port).unwrap();
     let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+    // It runs as the Env's user, and writes its storage here.
+    env.give(&dir);
     let mut registry = env
         .command(
             std::path::Path::new("docker-registry"),
@@ -312,7 +314,8 @@ fn serve_repo(env: &Env, version: &str) {
     let log = std::fs::File::create(env.path("state/repo.log")).unwrap();
     let mut server = env
         .command(
-            std::path::Path::new("python3"),
+            // Debian's, which the owner can run (not one under /root).
+            std::path::Path::new("/usr/bin/python3"),
             &[
                 "-m",
                 "http.server",

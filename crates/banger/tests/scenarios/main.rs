@@ -144,12 +144,19 @@ fn main() {
     let suite = Suite::prepare(&bins);
     let (parallel, global): (Vec<_>, Vec<_>) = scenarios.iter().partition(|s| !s.global);
     println!(
-        "\nrunning {} scenarios ({} in parallel, {} jobs; {} global), binaries from {}",
+        "\nrunning {} scenarios ({} in parallel, {} jobs; {} global), binaries from {}\n{}",
         scenarios.len(),
         parallel.len(),
         args.jobs,
         global.len(),
-        bins.display()
+        bins.display(),
+        suite.owner.as_ref().map_or_else(
+            || "daemons run as root (BANGER_E2E_AS_ROOT)".to_owned(),
+            |(u, _)| format!(
+                "daemons run as {} (uid {}) through bangerd-root, but for scenarios that need root",
+                u.name, u.uid
+            )
+        )
     );
 
     let outcomes = Mutex::new(Vec::new());
@@ -194,6 +201,8 @@ fn main() {
         if failed == 0 { "ok" } else { "FAILED" },
         started.elapsed().as_secs_f64()
     );
+    // Before exiting: the suite's user and directories go with it.
+    drop(suite);
     if failed > 0 {
         std::process::exit(101);
     }
@@ -216,6 +225,10 @@ fn suite_root() -> tempfile::TempDir {
 struct Suite {
     bins: PathBuf,
     cache: PathBuf,
+    /// The user whose daemons (through the root helper) run every scenario
+    /// not marked `needs_root`, with a copy of the cache of their own; `None`
+    /// runs them as root (`BANGER_E2E_AS_ROOT=1`).
+    owner: Option<(common::TestUser, PathBuf)>,
     root: tempfile::TempDir,
     print: Mutex<()>,
     /// The host namespace's banger links and rules before the suite: a VM
@@ -236,10 +249,21 @@ impl Suite {
         env.ok(&["kernel", "pull", "generic-6.1"]);
         env.ok(&["image", "pull", "debian-bookworm"]);
         env.ok(&["daemon", "stop"]);
+        let suite_dir = suite_root();
+        // The supported mode: daemons as their owner, the network through
+        // bangerd-root.
+        let owner = std::env::var_os("BANGER_E2E_AS_ROOT").is_none().then(|| {
+            support::tun_for_everyone();
+            let user = common::TestUser::create();
+            let cache = suite_dir.path().join("cache-owner");
+            support::copy_cache_for(&root.join("cache"), &cache, user.uid, user.gid);
+            (user, cache)
+        });
         Self {
             bins: bins.to_owned(),
             cache: root.join("cache"),
-            root: suite_root(),
+            owner,
+            root: suite_dir,
             print: Mutex::new(()),
             before: support::host_network_leftovers(),
         }
@@ -248,20 +272,35 @@ impl Suite {
     fn run(&self, sc: &Scenario) -> Outcome {
         let started = Instant::now();
         let user = sc.unprivileged.then(common::TestUser::create);
-        let cache = if let Some(user) = &user {
-            let own = self.root.path().join(format!("cache-{}", sc.name));
-            support::copy_cache_for(&self.cache, &own, user.uid, user.gid);
-            own
-        } else if sc.own_cache {
-            let own = self.root.path().join(format!("cache-{}", sc.name));
-            support::link_tree(&self.cache, &own);
-            own
-        } else {
-            self.cache.clone()
+        let owner = self
+            .owner
+            .as_ref()
+            .filter(|_| !sc.as_root && !sc.unprivileged);
+        let own = self.root.path().join(format!("cache-{}", sc.name));
+        let cache = match (&user, owner) {
+            (Some(user), _) => {
+                support::copy_cache_for(&self.cache, &own, user.uid, user.gid);
+                own.clone()
+            }
+            (None, Some((owner, shared))) if sc.own_cache => {
+                support::link_tree(shared, &own);
+                support::chown_tree(&own, owner.uid, owner.gid);
+                own.clone()
+            }
+            (None, Some((_, shared))) => shared.clone(),
+            (None, None) if sc.own_cache => {
+                support::link_tree(&self.cache, &own);
+                own.clone()
+            }
+            (None, None) => self.cache.clone(),
         };
         let mut env = Env::isolated_in(self.root.path(), &cache).using(&self.bins);
         if let Some(user) = &user {
             env = env.run_by(user.uid, user.gid);
+        }
+        if let Some((owner, _)) = owner {
+            env = env.run_by(owner.uid, owner.gid);
+            env.start_helper();
         }
         // Three TCG guests booting at once beside another scenario's take
         // about 20 s here; a broken boot should fail well before CI's limit.
@@ -283,7 +322,7 @@ impl Suite {
         }
         drop(env);
         drop(user);
-        if sc.own_cache || sc.unprivileged {
+        if cache == own {
             let _ = std::fs::remove_dir_all(&cache);
         }
         Outcome {

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::common::{Env, stderr};
-use crate::support::{Leftovers, Scenario, code, fails, leftovers, text};
+use crate::support::{Leftovers, Scenario, code, fails, leftovers, text, tun_for_everyone};
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![Scenario::new("unprivileged-daemon-through-the-root-helper", unprivileged).unprivileged()]
@@ -117,17 +117,4 @@ fn uids(pid: u32) -> [u32; 4] {
         .map(|n| n.parse().unwrap())
         .collect();
     ids.try_into().unwrap()
-}
-
-/// udev gives `/dev/net/tun` mode 0666 on Debian and Ubuntu (opening it
-/// grants nothing: attaching to a tap needs its owner's uid, creating one
-/// CAP_NET_ADMIN); a container without udev leaves it 0600. Set the
-/// distribution's mode, so the owner's QEMU can open its own tap.
-fn tun_for_everyone() {
-    use std::os::unix::fs::PermissionsExt;
-    let tun = Path::new("/dev/net/tun");
-    let mode = std::fs::metadata(tun).unwrap().permissions().mode();
-    if mode & 0o666 != 0o666 {
-        std::fs::set_permissions(tun, std::fs::Permissions::from_mode(0o666)).unwrap();
-    }
 }

@@ -14,8 +14,12 @@ pub struct Scenario {
     pub global: bool,
     /// Gets a private copy of the artifact cache, which it may break.
     pub own_cache: bool,
-    /// Drives a daemon running as a throwaway unprivileged user.
+    /// Drives a daemon running as a throwaway user of its own, and starts
+    /// the root helper itself.
     pub unprivileged: bool,
+    /// Needs a daemon running as root, even where the suite runs the rest
+    /// as its owner.
+    pub as_root: bool,
     pub run: fn(&Env),
 }
 
@@ -26,12 +30,18 @@ impl Scenario {
             global: false,
             own_cache: false,
             unprivileged: false,
+            as_root: false,
             run,
         }
     }
 
     pub const fn unprivileged(mut self) -> Self {
         self.unprivileged = true;
+        self
+    }
+
+    pub const fn needs_root(mut self) -> Self {
+        self.as_root = true;
         self
     }
 
@@ -237,6 +247,17 @@ pub fn link_tree(from: &Path, to: &Path) {
     }
 }
 
+/// Hands the tree at `dir` to `uid`:`gid`.
+#[allow(clippy::disallowed_methods, reason = "test setup runs chown")]
+pub fn chown_tree(dir: &Path, uid: u32, gid: u32) {
+    let out = std::process::Command::new("chown")
+        .args(["-R", &format!("{uid}:{gid}")])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "chown: {}", stderr(&out));
+}
+
 /// A copy of the shared cache's kernel, initramfs and image at `to`, owned
 /// by `uid`:`gid` as a real owner's cache is (the daemon hard-links an
 /// image to pin it, which the kernel refuses on a file of root's).
@@ -257,10 +278,18 @@ pub fn copy_cache_for(from: &Path, to: &Path, uid: u32, gid: u32) {
             .unwrap();
         assert!(out.status.success(), "cp {part}: {}", stderr(&out));
     }
-    let out = std::process::Command::new("chown")
-        .args(["-R", &format!("{uid}:{gid}")])
-        .arg(to)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "chown: {}", stderr(&out));
+    chown_tree(to, uid, gid);
+}
+
+/// `/dev/net/tun` is 0666 wherever udev runs (Debian's and Ubuntu's rule;
+/// opening it grants nothing: attaching to a tap needs its owner's uid,
+/// creating one CAP_NET_ADMIN); a container without udev leaves it 0600.
+/// Set the distribution's mode, so the owner's QEMU can open its own tap.
+pub fn tun_for_everyone() {
+    use std::os::unix::fs::PermissionsExt;
+    let tun = Path::new("/dev/net/tun");
+    let mode = std::fs::metadata(tun).unwrap().permissions().mode();
+    if mode & 0o666 != 0o666 {
+        std::fs::set_permissions(tun, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
 }

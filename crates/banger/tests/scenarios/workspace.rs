@@ -4,7 +4,6 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::process::Command;
 
 use crate::common::{Env, stderr};
 use crate::support::{Leftovers, Scenario, code, fails, leftovers, show, text};
@@ -18,9 +17,17 @@ pub fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-#[allow(clippy::disallowed_methods, reason = "test setup: the user's own git")]
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
+/// The test's git, run by the Env's user (whose checkout it is, as their
+/// git insists) in `dir`, which is handed to them first if need be.
+fn git(env: &Env, dir: &Path, args: &[&str]) -> String {
+    use std::os::unix::fs::MetadataExt;
+    if let Some((uid, _)) = env.user()
+        && std::fs::metadata(dir).unwrap().uid() != uid
+    {
+        env.give(dir);
+    }
+    let out = env
+        .command(Path::new("git"), &[])
         .arg("-C")
         .arg(dir)
         .args(["-c", "init.defaultBranch=main", "-c", "core.quotePath=true"])
@@ -35,9 +42,10 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn write(path: &Path, data: &[u8]) {
+fn write(env: &Env, path: &Path, data: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, data).unwrap();
+    env.give(path);
 }
 
 /// A checkout with a commit, then an edit, an untracked file, an ignored
@@ -45,18 +53,18 @@ fn write(path: &Path, data: &[u8]) {
 fn checkout(env: &Env, name: &str) -> std::path::PathBuf {
     let top = env.path(name);
     std::fs::create_dir_all(&top).unwrap();
-    git(&top, &["init", "-q"]);
-    git(&top, &["config", "user.name", "Dev Host"]);
-    git(&top, &["config", "user.email", "dev@host.example"]);
-    write(&top.join("src/main.sh"), b"echo hello\n");
-    write(&top.join("with space.txt"), b"spaced\n");
-    write(&top.join(".gitignore"), b"target/\n");
-    write(&top.join("gone.txt"), b"bye\n");
-    git(&top, &["add", "-A"]);
-    git(&top, &["commit", "-q", "-m", "first"]);
-    write(&top.join("src/main.sh"), b"echo hello, edited\n");
-    write(&top.join("notes.md"), b"untracked\n");
-    write(&top.join("target/out.o"), b"ignored\n");
+    git(env, &top, &["init", "-q"]);
+    git(env, &top, &["config", "user.name", "Dev Host"]);
+    git(env, &top, &["config", "user.email", "dev@host.example"]);
+    write(env, &top.join("src/main.sh"), b"echo hello\n");
+    write(env, &top.join("with space.txt"), b"spaced\n");
+    write(env, &top.join(".gitignore"), b"target/\n");
+    write(env, &top.join("gone.txt"), b"bye\n");
+    git(env, &top, &["add", "-A"]);
+    git(env, &top, &["commit", "-q", "-m", "first"]);
+    write(env, &top.join("src/main.sh"), b"echo hello, edited\n");
+    write(env, &top.join("notes.md"), b"untracked\n");
+    write(env, &top.join("target/out.o"), b"ignored\n");
     std::fs::remove_file(top.join("gone.txt")).unwrap();
     // Names a shell or a careless tool would trip on, and a symlink out
     // of the checkout (carried as a link, never followed on the host).
@@ -68,7 +76,7 @@ fn checkout(env: &Env, name: &str) -> std::path::PathBuf {
         // The end marker's old name: a user's file like any other.
         b".banger-workspace-end",
     ] {
-        write(&top.join(std::ffi::OsStr::from_bytes(name)), b"odd\n");
+        write(env, &top.join(std::ffi::OsStr::from_bytes(name)), b"odd\n");
     }
     std::os::unix::fs::symlink("/etc/hostname", top.join("escape")).unwrap();
     top
@@ -86,11 +94,10 @@ fn guest_hashes(env: &Env, vm: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[allow(clippy::disallowed_methods, reason = "the host side of a comparison")]
-fn host_hashes(top: &Path) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(HASHES)
+/// [`HASHES`] in `top`, as the Env's user (whose checkout it is).
+fn host_hashes(env: &Env, top: &Path) -> String {
+    let out = env
+        .command(Path::new("sh"), &["-c", HASHES])
         .current_dir(top)
         .output()
         .unwrap();
@@ -109,11 +116,12 @@ fn run_carries(env: &Env) {
     // guest sees it as a repository of its own.
     let lib = env.path("lib");
     std::fs::create_dir_all(&lib).unwrap();
-    git(&lib, &["init", "-q"]);
-    write(&lib.join("lib.txt"), b"from the submodule\n");
-    git(&lib, &["add", "-A"]);
-    git(&lib, &["commit", "-q", "-m", "lib one"]);
+    git(env, &lib, &["init", "-q"]);
+    write(env, &lib.join("lib.txt"), b"from the submodule\n");
+    git(env, &lib, &["add", "-A"]);
+    git(env, &lib, &["commit", "-q", "-m", "lib one"]);
     git(
+        env,
         &top,
         &[
             "-c",
@@ -126,6 +134,7 @@ fn run_carries(env: &Env) {
         ],
     );
     git(
+        env,
         &top,
         &["commit", "-q", "-m", "add lib", "--", ".gitmodules", "sub"],
     );
@@ -136,8 +145,8 @@ fn run_carries(env: &Env) {
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     let expected = format!(
         "/root/repo\necho hello, edited\nuntracked\nno-ignored\n{}add lib\nfirst\ndev@host.example\n/etc/hostname\nfrom the submodule\nlib one\n{}",
-        git(&top, &["status", "--porcelain"]),
-        host_hashes(&top)
+        git(env, &top, &["status", "--porcelain"]),
+        host_hashes(env, &top)
     );
     assert_eq!(text(&out), expected);
     // From a subdirectory, with --from and --branch: the guest's copy is
@@ -165,9 +174,9 @@ fn run_carries(env: &Env) {
     env.ok(&["vm", "run", "--name", "laid", top_s, "--", "true"]);
     let out = env.banger(&["vm", "exec", "laid", "--", "mountpoint", "-q", "/root/repo"]);
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
-    write(&top.join("notes.md"), b"changed on the host\n");
+    write(env, &top.join("notes.md"), b"changed on the host\n");
     env.ok(&["vm", "workspace", "prepare", "laid", top_s]);
-    assert_eq!(guest_hashes(env, "laid"), host_hashes(&top));
+    assert_eq!(guest_hashes(env, "laid"), host_hashes(env, &top));
     // The objects the guest already held (left out of the second stream)
     // are all still there.
     env.ok(&[
@@ -205,7 +214,7 @@ fn run_carries(env: &Env) {
         &format!("{}", disk + (2 << 30)),
     ]);
     env.ok(&["vm", "start", "laid"]);
-    assert_eq!(guest_hashes(env, "laid"), host_hashes(&top));
+    assert_eq!(guest_hashes(env, "laid"), host_hashes(env, &top));
     let after = repo_size(env);
     assert!(after > before + (3 << 29), "{before} -> {after}");
     env.ok(&["vm", "delete", "-f", "laid"]);
@@ -213,9 +222,10 @@ fn run_carries(env: &Env) {
 
     let plain = env.path("plain");
     std::fs::create_dir_all(&plain).unwrap();
-    let bare = env.path("bare.git");
+    let bare = env.path("home/bare.git");
     git(
-        &env.path(""),
+        env,
+        &env.path("home"),
         &["init", "-q", "--bare", bare.to_str().unwrap()],
     );
     let missing = env.path("missing");
@@ -265,7 +275,7 @@ fn round_trip(env: &Env) {
         "no warning while in sync: {}",
         stderr(&out)
     );
-    assert_eq!(guest_hashes(env, "ws"), host_hashes(&top));
+    assert_eq!(guest_hashes(env, "ws"), host_hashes(env, &top));
     // Nothing changed yet: an empty patch.
     assert_eq!(env.ok(&["vm", "workspace", "export", "ws"]), "");
     // Those sessions went through the VM's SSH control master, which
@@ -285,15 +295,15 @@ fn round_trip(env: &Env) {
         stderr(&refused)
     );
     env.ok(&["vm", "start", "ws"]);
-    assert_eq!(guest_hashes(env, "ws"), host_hashes(&top));
+    assert_eq!(guest_hashes(env, "ws"), host_hashes(env, &top));
 
     // The host moves on: exec warns; --auto-prepare syncs first.
-    git(&top, &["add", "-A"]);
-    git(&top, &["commit", "-q", "-m", "second"]);
+    git(env, &top, &["add", "-A"]);
+    git(env, &top, &["commit", "-q", "-m", "second"]);
     let out = env.banger(&["vm", "exec", "ws", "--", "true"]);
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("changed since"), "{}", stderr(&out));
-    let head = git(&top, &["rev-parse", "HEAD"]);
+    let head = git(env, &top, &["rev-parse", "HEAD"]);
     // Objects the guest holds (they came as a pack): the re-prepare
     // leaves them out of the stream and links the guest's own pack, the
     // same inode.
@@ -355,7 +365,8 @@ fn round_trip(env: &Env) {
         "-c",
         "git status --porcelain; git stash list",
     ]);
-    let patch_file = env.path("guest.patch");
+    // Where the owner may write.
+    let patch_file = env.path("home/guest.patch");
     env.ok(&[
         "vm",
         "workspace",
@@ -378,13 +389,18 @@ fn round_trip(env: &Env) {
     assert!(patch.contains("GIT binary patch"), "{patch}");
     assert!(patch.contains("new mode 100755"), "{patch}");
 
-    let clone = env.path("clone");
+    let clone = env.path("home/clone");
     git(
-        &env.path(""),
+        env,
+        &env.path("home"),
         &["clone", "-q", top_s, clone.to_str().unwrap()],
     );
-    git(&clone, &["apply", "--index", patch_file.to_str().unwrap()]);
-    assert_eq!(guest_hashes(env, "ws"), host_hashes(&clone));
+    git(
+        env,
+        &clone,
+        &["apply", "--index", patch_file.to_str().unwrap()],
+    );
+    assert_eq!(guest_hashes(env, "ws"), host_hashes(env, &clone));
     let modes = "git ls-files -s src/main.sh";
     assert_eq!(
         env.ok(&[
@@ -398,7 +414,7 @@ fn round_trip(env: &Env) {
         ])
         .split_whitespace()
         .next(),
-        git(&clone, &["ls-files", "-s", "src/main.sh"])
+        git(env, &clone, &["ls-files", "-s", "src/main.sh"])
             .split_whitespace()
             .next()
     );
@@ -422,17 +438,17 @@ fn banger_at_home(env: &Env, home: &Path, args: &[&str]) -> std::process::Output
 fn file_sync(env: &Env) {
     use std::os::unix::fs::PermissionsExt;
     let home = env.path("home");
-    write(&home.join(".aws/credentials"), b"secret\n");
+    write(env, &home.join(".aws/credentials"), b"secret\n");
     std::fs::set_permissions(
         home.join(".aws/credentials"),
         std::fs::Permissions::from_mode(0o600),
     )
     .unwrap();
-    write(&home.join(".aws/sub dir/x"), b"nested\n");
+    write(env, &home.join(".aws/sub dir/x"), b"nested\n");
     for (path, mode) in [(".aws", 0o755), (".aws/sub dir/x", 0o644)] {
         std::fs::set_permissions(home.join(path), std::fs::Permissions::from_mode(mode)).unwrap();
     }
-    write(&home.join(".npmrc"), b"token\n");
+    write(env, &home.join(".npmrc"), b"token\n");
     std::os::unix::fs::symlink("/etc/hostname", home.join(".aws/leak")).unwrap();
     std::os::unix::fs::symlink("/etc", home.join("escape")).unwrap();
     let config = "[[file_sync]]\nhost = \"~/.aws\"\nguest = \"/root/.aws\"\n\n\
@@ -488,10 +504,10 @@ fn peak_kib(pid: u32) -> u64 {
 fn big_file(env: &Env) {
     let top = env.path("big");
     std::fs::create_dir_all(&top).unwrap();
-    git(&top, &["init", "-q"]);
-    write(&top.join("README"), b"big\n");
-    git(&top, &["add", "-A"]);
-    git(&top, &["commit", "-q", "-m", "small"]);
+    git(env, &top, &["init", "-q"]);
+    write(env, &top.join("README"), b"big\n");
+    git(env, &top, &["add", "-A"]);
+    git(env, &top, &["commit", "-q", "-m", "small"]);
     let huge = std::fs::File::create(top.join("huge.bin")).unwrap();
     huge.set_len(2 << 30).unwrap();
     drop(huge);
