@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use banger_sys::{Cancel, Cmd, RunError, Runner};
 
-use crate::links::{IpLinks, Link, LinkTable};
+use crate::links::{IpLinks, Link, LinkTable, Route};
 use crate::{NetError, Network, Subnet, TAP_PREFIX, check_ifname, check_tag};
 
 /// Host networking through `ip` and `iptables`, with their output in `log`.
@@ -111,6 +111,30 @@ fn nat_rules(
     ]
 }
 
+/// The first route (of any table, leaving by anything but `bridge`) whose
+/// destination overlaps `subnet`, the default route aside.
+fn overlapping(routes: &[Route], subnet: &Subnet, bridge: &str) -> Option<Route> {
+    let prefix = |dst: &str| -> Option<(u32, u8)> {
+        let (addr, len) = dst.split_once('/').unwrap_or((dst, "32"));
+        Some((u32::from(addr.parse::<Ipv4Addr>().ok()?), len.parse().ok()?))
+    };
+    let mask = |len: u8| {
+        u32::MAX
+            .checked_shl(32 - u32::from(len.min(32)))
+            .unwrap_or(0)
+    };
+    routes
+        .iter()
+        .filter(|r| r.dev.as_deref() != Some(bridge))
+        .find(|r| {
+            prefix(&r.dst).is_some_and(|(net, len)| {
+                let shorter = mask(len.min(subnet.prefix()));
+                net & shorter == subnet.network() & shorter
+            })
+        })
+        .cloned()
+}
+
 /// An iptables call that waits at most 10 s for the xtables lock, so a
 /// stuck holder cannot stall a start (or the root helper) for ever.
 fn iptables(op: &str, table: &str, chain: &str, rule: &[String]) -> Cmd {
@@ -142,6 +166,13 @@ impl Network for HostNetwork {
         check_ifname("bridge", bridge, "")?;
         Self::need_root("creating the bridge")?;
         let _one = banger_sys::wait::lock(&self.bridge);
+        if let Some(route) = overlapping(&self.links.routes()?, subnet, bridge) {
+            return Err(NetError::SubnetOverlap {
+                subnet: subnet.to_string(),
+                route: route.dst,
+                dev: route.dev,
+            });
+        }
         if self.link(bridge)?.is_none() {
             self.run(
                 || format!("create bridge {bridge}"),
@@ -282,6 +313,46 @@ mod tests {
         fn links(&self) -> Result<Vec<Link>, NetError> {
             Ok(self.0.clone())
         }
+
+        fn routes(&self) -> Result<Vec<Route>, NetError> {
+            Ok(vec![])
+        }
+    }
+
+    #[test]
+    fn a_subnet_overlapping_a_host_route_is_found() {
+        let route = |dst: &str, dev: &str| Route {
+            dst: dst.into(),
+            dev: Some(dev.into()),
+        };
+        let host = [
+            route("default", "eth0"),
+            route("192.168.1.0/24", "eth0"),
+            route("192.168.1.7", "eth0"),
+            route("10.77.0.0/24", "banger0"),
+            route("127.0.0.0/8", "lo"),
+            route("garbage", "eth0"),
+        ];
+        let s = |t: &str| -> Subnet { t.parse().unwrap() };
+        assert_eq!(overlapping(&host, &s("10.77.0.1/24"), "banger0"), None);
+        for (subnet, hit) in [
+            ("192.168.1.1/24", "192.168.1.0/24"),
+            ("192.168.0.1/16", "192.168.1.0/24"),
+            ("192.168.1.129/25", "192.168.1.0/24"),
+            ("10.77.0.1/24", "10.77.0.0/24"),
+        ] {
+            let bridge = if subnet.starts_with("10.") {
+                "banger1"
+            } else {
+                "banger0"
+            };
+            assert_eq!(
+                overlapping(&host, &s(subnet), bridge).map(|r| r.dst),
+                Some(hit.to_owned()),
+                "{subnet}"
+            );
+        }
+        assert_eq!(overlapping(&host, &s("192.168.2.1/24"), "banger0"), None);
     }
 
     #[test]
@@ -332,7 +403,26 @@ mod tests {
             let gone = net.check_tap(tap, "bgtestbr0").unwrap_err().to_string();
             assert!(gone.contains("missing"), "{gone}");
             // Idempotent: the bridge is found, not created twice.
-            net.ensure_bridge("bgtestbr0", &"10.199.0.1/24".parse().unwrap())
+            net.ensure_bridge("bgtestbr0", &"10.199.0.1/24".parse().unwrap())?;
+            // A subnet the namespace already routes elsewhere is refused,
+            // and no bridge is made for it.
+            let ip = |args: &[&str]| {
+                let cmd = Cmd::new("ip").args(args.iter().copied());
+                banger_sys::HostRunner.run(&cmd, Path::new("/dev/null"), &Cancel::new())
+            };
+            ip(&["link", "add", "bgtestlan", "type", "bridge"]).unwrap();
+            ip(&["addr", "add", "10.198.0.2/16", "dev", "bgtestlan"]).unwrap();
+            ip(&["link", "set", "bgtestlan", "up"]).unwrap();
+            let err = net
+                .ensure_bridge("bgtestbr1", &"10.198.5.1/24".parse().unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("overlaps the host's route to 10.198.0.0/16 on bgtestlan"),
+                "{err}"
+            );
+            assert!(net.link("bgtestbr1")?.is_none(), "a bridge was made");
+            Ok::<(), NetError>(())
         })
         .join()
         .unwrap();

@@ -73,6 +73,20 @@ pub enum NetError {
         /// What it said.
         message: String,
     },
+    /// The bridge's subnet overlaps a route the host already has: guests
+    /// would shadow part of the host's network, or it theirs.
+    #[error(
+        "bridge_subnet {subnet} overlaps the host's route to {route}{}: choose another bridge_subnet in config.toml (then `sudo banger system install` again, in system mode)",
+        dev.as_ref().map(|d| format!(" on {d}")).unwrap_or_default()
+    )]
+    SubnetOverlap {
+        /// The configured subnet.
+        subnet: String,
+        /// The route's destination.
+        route: String,
+        /// Its interface.
+        dev: Option<String>,
+    },
     /// A command failed.
     #[error("{what}")]
     Command {

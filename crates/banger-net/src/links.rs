@@ -26,10 +26,22 @@ pub struct Link {
     pub master: Option<String>,
 }
 
-/// The interfaces of the daemon's network namespace.
+/// One IPv4 route, of any routing table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Route {
+    /// Its destination: `default`, `a.b.c.d/n`, or one address.
+    pub dst: String,
+    /// The interface it leaves by, if any.
+    #[serde(default)]
+    pub dev: Option<String>,
+}
+
+/// The interfaces and routes of the daemon's network namespace.
 pub trait LinkTable: Send + Sync + std::fmt::Debug {
     /// Every interface, now.
     fn links(&self) -> Result<Vec<Link>, NetError>;
+    /// Every IPv4 route of every table, now.
+    fn routes(&self) -> Result<Vec<Route>, NetError>;
 }
 
 /// [`LinkTable`] through `ip -json link show`.
@@ -57,6 +69,22 @@ impl LinkTable for IpLinks {
             source,
         })?;
         parse(&out)
+    }
+
+    fn routes(&self) -> Result<Vec<Route>, NetError> {
+        let out = banger_sys::output(
+            &Cmd::new("ip").args(["-json", "-4", "route", "show", "table", "all"]),
+            &self.log,
+            MAX_OUTPUT,
+        )
+        .map_err(|source| NetError::Command {
+            what: "list IPv4 routes".into(),
+            source,
+        })?;
+        serde_json::from_slice(&out).map_err(|e| NetError::Io {
+            what: "read `ip -json route show`".into(),
+            source: std::io::Error::other(e),
+        })
     }
 }
 
