@@ -58,18 +58,29 @@ pub fn user_name(uid: u32) -> Option<String> {
     // SAFETY: passwd is plain data; all zeroes is a valid value to overwrite.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut found: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call, and buf's length is
-    // passed; getpwuid_r writes only into pwd, buf and found.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            uid,
-            &raw mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &raw mut found,
-        )
-    };
-    if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+    loop {
+        // SAFETY: every pointer is valid for the call, and buf's length is
+        // passed; getpwuid_r writes only into pwd, buf and found.
+        let rc = unsafe {
+            libc::getpwuid_r(
+                uid,
+                &raw mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &raw mut found,
+            )
+        };
+        // A record larger than the buffer (a long NSS entry): grow it.
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 {
+            return None;
+        }
+        break;
+    }
+    if found.is_null() || pwd.pw_name.is_null() {
         return None;
     }
     // SAFETY: on success pw_name points at a NUL-terminated string in buf.

@@ -51,10 +51,16 @@ impl NotRootsAlone {
     }
 }
 
-/// Checks that `path` (not a symlink) and every directory above it belong
-/// to root and are writable by no one else. A sticky directory above it
-/// (`/tmp`) is excused: no one can replace another's entry there.
+/// Checks that `path` (absolute, not a symlink) and every directory above
+/// it belong to root and are writable by no one else. A sticky directory
+/// above it (`/tmp`) is excused: no one can replace another's entry there.
 pub fn roots_alone(path: &Path) -> Result<(), NotRootsAlone> {
+    if !path.is_absolute() {
+        return Err(NotRootsAlone::Stat {
+            path: path.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an absolute path"),
+        });
+    }
     for (depth, at) in path.ancestors().enumerate() {
         if at.as_os_str().is_empty() {
             continue;
@@ -84,6 +90,32 @@ pub fn roots_alone(path: &Path) -> Result<(), NotRootsAlone> {
         }
     }
     Ok(())
+}
+
+/// Checks the program a name on `PATH` leads to: every symlink on the way
+/// lies in a directory that is root's alone (else its owner could repoint
+/// it), and so does the file it ends at.
+pub fn program_roots_alone(found: &Path) -> Result<(), NotRootsAlone> {
+    let real = |p: &Path| {
+        std::fs::canonicalize(p).map_err(|source| NotRootsAlone::Stat {
+            path: p.to_owned(),
+            source,
+        })
+    };
+    let mut at = found.to_owned();
+    // The kernel's own limit on links followed.
+    for _ in 0..40 {
+        let dir = real(at.parent().unwrap_or_else(|| Path::new("/")))?;
+        roots_alone(&dir)?;
+        match std::fs::read_link(&at) {
+            Ok(next) => at = dir.join(next),
+            Err(_) => return roots_alone(&real(&at)?),
+        }
+    }
+    Err(NotRootsAlone::Stat {
+        path: found.to_owned(),
+        source: std::io::Error::other("too many levels of symbolic links"),
+    })
 }
 
 #[cfg(test)]
@@ -136,5 +168,25 @@ mod tests {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
         roots_alone(&file).unwrap();
         assert!(roots_alone(dir.path()).is_err());
+        assert!(roots_alone(Path::new("bin/sh")).is_err(), "a relative path");
+    }
+
+    #[test]
+    fn a_program_reached_through_a_link_someone_else_may_repoint_is_refused() {
+        program_roots_alone(Path::new("/bin/sh")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let link = dir.path().join("qemu");
+        std::os::unix::fs::symlink("/bin/sh", &link).unwrap();
+        if crate::euid() == 0 {
+            program_roots_alone(&link).unwrap();
+            std::os::unix::fs::chown(dir.path(), Some(1234), None).unwrap();
+        }
+        let err = program_roots_alone(&link).unwrap_err();
+        assert_eq!(
+            err.path(),
+            std::fs::canonicalize(dir.path()).unwrap(),
+            "{err}"
+        );
     }
 }

@@ -27,6 +27,10 @@ use banger_vmm::firecracker::{Firecracker, api};
 use banger_vmm::{Accel, BootSpec, Disk, Nic, VmFiles, Vmm, VmmError};
 use serde_json::{Value, json};
 
+/// The file name of Firecracker's release binary, whose processes the
+/// kernel calls `firecracker-v1.` (15 bytes).
+const RELEASE_NAME: &str = "firecracker-v1.16.1-x86_64";
+
 /// Where the fakes record requests (`<dir>/<vm id>.jsonl`) and read the
 /// faults a test asks for (`<dir>/<vm id>.fail`).
 const RECORD_DIR: &str = "BANGER_FAKE_FC_DIR";
@@ -37,7 +41,8 @@ const CHROOT: &str = "BANGER_FAKE_FC_CHROOT";
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match Path::new(&args[0]).file_name().and_then(|n| n.to_str()) {
-        Some("firecracker") => fake_firecracker(&args[1..]),
+        // A release's file keeps its version in the name.
+        Some("firecracker" | RELEASE_NAME) => fake_firecracker(&args[1..]),
         Some("jailer") => fake_jailer(&args[1..]),
         Some("impostor") => std::thread::sleep(Duration::from_secs(30)),
         _ => run_tests(&args[1..]),
@@ -380,7 +385,7 @@ impl Fixture {
         let bin = tmp.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
         let exe = std::env::current_exe().unwrap();
-        for name in ["firecracker", "jailer", "impostor"] {
+        for name in ["firecracker", "jailer", "impostor", RELEASE_NAME] {
             symlink(&exe, bin.join(name)).unwrap();
         }
         let records = PathBuf::from(std::env::var(RECORD_DIR).unwrap());
@@ -870,6 +875,34 @@ fn a_rehearsal_sends_every_call_but_instance_start_and_leaves_nothing() {
     assert_eq!(std::fs::read_dir(base.path()).unwrap().count(), 0);
 }
 
+/// The processes whose command line mentions `path`.
+fn mentioning(path: &Path) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| banger_sys::process::cmdline_mentions(*pid, path))
+        .collect()
+}
+
+fn a_release_named_binary_is_found_stopped_and_never_left_running() {
+    let fx = Fixture::new("ba1b2c3d4e5f6071");
+    let vmm = Firecracker::new(fx.bin.join(RELEASE_NAME));
+    let pid = vmm.start(&fx.spec).unwrap();
+    assert_comm(pid, "firecracker-v1.");
+    assert!(vmm.is_running(&fx.files, pid));
+    assert_eq!(vmm.recover_pid(&fx.files), Some(pid));
+    vmm.kill(pid);
+    wait_gone(&vmm, &fx.files, pid);
+    vmm.release(&fx.files).unwrap();
+    // A rehearsal, and a refused one, end the process they started.
+    vmm.rehearse(&fx.spec).unwrap();
+    assert_eq!(mentioning(fx.files.dir()), Vec::<u32>::new());
+    fx.fail_with("PUT /vsock=no vsock here\n");
+    assert!(vmm.rehearse(&fx.spec).is_err());
+    assert_eq!(mentioning(fx.files.dir()), Vec::<u32>::new());
+}
+
 fn a_refused_rehearsal_names_the_call_and_leaves_nothing() {
     let fx = Fixture::new("9a1b2c3d4e5f6071");
     fx.fail_with("PUT /machine-config=Invalid: SMT is not supported\n");
@@ -993,6 +1026,10 @@ const TESTS: &[Test] = &[
     (
         "a_rehearsal_sends_every_call_but_instance_start_and_leaves_nothing",
         a_rehearsal_sends_every_call_but_instance_start_and_leaves_nothing,
+    ),
+    (
+        "a_release_named_binary_is_found_stopped_and_never_left_running",
+        a_release_named_binary_is_found_stopped_and_never_left_running,
     ),
     (
         "a_refused_rehearsal_names_the_call_and_leaves_nothing",

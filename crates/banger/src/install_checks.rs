@@ -172,6 +172,23 @@ fn socket_check(s: &Service, owner_uid: u32) -> Check {
     }
 }
 
+/// A unit's directives in order, each with its section: `User=` means
+/// nothing under `[Install]`.
+fn directives(text: &str) -> Vec<(String, String)> {
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if line.starts_with('[') {
+            section = line.to_owned();
+        }
+        out.push((section.clone(), line.to_owned()));
+    }
+    out
+}
+
 /// The unit file against banger's rendering: a line missing, changed or
 /// added (a later `ProtectSystem=false` undoes the earlier one) fails, and
 /// so may a drop-in, which systemd reads after the file.
@@ -197,16 +214,28 @@ fn unit_check(s: &Service) -> Check {
         }
         (Ok(expected), Ok(found)) => (expected, found),
     };
-    let directives = |text: &str| -> Vec<String> {
-        text.lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_owned)
-            .collect()
-    };
     let (want, have) = (directives(expected), directives(found));
-    let missing: Vec<&String> = want.iter().filter(|l| !have.contains(l)).collect();
-    let added: Vec<&String> = have.iter().filter(|l| !want.contains(l)).collect();
+    let missing: Vec<&String> = want
+        .iter()
+        .filter(|d| !have.contains(d))
+        .map(|(_, l)| l)
+        .collect();
+    let added: Vec<&String> = have
+        .iter()
+        .filter(|d| !want.contains(d))
+        .map(|(_, l)| l)
+        .collect();
+    if want != have && missing.is_empty() && added.is_empty() {
+        return check(
+            name,
+            CheckStatus::Fail,
+            false,
+            format!(
+                "{} has banger's directives, but repeated or in another order; {fix}",
+                s.unit
+            ),
+        );
+    }
     if !missing.is_empty() || !added.is_empty() {
         let list = |lines: &[&String]| {
             lines
@@ -352,6 +381,37 @@ mod tests {
             c.detail.contains("missing `NoNewPrivileges=yes`")
                 && c.detail.contains("added `ProtectSystem=false`")
                 && c.detail.contains("system install"),
+            "{}",
+            c.detail
+        );
+        // A directive moved to a section where systemd ignores it.
+        let moved = service("helper")
+            .expected
+            .unwrap()
+            .replace("NoNewPrivileges=yes\n", "")
+            .replace("[Install]\n", "[Install]\nNoNewPrivileges=yes\n");
+        let c = row(
+            &judge1(Service {
+                found: Ok(moved),
+                ..service("helper")
+            }),
+            "helper-unit",
+        )
+        .clone();
+        assert_eq!(c.status, CheckStatus::Fail);
+        assert!(c.detail.contains("`NoNewPrivileges=yes`"), "{}", c.detail);
+        let repeated = service("helper").expected.unwrap() + "[Service]\nRestart=on-failure\n";
+        let c = row(
+            &judge1(Service {
+                found: Ok(repeated),
+                ..service("helper")
+            }),
+            "helper-unit",
+        )
+        .clone();
+        assert_eq!(c.status, CheckStatus::Fail);
+        assert!(
+            c.detail.contains("repeated or in another order"),
             "{}",
             c.detail
         );

@@ -77,16 +77,23 @@ impl Ctx {
 /// The daemon's unit, when this user's banger is a system install (and
 /// no `BANGER_RUNTIME_DIR` points elsewhere).
 fn system_daemon() -> Option<&'static str> {
+    system_install().ok()?.map(|_| units::DAEMON_UNIT)
+}
+
+/// The install record, when this user's banger is a system install: they
+/// are its owner and no `BANGER_RUNTIME_DIR` points elsewhere. An error
+/// when the record is there but cannot be read.
+fn system_install() -> Result<Option<banger_config::install::Install>, String> {
     if std::env::var_os("BANGER_RUNTIME_DIR").is_some_and(|v| !v.is_empty()) {
-        return None;
+        return Ok(None);
     }
     let install = banger_config::install::Install::load(std::path::Path::new(
         banger_config::install::INSTALL_FILE,
     ))
-    .ok()??;
+    .map_err(|e| format!("{e:#}"))?;
     // SAFETY: getuid cannot fail and touches no memory.
     let uid = unsafe { libc::getuid() };
-    (install.owner_uid == uid).then_some(units::DAEMON_UNIT)
+    Ok(install.filter(|i| i.owner_uid == uid))
 }
 
 /// `BANGER_DAEMON_BIN`, else `bangerd` beside this binary, else `bangerd`

@@ -8,7 +8,7 @@ use banger_api::names::VmName;
 use banger_api::text::shell_quote;
 use banger_api::{CreateVmRequest, SetVmRequest, SshTarget, VmState, routes};
 use banger_client::{Client, render};
-use banger_config::install::{INSTALL_FILE, Install};
+use banger_config::install::INSTALL_FILE;
 
 use crate::cli::{Output, OutputArg, VmCommand, VmShape, WorkspaceCommand};
 use crate::follow::{finish, follow};
@@ -363,12 +363,22 @@ async fn logs(client: &Client, vm: &str, follow: bool, raw: bool) -> anyhow::Res
 /// In system mode the install's own rows follow the daemon's.
 pub async fn doctor(ctx: &Ctx, output: OutputArg) -> anyhow::Result<ExitCode> {
     let mut report = ctx.daemon().await?.doctor().await?;
-    let root = std::path::Path::new("/");
-    if let Some(install) = Install::load(&root.join(INSTALL_FILE.trim_start_matches('/')))? {
-        let services = crate::install_checks::gather(&install, root);
-        report
-            .checks
-            .extend(crate::install_checks::judge(&install, &services));
+    match crate::system_install() {
+        Ok(Some(install)) => {
+            let services = crate::install_checks::gather(&install, std::path::Path::new("/"));
+            report
+                .checks
+                .extend(crate::install_checks::judge(&install, &services));
+        }
+        Ok(None) => {}
+        Err(e) => report.checks.push(banger_api::Check {
+            name: "system-install".to_owned(),
+            status: banger_api::CheckStatus::Fail,
+            essential: false,
+            detail: format!(
+                "{INSTALL_FILE} cannot be read: {e}; `sudo banger system install` writes it again"
+            ),
+        }),
     }
     match output.output {
         Output::Json => print(&json(&report)?)?,

@@ -20,20 +20,25 @@ pub(super) fn tun_check(tun: &Result<(), String>) -> Check {
     }
 }
 
-/// The `kvm-device` row, where the host has `/dev/kvm`: the VMM runs as
-/// bangerd's user, who must be able to open it (essential when only
-/// Firecracker may run guests).
+/// The `kvm-device` row, where the host has `/dev/kvm` or starts need it
+/// (`essential`: Firecracker, or `accel = "kvm"`): the VMM runs as
+/// bangerd's user, who must be able to open it.
 pub(super) fn kvm_device_check(
     device: Option<&Result<(), String>>,
     user: &str,
     essential: bool,
 ) -> Option<Check> {
-    let (status, detail) = match device? {
-        Ok(()) => (
+    let (status, detail) = match device {
+        None if !essential => return None,
+        None => (
+            CheckStatus::Fail,
+            "this host has no /dev/kvm, yet starts use KVM (vmm = \"firecracker\" or accel = \"kvm\"); set accel = \"auto\" and vmm = \"auto\", or load the kvm module".to_owned(),
+        ),
+        Some(Ok(())) => (
             CheckStatus::Pass,
             format!("{user} opens /dev/kvm: a VMM running as {user} can use KVM"),
         ),
-        Err(e) => (
+        Some(Err(e)) => (
             CheckStatus::Fail,
             format!(
                 "{user} cannot open /dev/kvm ({e}), so guests cannot use KVM: `sudo usermod -aG kvm {user}`, then `sudo banger system restart` (or start bangerd again)"
@@ -96,7 +101,10 @@ mod tests {
 
     #[test]
     fn each_row_passes_or_says_how_to_fix_it() {
-        assert!(kvm_device_check(None, "alice", true).is_none());
+        assert!(kvm_device_check(None, "alice", false).is_none());
+        let absent = kvm_device_check(None, "alice", true).unwrap();
+        assert_eq!((absent.status, absent.essential), (CheckStatus::Fail, true));
+        assert!(absent.detail.contains("no /dev/kvm"), "{}", absent.detail);
         let ok = kvm_device_check(Some(&Ok(())), "alice", false).unwrap();
         assert_eq!((ok.status, ok.essential), (CheckStatus::Pass, false));
         let denied = Err("Permission denied (os error 13)".to_owned());

@@ -24,13 +24,7 @@ pub struct Rehearsal {
 /// asks for Firecracker); a rehearsal without the network interface warns.
 pub(super) fn rehearsal_check(r: &Rehearsal, essential: bool) -> Check {
     let (status, detail) = match (&r.outcome, &r.nic_skipped) {
-        (Err(e), _) => (
-            CheckStatus::Fail,
-            format!(
-                "{} refused banger's configuration of a VM, so a start would fail: {e}",
-                r.binary.display()
-            ),
-        ),
+        (Err(e), _) => (CheckStatus::Fail, format!("{}: {e}", r.binary.display())),
         (Ok(steps), None) => (
             CheckStatus::Pass,
             format!(
@@ -198,7 +192,7 @@ mod tests {
         assert!(pass.essential);
         let refused = rehearsal_check(
             &r(
-                Err("firecracker refused to size the machine: SMT (HTTP 400 on PUT /machine-config)".into()),
+                Err("it refused banger's configuration of a VM, so a start would fail: firecracker refused to size the machine: SMT (HTTP 400 on PUT /machine-config)".into()),
                 None,
             ),
             false,

@@ -94,10 +94,11 @@ pub fn report(facts: &HostFacts) -> DoctorReport {
     });
     checks.push(privileges_check(facts));
     checks.push(access::tun_check(&facts.tun));
+    // Essential wherever starts use KVM: Firecracker, or accel = "kvm".
     checks.extend(access::kvm_device_check(
         facts.kvm_device.as_ref(),
         &facts.user,
-        fc_needed,
+        fc_needed || accel == "kvm",
     ));
     checks.extend(access::binaries_check(&facts.vmm_binaries));
     checks.push(Check {

@@ -144,16 +144,34 @@ fn boot_id() -> String {
 }
 
 /// The KVM probe's verdict recorded in `cache_dir` during this host boot.
+/// A "usable" one stands only while this process can open `/dev/kvm`: the
+/// probe may have run as another user (root, before a system install), or
+/// before the owner left the kvm group.
 pub fn cached_kvm_verdict(cache_dir: &Path) -> Option<KvmVerdict> {
     let boot_id = boot_id();
-    std::fs::read(cache_dir.join("kvm-probe.json"))
+    let cached = std::fs::read(cache_dir.join("kvm-probe.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<ProbeCache>(&b).ok())
-        .filter(|c| !boot_id.is_empty() && c.boot_id == boot_id)
-        .map(|c| KvmVerdict {
-            usable: c.usable,
-            reason: c.reason,
-        })
+        .filter(|c| !boot_id.is_empty() && c.boot_id == boot_id)?;
+    let opens = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .map(drop)
+    };
+    Some(match (cached.usable, cached.usable.then(opens)) {
+        (true, Some(Err(e))) => KvmVerdict {
+            usable: false,
+            reason: format!(
+                "the probe found KVM usable, but bangerd's user cannot open /dev/kvm ({e})"
+            ),
+        },
+        _ => KvmVerdict {
+            usable: cached.usable,
+            reason: cached.reason,
+        },
+    })
 }
 
 /// The KVM verdict, cached per host boot.
@@ -179,4 +197,39 @@ pub fn find_init_bin() -> Option<PathBuf> {
     ]
     .into_iter()
     .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_usable_verdict_stands_only_while_dev_kvm_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |usable: bool| {
+            let record = ProbeCache {
+                boot_id: boot_id(),
+                usable,
+                reason: "the probe reached userspace".into(),
+            };
+            std::fs::write(
+                dir.path().join("kvm-probe.json"),
+                serde_json::to_vec(&record).unwrap(),
+            )
+            .unwrap();
+        };
+        write(false);
+        assert!(!cached_kvm_verdict(dir.path()).unwrap().usable);
+        write(true);
+        let v = cached_kvm_verdict(dir.path()).unwrap();
+        let opens = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok();
+        assert_eq!(v.usable, opens, "{}", v.reason);
+        if !opens {
+            assert!(v.reason.contains("cannot open /dev/kvm"), "{}", v.reason);
+        }
+    }
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use banger_artifacts::store::Kind;
-use banger_sys::trust::{NotRootsAlone, roots_alone};
+use banger_sys::trust::program_roots_alone;
 use banger_sys::wait::find_in_path;
 use banger_sys::{Cancel, Cmd};
 
@@ -107,8 +107,8 @@ impl Vms {
         }
     }
 
-    /// Each VMM binary found on PATH, checked root's alone both where it
-    /// was found (its directory) and where it resolves to.
+    /// Each VMM binary found on PATH, checked root's alone along every
+    /// link from where it was found to the file it ends at.
     fn vmm_binaries(&self) -> Vec<(PathBuf, Result<(), String>)> {
         let mut wanted = vec![
             self.settings.qemu.clone(),
@@ -119,20 +119,7 @@ impl Vms {
             .iter()
             .filter_map(|b| find_in_path(&b.to_string_lossy()))
             .map(|found| {
-                let real = |p: &Path| {
-                    std::fs::canonicalize(p).map_err(|source| NotRootsAlone::Stat {
-                        path: p.to_owned(),
-                        source,
-                    })
-                };
-                // The directory holding the name (a merged /usr makes /bin
-                // a link: where it leads is what counts), then the file.
-                let dir = found.parent().unwrap_or_else(|| Path::new("/"));
-                let verdict = real(dir)
-                    .and_then(|d| roots_alone(&d))
-                    .and_then(|()| real(&found))
-                    .and_then(|f| roots_alone(&f))
-                    .map_err(|e| e.to_string());
+                let verdict = program_roots_alone(&found).map_err(|e| e.to_string());
                 (found, verdict)
             })
             .collect()

@@ -133,6 +133,9 @@ pub struct Vms {
     /// Console rotation and reads, so a reader never sees a rotation half
     /// done (both are short: at most one segment's copy).
     console_lock: Mutex<()>,
+    /// One doctor's Firecracker rehearsal at a time: they share a tap and
+    /// a scratch directory.
+    rehearsal_lock: Mutex<()>,
 }
 
 fn failed(message: impl Into<String>) -> VmError {
@@ -232,6 +235,7 @@ impl Vms {
             boot,
             stopping: banger_sys::Cancel::new(),
             console_lock: Mutex::new(()),
+            rehearsal_lock: Mutex::new(()),
         }
     }
 

@@ -7,7 +7,8 @@
 //! request context that killed Firecracker 150 ms after `vm start`
 //! returned). After a daemon restart it is found again from the jailer's
 //! pidfile or the API socket on its command line, and only a process whose
-//! comm is `firecracker` is adopted or signalled.
+//! comm is the binary's name (`firecracker`, or `firecracker-v1.` for a
+//! release's `firecracker-v1.16.1-x86_64`) is adopted or signalled.
 
 pub mod api;
 pub mod jailer;
@@ -26,8 +27,11 @@ use api::{Api, ApiFailure};
 use jailer::{Jail, JailerConfig};
 use plan::GuestPaths;
 
-/// The process name every Firecracker has.
+/// The driver's name.
 pub const COMM: &str = "firecracker";
+
+/// The most bytes of a process name the kernel keeps (`TASK_COMM_LEN` - 1).
+const COMM_MAX: usize = 15;
 
 /// AF_UNIX paths hold at most 107 bytes and a NUL.
 const MAX_SOCKET_PATH: usize = 107;
@@ -54,6 +58,22 @@ impl Firecracker {
     pub fn with_jailer(mut self, jailer: JailerConfig) -> Self {
         self.jailer = Some(jailer);
         self
+    }
+
+    /// The name the kernel gives this binary's processes: its file name,
+    /// cut to 15 bytes (the jailer execs a copy of the same name).
+    fn comm(&self) -> String {
+        let name = self
+            .binary
+            .file_name()
+            .unwrap_or_default()
+            .as_encoded_bytes();
+        String::from_utf8_lossy(&name[..name.len().min(COMM_MAX)]).into_owned()
+    }
+
+    /// Whether `pid` is a live process of this binary.
+    fn is_ours(&self, pid: u32) -> bool {
+        banger_sys::pid_alive(pid) && comm_in(Path::new("/proc"), pid) == Some(self.comm())
     }
 
     fn jail(&self, files: &VmFiles) -> Option<Jail> {
@@ -215,7 +235,7 @@ impl Firecracker {
             Ok(steps) => Ok((pid, steps)),
             Err(e) => {
                 // Waited for, so a failed start leaves no VMM behind it.
-                if is_firecracker(pid) {
+                if self.is_ours(pid) {
                     banger_sys::process::kill_and_wait(pid, Duration::from_secs(5));
                 }
                 let _ = self.release(files);
@@ -235,17 +255,15 @@ impl Firecracker {
             ..self.clone()
         };
         let (pid, steps) = direct.launch(spec, false)?;
-        if is_firecracker(pid) {
-            banger_sys::process::kill_and_wait(pid, Duration::from_secs(5));
+        if direct.is_ours(pid) && !banger_sys::process::kill_and_wait(pid, Duration::from_secs(5)) {
+            return Err(VmmError::Control {
+                socket: spec.files.control_socket(),
+                message: format!("the rehearsal's firecracker (pid {pid}) outlived SIGKILL"),
+            });
         }
         direct.release(&spec.files)?;
         Ok(steps)
     }
-}
-
-/// Whether `pid` is a live process called firecracker.
-fn is_firecracker(pid: u32) -> bool {
-    banger_sys::pid_alive(pid) && comm_in(Path::new("/proc"), pid).as_deref() == Some(COMM)
 }
 
 impl Vmm for Firecracker {
@@ -275,7 +293,7 @@ impl Vmm for Firecracker {
     }
 
     fn is_running(&self, files: &VmFiles, pid: u32) -> bool {
-        if !is_firecracker(pid) {
+        if !self.is_ours(pid) {
             return false;
         }
         let proc_root = Path::new("/proc");
@@ -283,19 +301,31 @@ impl Vmm for Firecracker {
             // The jailer hands the id on to Firecracker: only a process
             // carrying this VM's id is this VM's (a recorded pid may have
             // been reused, even by another VM's Firecracker).
-            Some(jail) => has_arg_pair(proc_root, pid, COMM, "--id", Path::new(jail.id())),
-            None => has_arg_pair(proc_root, pid, COMM, "--api-sock", &files.control_socket()),
+            Some(jail) => has_arg_pair(proc_root, pid, &self.comm(), "--id", Path::new(jail.id())),
+            None => has_arg_pair(
+                proc_root,
+                pid,
+                &self.comm(),
+                "--api-sock",
+                &files.control_socket(),
+            ),
         }
     }
 
     fn recover_pid(&self, files: &VmFiles) -> Option<u32> {
         match self.jail(files) {
             Some(jail) => jail.recorded_pid().filter(|pid| {
-                has_arg_pair(Path::new("/proc"), *pid, COMM, "--id", Path::new(jail.id()))
+                has_arg_pair(
+                    Path::new("/proc"),
+                    *pid,
+                    &self.comm(),
+                    "--id",
+                    Path::new(jail.id()),
+                )
             }),
             None => find_by_arg(
                 Path::new("/proc"),
-                COMM,
+                &self.comm(),
                 "--api-sock",
                 &files.control_socket(),
             )
@@ -306,7 +336,7 @@ impl Vmm for Firecracker {
 
     fn kill(&self, pid: u32) {
         // Never signal a pid that is no longer a Firecracker.
-        if is_firecracker(pid) {
+        if self.is_ours(pid) {
             banger_sys::process::kill(pid);
         }
     }

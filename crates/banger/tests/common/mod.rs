@@ -102,7 +102,11 @@ impl Env {
         };
         let root = self.dir.path();
         assert!(
-            path.starts_with(root) && path != root,
+            path.starts_with(root)
+                && path != root
+                && !path
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir),
             "{} is not inside the Env",
             path.display()
         );
@@ -393,8 +397,15 @@ impl TestUser {
 impl Drop for TestUser {
     #[allow(clippy::disallowed_methods, reason = "test cleanup runs userdel")]
     fn drop(&mut self) {
-        let _ = std::process::Command::new("userdel")
+        // A process of theirs still running makes userdel refuse: say so
+        // (the suite's leftover check then names the process).
+        match std::process::Command::new("userdel")
             .arg(&self.name)
-            .output();
+            .output()
+        {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!("userdel {}: {}", self.name, stderr(&out)),
+            Err(e) => eprintln!("userdel {}: {e}", self.name),
+        }
     }
 }
