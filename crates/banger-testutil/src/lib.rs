@@ -16,6 +16,18 @@ use tokio::net::UnixStream;
 
 /// Polls `condition` every 10 ms until it holds or `timeout` passes;
 /// returns whether it held. Tests use this instead of bare sleeps.
+/// The live processes whose command line mentions `path`.
+pub fn pids_mentioning(path: &Path) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| banger_sys::process::cmdline_mentions(*pid, path))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn wait_until(timeout: Duration, condition: impl FnMut() -> bool) -> bool {
     banger_sys::wait::poll_until(timeout, Duration::from_millis(10), condition)
 }

@@ -875,16 +875,6 @@ fn a_rehearsal_sends_every_call_but_instance_start_and_leaves_nothing() {
     assert_eq!(std::fs::read_dir(base.path()).unwrap().count(), 0);
 }
 
-/// The processes whose command line mentions `path`.
-fn mentioning(path: &Path) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| banger_sys::process::cmdline_mentions(*pid, path))
-        .collect()
-}
-
 fn a_release_named_binary_is_found_stopped_and_never_left_running() {
     let fx = Fixture::new("ba1b2c3d4e5f6071");
     let vmm = Firecracker::new(fx.bin.join(RELEASE_NAME));
@@ -897,10 +887,16 @@ fn a_release_named_binary_is_found_stopped_and_never_left_running() {
     vmm.release(&fx.files).unwrap();
     // A rehearsal, and a refused one, end the process they started.
     vmm.rehearse(&fx.spec).unwrap();
-    assert_eq!(mentioning(fx.files.dir()), Vec::<u32>::new());
+    assert_eq!(
+        banger_testutil::pids_mentioning(fx.files.dir()),
+        Vec::<u32>::new()
+    );
     fx.fail_with("PUT /vsock=no vsock here\n");
     assert!(vmm.rehearse(&fx.spec).is_err());
-    assert_eq!(mentioning(fx.files.dir()), Vec::<u32>::new());
+    assert_eq!(
+        banger_testutil::pids_mentioning(fx.files.dir()),
+        Vec::<u32>::new()
+    );
 }
 
 fn a_refused_rehearsal_names_the_call_and_leaves_nothing() {

@@ -56,7 +56,7 @@ fn unprivileged(env: &Env) {
     assert_eq!(running.rules.len(), 3, "{running:?}");
     let daemon = env.daemon_pid().expect("a daemon runs");
     assert_eq!(uids(daemon), [uid; 4], "the daemon's uids");
-    let vmms = pids_mentioning(&env.path("state/vms"));
+    let vmms = banger_testutil::pids_mentioning(&env.path("state/vms"));
     assert_eq!(vmms.len(), 1, "{running:?}");
     assert_eq!(uids(vmms[0]), [uid; 4], "the VMM's uids");
 
@@ -96,16 +96,6 @@ fn doctor(env: &Env, name: &str) -> serde_json::Value {
         .find(|c| c["name"] == name)
         .unwrap_or_else(|| panic!("no check {name} in {report}"))
         .clone()
-}
-
-/// The processes whose command line mentions `dir`.
-fn pids_mentioning(dir: &Path) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| banger_sys::process::cmdline_mentions(*pid, dir))
-        .collect()
 }
 
 /// The real, effective, saved and file-system uids of `pid`.
