@@ -16,6 +16,7 @@
 
 mod figures;
 mod oci;
+mod owner;
 mod plain;
 mod workspace;
 
@@ -137,6 +138,8 @@ fn run_quiet(program: &str, args: &[&str]) -> bool {
 struct Install {
     dir: tempfile::TempDir,
     bins: PathBuf,
+    /// Who runs its commands, when not root ([`owner`]).
+    owner: Option<owner::Owner>,
 }
 
 impl Install {
@@ -155,18 +158,23 @@ impl Install {
                 .tempdir()
                 .map_err(|e| format!("temp dir: {e}"))?,
             bins: bins.to_owned(),
+            owner: None,
         })
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = self.with_env(Command::new(self.bins.join("banger")));
+        let mut c = self.with_env(&self.bins.join("banger"));
         c.args(args);
         c
     }
 
-    /// `c` with the installation's directories.
-    fn with_env(&self, mut c: Command) -> Command {
+    /// `program`, run as the installation's user with its directories.
+    fn with_env(&self, program: &Path) -> Command {
         let d = self.dir.path();
+        let mut c = match &self.owner {
+            Some(owner) => owner.command(program, d),
+            None => Command::new(program),
+        };
         c.env("BANGER_CONFIG_DIR", d.join("config"))
             .env("BANGER_STATE_DIR", d.join("state"))
             .env("BANGER_RUNTIME_DIR", d.join("run"))
@@ -182,7 +190,7 @@ impl Install {
     /// Runs a shell script in `dir` as banger's commands run, insisting on
     /// success; returns stdout.
     fn sh_env(&self, script: &str, dir: &Path) -> Result<String, String> {
-        let mut c = self.with_env(Command::new("sh"));
+        let mut c = self.with_env(Path::new("sh"));
         let out = c
             .args(["-c", script])
             .current_dir(dir)
@@ -317,9 +325,12 @@ fn bench(opts: &Opts) -> Result<(), String> {
     let plain = plain::boot_times(&install, &shape, &cmdline, runs)?;
     let plain = Figure::durations("plain qemu boot to sshd answering", &plain);
     let ratio = Figure::ratio("vm run --rm -- true / plain qemu boot", &e2e, &plain);
+    eprintln!("vm run --rm -- true as its owner through bangerd-root, {runs} runs");
+    let as_owner = owner::figures(&opts.bins, &cache_dir(), &e2e, runs)?;
     eprintln!("workspaces: vm run PATH, prepare, exec, export, {runs} runs");
     let ws = workspace::figures(&install, install.dir.path(), &e2e, runs)?;
     figs.extend([e2e, plain, ratio]);
+    figs.extend(as_owner);
     figs.extend(ws);
 
     eprintln!("vm create --no-start: 1 alone, 4 at once, {runs} runs");

@@ -41,6 +41,8 @@ fn quick(env: &Env) {
     for wanted in [
         "banger's overhead",
         "end to end",
+        "as its owner through bangerd-root",
+        "root-helper call",
         "plain qemu boot",
         "4 at once",
         "RSS, idle",
