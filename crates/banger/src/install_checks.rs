@@ -33,8 +33,67 @@ pub struct Service {
     pub found: Result<String, String>,
     /// Drop-in files that may override it.
     pub drop_ins: Vec<PathBuf>,
+    /// Where banger wrote the unit file.
+    pub path: PathBuf,
+    /// What systemd has loaded for the unit; `None` where it is not running.
+    pub loaded: Option<Result<Loaded, String>>,
     /// Its socket, with its mode and owner (or why not).
     pub socket: (PathBuf, Result<(u32, u32), String>),
+}
+
+/// What systemd has loaded for a unit (`systemctl show`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// The unit file it read.
+    pub fragment: String,
+    /// Every drop-in it applies, wherever it lies (`/etc`, `/run`,
+    /// `/usr/lib`, `systemctl set-property`'s, the all-services ones).
+    pub drop_ins: Vec<PathBuf>,
+    /// Whether the file changed since it was read.
+    pub needs_reload: bool,
+}
+
+/// Reads `systemctl show -p FragmentPath -p DropInPaths -p
+/// NeedDaemonReload` output.
+pub fn parse_show(text: &str) -> Loaded {
+    let mut loaded = Loaded::default();
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("FragmentPath", v)) => v.clone_into(&mut loaded.fragment),
+            Some(("DropInPaths", v)) => {
+                loaded.drop_ins = v.split_whitespace().map(PathBuf::from).collect();
+            }
+            Some(("NeedDaemonReload", v)) => loaded.needs_reload = v == "yes",
+            _ => {}
+        }
+    }
+    loaded
+}
+
+fn systemd_loaded(unit: &str) -> Result<Loaded, String> {
+    let out = Cmd::new("systemctl")
+        .args(["show", "-p", "FragmentPath", "-p", "DropInPaths"])
+        .args(["-p", "NeedDaemonReload", unit])
+        .to_command()
+        .output()
+        .map_err(|e| format!("run systemctl: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+    }
+    Ok(parse_show(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// A unit file's text: a regular file (not a link to somewhere else) of
+/// sane size.
+fn read_unit(path: &Path) -> Result<String, String> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    if !meta.file_type().is_file() || meta.len() > 64 * 1024 {
+        return Err(format!(
+            "{} is not a regular file of at most 64 KiB",
+            path.display()
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| e.to_string())
 }
 
 /// Gathers the facts of `install`, its files under `root` (`/` but for
@@ -70,10 +129,12 @@ pub fn gather(install: &Install, root: &Path) -> Vec<Service> {
             unit,
             active: systemd.then(|| is_active(unit)),
             expected,
-            found: std::fs::read_to_string(unit_dir.join(unit)).map_err(|e| e.to_string()),
+            found: read_unit(&unit_dir.join(unit)),
             drop_ins: std::fs::read_dir(unit_dir.join(format!("{unit}.d")))
                 .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
                 .unwrap_or_default(),
+            path: unit_dir.join(unit),
+            loaded: systemd.then(|| systemd_loaded(unit)),
             socket: (
                 socket.clone(),
                 std::fs::symlink_metadata(&socket)
@@ -254,8 +315,44 @@ fn unit_check(s: &Service) -> Check {
         detail.push_str(&format!(" {fix}"));
         return check(name, CheckStatus::Fail, false, detail);
     }
-    if !s.drop_ins.is_empty() {
-        let files: Vec<String> = s.drop_ins.iter().map(|p| p.display().to_string()).collect();
+    if let Some(Ok(loaded)) = &s.loaded {
+        if loaded.needs_reload {
+            return check(
+                name,
+                CheckStatus::Fail,
+                false,
+                format!(
+                    "systemd still runs an older {} than the file: `sudo systemctl daemon-reload`, then `sudo banger system restart`",
+                    s.unit
+                ),
+            );
+        }
+        if !loaded.fragment.is_empty() && Path::new(&loaded.fragment) != s.path {
+            return check(
+                name,
+                CheckStatus::Fail,
+                false,
+                format!(
+                    "systemd loads {} from {}, not from {}, which banger wrote; remove the other file, or {fix}",
+                    s.unit,
+                    loaded.fragment,
+                    s.path.display()
+                ),
+            );
+        }
+    }
+    let mut drop_ins = s.drop_ins.clone();
+    if let Some(Ok(loaded)) = &s.loaded {
+        drop_ins.extend(
+            loaded
+                .drop_ins
+                .iter()
+                .filter(|p| !s.drop_ins.contains(p))
+                .cloned(),
+        );
+    }
+    if !drop_ins.is_empty() {
+        let files: Vec<String> = drop_ins.iter().map(|p| p.display().to_string()).collect();
         return check(
             name,
             CheckStatus::Warn,
@@ -299,6 +396,12 @@ mod tests {
             expected: Ok(unit.clone()),
             found: Ok(unit),
             drop_ins: vec![],
+            path: "/etc/systemd/system/bangerd-root.service".into(),
+            loaded: Some(Ok(Loaded {
+                fragment: "/etc/systemd/system/bangerd-root.service".into(),
+                drop_ins: vec![],
+                needs_reload: false,
+            })),
             socket: (
                 "/run/banger-root/bangerd-root.sock".into(),
                 Ok((0o600, 1000)),
@@ -308,6 +411,19 @@ mod tests {
 
     fn row<'a>(checks: &'a [Check], name: &str) -> &'a Check {
         checks.iter().find(|c| c.name == name).unwrap()
+    }
+
+    #[test]
+    fn a_unit_file_is_read_only_when_regular_and_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let unit = dir.path().join("bangerd.service");
+        std::fs::write(&unit, "[Service]\n").unwrap();
+        assert_eq!(read_unit(&unit).unwrap(), "[Service]\n");
+        let link = dir.path().join("link.service");
+        std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
+        assert!(read_unit(&link).unwrap_err().contains("not a regular file"));
+        std::fs::write(&unit, vec![b'#'; 65 * 1024]).unwrap();
+        assert!(read_unit(&unit).is_err());
     }
 
     #[test]
@@ -430,6 +546,43 @@ mod tests {
         let c = row(&dropped, "helper-unit");
         assert_eq!(c.status, CheckStatus::Warn);
         assert!(c.detail.contains("x.conf"), "{}", c.detail);
+
+        // What systemd loaded: drop-ins anywhere, a stale load, another file.
+        let loaded = |l: Loaded| Service {
+            loaded: Some(Ok(l)),
+            ..service("helper")
+        };
+        let shown = parse_show(
+            "FragmentPath=/etc/systemd/system/bangerd-root.service\nDropInPaths=/run/systemd/system/bangerd-root.service.d/50-x.conf /etc/systemd/system/service.d/y.conf\nNeedDaemonReload=no\n",
+        );
+        assert_eq!(shown.drop_ins.len(), 2);
+        let c = row(&judge1(loaded(shown.clone())), "helper-unit").clone();
+        assert_eq!(c.status, CheckStatus::Warn);
+        assert!(
+            c.detail.contains("50-x.conf") && c.detail.contains("y.conf"),
+            "{}",
+            c.detail
+        );
+        let stale = judge1(loaded(Loaded {
+            drop_ins: vec![],
+            needs_reload: true,
+            ..shown.clone()
+        }));
+        let c = row(&stale, "helper-unit");
+        assert_eq!(c.status, CheckStatus::Fail);
+        assert!(c.detail.contains("daemon-reload"), "{}", c.detail);
+        let elsewhere = judge1(loaded(Loaded {
+            fragment: "/run/systemd/system/bangerd-root.service".into(),
+            drop_ins: vec![],
+            needs_reload: false,
+        }));
+        let c = row(&elsewhere, "helper-unit");
+        assert_eq!(c.status, CheckStatus::Fail);
+        assert!(
+            c.detail.contains("loads bangerd-root.service from /run"),
+            "{}",
+            c.detail
+        );
 
         let gone = judge1(Service {
             found: Err("No such file or directory".into()),
