@@ -111,12 +111,29 @@ impl Vms {
     }
 
     /// The jailer needs root to chroot and drop privileges (the root helper
-    /// does not run it yet), and must not run Firecracker as root.
+    /// does not run it yet), and must not run Firecracker as root. Root
+    /// runs the jailer, which copies Firecracker into the jail: both must
+    /// be root's alone, or whoever could replace one would run as root.
     fn check_jailer(&self) -> Result<(), VmError> {
         if banger_sys::euid() != 0 {
             return Err(failed(
                 "jailer_bin needs bangerd to run as root: the root helper does not run the jailer yet; unset jailer_bin to run Firecracker as you",
             ));
+        }
+        let jailer = self.settings.jailer.clone().unwrap_or_default();
+        for (what, bin) in [
+            ("jailer_bin", &jailer),
+            ("firecracker_bin", &self.settings.firecracker),
+        ] {
+            let name = bin.to_string_lossy();
+            let found = find_in_path(&name)
+                .ok_or_else(|| failed(format!("{what} {name} is not installed")))?;
+            banger_sys::trust::program_roots_alone(&found).map_err(|e| {
+                failed(format!(
+                    "root runs the jailer, so {what} {} must be root's and writable by no one else, as must every directory above it and every link on the way: {e}",
+                    found.display()
+                ))
+            })?;
         }
         let state_dir = self.vms_dir.parent().unwrap_or(&self.vms_dir);
         jailer_owner(state_dir).map(drop).map_err(failed)
@@ -178,6 +195,59 @@ mod tests {
             let meta = std::fs::metadata(dir.path()).unwrap();
             assert_eq!(jailer_owner(dir.path()), Ok((meta.uid(), meta.gid())));
         }
+    }
+
+    #[test]
+    fn the_jailer_and_firecracker_must_be_roots_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let bins = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(bins.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = |name: &str, mode: u32| {
+            let p = bins.path().join(name);
+            std::fs::write(&p, "").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        let (jailer, firecracker) = (bin("jailer", 0o755), bin("firecracker", 0o775));
+        let kit = |jailer: std::path::PathBuf, firecracker: std::path::PathBuf| {
+            crate::vms::testkit::kit_with(move |s| {
+                s.jailer = Some(jailer);
+                s.firecracker = firecracker;
+            })
+        };
+        let err = kit(jailer.clone(), firecracker.clone())
+            .vms
+            .check_jailer()
+            .unwrap_err()
+            .to_string();
+        if banger_sys::euid() != 0 {
+            assert!(err.contains("needs bangerd to run as root"), "{err}");
+            return;
+        }
+        assert!(
+            err.contains("firecracker_bin") && err.contains("writable by group or others"),
+            "{err}"
+        );
+        std::fs::set_permissions(&firecracker, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&jailer, Some(1234), None).unwrap();
+        let err = kit(jailer.clone(), firecracker.clone())
+            .vms
+            .check_jailer()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("jailer_bin") && err.contains("uid 1234"),
+            "{err}"
+        );
+        std::os::unix::fs::chown(&jailer, Some(0), None).unwrap();
+        // Both sound: what is left is the state directory's owner (root's
+        // here), which the jailer must not run Firecracker as.
+        let err = kit(jailer, firecracker)
+            .vms
+            .check_jailer()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("would run Firecracker as root"), "{err}");
     }
 
     #[test]
