@@ -308,10 +308,14 @@ fn bench(opts: &Opts) -> Result<(), String> {
 
     let mut figs = Vec::new();
 
-    eprintln!("vm run --rm -- true, {runs} runs");
-    let mut e2e = Vec::new();
+    eprintln!(
+        "vm run --rm -- true as root, and as its owner through bangerd-root, alternately, {runs} runs"
+    );
+    let owner = owner::OwnerBench::start(&opts.bins, &cache_dir())?;
+    let (mut e2e, mut as_owner) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         e2e.push(install.timed(&["vm", "run", "--rm", "--", "true"])?);
+        as_owner.push(owner.run()?);
     }
     let overhead = figures::logged_millis(&install.log(), "before_vmm_ms", runs);
     figs.push(Figure::new(
@@ -325,8 +329,7 @@ fn bench(opts: &Opts) -> Result<(), String> {
     let plain = plain::boot_times(&install, &shape, &cmdline, runs)?;
     let plain = Figure::durations("plain qemu boot to sshd answering", &plain);
     let ratio = Figure::ratio("vm run --rm -- true / plain qemu boot", &e2e, &plain);
-    eprintln!("vm run --rm -- true as its owner through bangerd-root, {runs} runs");
-    let as_owner = owner::figures(&opts.bins, &cache_dir(), &e2e, runs)?;
+    let as_owner = owner.figures(&as_owner, &e2e)?;
     eprintln!("workspaces: vm run PATH, prepare, exec, export, {runs} runs");
     let ws = workspace::figures(&install, install.dir.path(), &e2e, runs)?;
     figs.extend([e2e, plain, ratio]);

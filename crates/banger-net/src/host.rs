@@ -111,8 +111,14 @@ fn nat_rules(
     ]
 }
 
+/// The shortest prefix counted: shorter ones are default routes in
+/// disguise (a VPN's `0.0.0.0/1` and `128.0.0.0/1`), which every subnet
+/// overlaps and a more specific bridge route harms no more than the
+/// default route.
+const MIN_PREFIX: u8 = 8;
+
 /// The first route (of any table, leaving by anything but `bridge`) whose
-/// destination overlaps `subnet`, the default route aside.
+/// destination overlaps `subnet`, default routes aside.
 fn overlapping(routes: &[Route], subnet: &Subnet, bridge: &str) -> Option<Route> {
     let prefix = |dst: &str| -> Option<(u32, u8)> {
         let (addr, len) = dst.split_once('/').unwrap_or((dst, "32"));
@@ -128,6 +134,9 @@ fn overlapping(routes: &[Route], subnet: &Subnet, bridge: &str) -> Option<Route>
         .filter(|r| r.dev.as_deref() != Some(bridge))
         .find(|r| {
             prefix(&r.dst).is_some_and(|(net, len)| {
+                if len < MIN_PREFIX {
+                    return false;
+                }
                 let shorter = mask(len.min(subnet.prefix()));
                 net & shorter == subnet.network() & shorter
             })
@@ -166,7 +175,7 @@ impl Network for HostNetwork {
         check_ifname("bridge", bridge, "")?;
         Self::need_root("creating the bridge")?;
         let _one = banger_sys::wait::lock(&self.bridge);
-        if let Some(route) = overlapping(&self.links.routes()?, subnet, bridge) {
+        if let Some(route) = overlapping(&self.links.routes(subnet)?, subnet, bridge) {
             return Err(NetError::SubnetOverlap {
                 subnet: subnet.to_string(),
                 route: route.dst,
@@ -314,7 +323,7 @@ mod tests {
             Ok(self.0.clone())
         }
 
-        fn routes(&self) -> Result<Vec<Route>, NetError> {
+        fn routes(&self, _subnet: &Subnet) -> Result<Vec<Route>, NetError> {
             Ok(vec![])
         }
     }
@@ -332,6 +341,10 @@ mod tests {
             route("10.77.0.0/24", "banger0"),
             route("127.0.0.0/8", "lo"),
             route("garbage", "eth0"),
+            // A full-tunnel VPN's halves of the default route.
+            route("0.0.0.0/1", "tun0"),
+            route("128.0.0.0/1", "tun0"),
+            route("", "eth0"),
         ];
         let s = |t: &str| -> Subnet { t.parse().unwrap() };
         assert_eq!(overlapping(&host, &s("10.77.0.1/24"), "banger0"), None);
@@ -353,6 +366,12 @@ mod tests {
             );
         }
         assert_eq!(overlapping(&host, &s("192.168.2.1/24"), "banger0"), None);
+        // A VPN's 10/8 is a network the bridge would shadow part of.
+        let vpn = [route("10.0.0.0/8", "wg0")];
+        assert_eq!(
+            overlapping(&vpn, &s("10.77.0.1/24"), "banger0").map(|r| r.dst),
+            Some("10.0.0.0/8".to_owned())
+        );
     }
 
     #[test]

@@ -29,7 +29,9 @@ pub struct Link {
 /// One IPv4 route, of any routing table.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Route {
-    /// Its destination: `default`, `a.b.c.d/n`, or one address.
+    /// Its destination: `default`, `a.b.c.d/n`, or one address (empty
+    /// when `ip` printed none).
+    #[serde(default)]
     pub dst: String,
     /// The interface it leaves by, if any.
     #[serde(default)]
@@ -40,8 +42,9 @@ pub struct Route {
 pub trait LinkTable: Send + Sync + std::fmt::Debug {
     /// Every interface, now.
     fn links(&self) -> Result<Vec<Link>, NetError>;
-    /// Every IPv4 route of every table, now.
-    fn routes(&self) -> Result<Vec<Route>, NetError>;
+    /// The IPv4 routes of every table that lie inside `subnet` or contain
+    /// it, now.
+    fn routes(&self, subnet: &crate::Subnet) -> Result<Vec<Route>, NetError>;
 }
 
 /// [`LinkTable`] through `ip -json link show`.
@@ -71,20 +74,35 @@ impl LinkTable for IpLinks {
         parse(&out)
     }
 
-    fn routes(&self) -> Result<Vec<Route>, NetError> {
-        let out = banger_sys::output(
-            &Cmd::new("ip").args(["-json", "-4", "route", "show", "table", "all"]),
-            &self.log,
-            MAX_OUTPUT,
-        )
-        .map_err(|source| NetError::Command {
-            what: "list IPv4 routes".into(),
-            source,
-        })?;
-        serde_json::from_slice(&out).map_err(|e| NetError::Io {
-            what: "read `ip -json route show`".into(),
-            source: std::io::Error::other(e),
-        })
+    fn routes(&self, subnet: &crate::Subnet) -> Result<Vec<Route>, NetError> {
+        // Asked by prefix, so a host with a full routing table answers in
+        // a few lines: those inside the subnet (`root`), and those holding
+        // it (`match`).
+        let prefix = format!(
+            "{}/{}",
+            std::net::Ipv4Addr::from(subnet.network()),
+            subnet.prefix()
+        );
+        let mut all = Vec::new();
+        for selector in ["root", "match"] {
+            let out = banger_sys::output(
+                &Cmd::new("ip")
+                    .args(["-json", "-4", "route", "show", "table", "all"])
+                    .args([selector, prefix.as_str()]),
+                &self.log,
+                MAX_OUTPUT,
+            )
+            .map_err(|source| NetError::Command {
+                what: format!("list IPv4 routes ({selector} {prefix})"),
+                source,
+            })?;
+            let routes: Vec<Route> = serde_json::from_slice(&out).map_err(|e| NetError::Io {
+                what: "read `ip -json route show` (iproute2 too old for -json?)".into(),
+                source: std::io::Error::other(e),
+            })?;
+            all.extend(routes);
+        }
+        Ok(all)
     }
 }
 

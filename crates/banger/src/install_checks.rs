@@ -51,6 +51,8 @@ pub struct Loaded {
     pub drop_ins: Vec<PathBuf>,
     /// Whether the file changed since it was read.
     pub needs_reload: bool,
+    /// `loaded`, `not-found`, `masked`, ...
+    pub load_state: String,
 }
 
 /// Reads `systemctl show -p FragmentPath -p DropInPaths -p
@@ -64,6 +66,7 @@ pub fn parse_show(text: &str) -> Loaded {
                 loaded.drop_ins = v.split_whitespace().map(PathBuf::from).collect();
             }
             Some(("NeedDaemonReload", v)) => loaded.needs_reload = v == "yes",
+            Some(("LoadState", v)) => v.clone_into(&mut loaded.load_state),
             _ => {}
         }
     }
@@ -73,7 +76,7 @@ pub fn parse_show(text: &str) -> Loaded {
 fn systemd_loaded(unit: &str) -> Result<Loaded, String> {
     let out = Cmd::new("systemctl")
         .args(["show", "-p", "FragmentPath", "-p", "DropInPaths"])
-        .args(["-p", "NeedDaemonReload", unit])
+        .args(["-p", "NeedDaemonReload", "-p", "LoadState", unit])
         .to_command()
         .output()
         .map_err(|e| format!("run systemctl: {e}"))?;
@@ -100,7 +103,8 @@ fn read_unit(path: &Path) -> Result<String, String> {
 /// packaging and tests).
 pub fn gather(install: &Install, root: &Path) -> Vec<Service> {
     let unit_dir = root.join(UNIT_DIR);
-    let systemd = Path::new("/run/systemd/system").is_dir();
+    // The host's systemd says nothing of the files under another root.
+    let systemd = root == Path::new("/") && Path::new("/run/systemd/system").is_dir();
     let home = install.owner_home.clone();
     let daemon_unit = Layout::resolve(
         |k| (k == "HOME").then(|| home.clone().into_os_string()),
@@ -315,7 +319,29 @@ fn unit_check(s: &Service) -> Check {
         detail.push_str(&format!(" {fix}"));
         return check(name, CheckStatus::Fail, false, detail);
     }
+    if let Some(Err(e)) = &s.loaded {
+        return check(
+            name,
+            CheckStatus::Warn,
+            false,
+            format!(
+                "{} is as banger wrote it, but systemd could not be asked what it loaded: {e}",
+                s.unit
+            ),
+        );
+    }
     if let Some(Ok(loaded)) = &s.loaded {
+        if !loaded.load_state.is_empty() && loaded.load_state != "loaded" {
+            return check(
+                name,
+                CheckStatus::Fail,
+                false,
+                format!(
+                    "systemd has {} {}: `sudo systemctl daemon-reload` (and unmask it if masked), then `sudo banger system restart`",
+                    s.unit, loaded.load_state
+                ),
+            );
+        }
         if loaded.needs_reload {
             return check(
                 name,
@@ -401,6 +427,7 @@ mod tests {
                 fragment: "/etc/systemd/system/bangerd-root.service".into(),
                 drop_ins: vec![],
                 needs_reload: false,
+                load_state: "loaded".into(),
             })),
             socket: (
                 "/run/banger-root/bangerd-root.sock".into(),
@@ -575,6 +602,7 @@ mod tests {
             fragment: "/run/systemd/system/bangerd-root.service".into(),
             drop_ins: vec![],
             needs_reload: false,
+            load_state: "loaded".into(),
         }));
         let c = row(&elsewhere, "helper-unit");
         assert_eq!(c.status, CheckStatus::Fail);
@@ -583,6 +611,20 @@ mod tests {
             "{}",
             c.detail
         );
+
+        let masked = judge1(loaded(Loaded {
+            drop_ins: vec![],
+            load_state: "masked".into(),
+            ..shown.clone()
+        }));
+        let c = row(&masked, "helper-unit");
+        assert_eq!(c.status, CheckStatus::Fail);
+        assert!(c.detail.contains("masked"), "{}", c.detail);
+        let unasked = judge1(Service {
+            loaded: Some(Err("Failed to connect to bus".into())),
+            ..service("helper")
+        });
+        assert_eq!(row(&unasked, "helper-unit").status, CheckStatus::Warn);
 
         let gone = judge1(Service {
             found: Err("No such file or directory".into()),
