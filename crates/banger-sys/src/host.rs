@@ -82,6 +82,16 @@ pub fn room(vm_dir: &std::path::Path) -> std::io::Result<Room> {
     })
 }
 
+/// Whether this process may open the device (or file) at `path` for
+/// reading and writing, as a VMM opens `/dev/kvm` and `/dev/net/tun`.
+pub fn opens_rw(path: &std::path::Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

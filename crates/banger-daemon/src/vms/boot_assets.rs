@@ -153,13 +153,7 @@ pub fn cached_kvm_verdict(cache_dir: &Path) -> Option<KvmVerdict> {
         .ok()
         .and_then(|b| serde_json::from_slice::<ProbeCache>(&b).ok())
         .filter(|c| !boot_id.is_empty() && c.boot_id == boot_id)?;
-    let opens = || {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .map(drop)
-    };
+    let opens = || banger_sys::host::opens_rw(Path::new("/dev/kvm"));
     Some(match (cached.usable, cached.usable.then(opens)) {
         (true, Some(Err(e))) => KvmVerdict {
             usable: false,
@@ -222,11 +216,7 @@ mod tests {
         assert!(!cached_kvm_verdict(dir.path()).unwrap().usable);
         write(true);
         let v = cached_kvm_verdict(dir.path()).unwrap();
-        let opens = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .is_ok();
+        let opens = banger_sys::host::opens_rw(Path::new("/dev/kvm")).is_ok();
         assert_eq!(v.usable, opens, "{}", v.reason);
         if !opens {
             assert!(v.reason.contains("cannot open /dev/kvm"), "{}", v.reason);

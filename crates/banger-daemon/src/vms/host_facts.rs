@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use banger_artifacts::store::Kind;
+use banger_sys::host::opens_rw;
 use banger_sys::trust::program_roots_alone;
 use banger_sys::wait::find_in_path;
 use banger_sys::{Cancel, Cmd};
@@ -41,20 +42,10 @@ impl Vms {
             init_bin: self.settings.init_bin.clone(),
             root: banger_sys::euid() == 0,
             helper: self.check_network_ready().map_err(|e| e.message()),
-            tun: std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/net/tun")
-                .map(drop)
-                .map_err(|e| e.to_string()),
-            kvm_device: Path::new("/dev/kvm").exists().then(|| {
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open("/dev/kvm")
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            }),
+            tun: opens_rw(Path::new("/dev/net/tun")).map_err(|e| e.to_string()),
+            kvm_device: Path::new("/dev/kvm")
+                .exists()
+                .then(|| opens_rw(Path::new("/dev/kvm")).map_err(|e| e.to_string())),
             vmm_binaries: self.vmm_binaries(),
             user: banger_sys::user_name(banger_sys::euid())
                 .unwrap_or_else(|| format!("uid {}", banger_sys::euid())),
