@@ -117,15 +117,34 @@ impl DetachedCommand {
 
 /// Whether `pid` names a live process (a zombie counts as dead), judged from
 /// `proc_root` (normally `/proc`).
+///
+/// A SIGKILLed multi-threaded process shows its leader as a zombie while
+/// its other threads are still exiting, and those still hold its files (a
+/// listening socket keeps accepting, then resets). So a zombie leader
+/// counts as alive until no other thread of it is left running.
 pub fn pid_alive_in(proc_root: &Path, pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")) else {
-        return false;
-    };
+    let dir = proc_root.join(pid.to_string());
+    match task_alive(&dir.join("stat")) {
+        Some(true) => true,
+        None => false,
+        Some(false) => std::fs::read_dir(dir.join("task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|task| task_alive(&task.path().join("stat")) == Some(true)),
+    }
+}
+
+/// The state in a `stat` file: `Some(false)` for a zombie or a dead task,
+/// `None` when it cannot be read.
+fn task_alive(stat: &Path) -> Option<bool> {
+    let stat = std::fs::read_to_string(stat).ok()?;
     // The state follows the parenthesised comm, which may itself hold ')'.
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return false;
-    };
-    !matches!(rest.split_whitespace().next(), Some("Z" | "X") | None)
+    let rest = stat.rfind(')').map(|i| &stat[i + 1..])?;
+    match rest.split_whitespace().next()? {
+        "Z" | "X" => Some(false),
+        _ => Some(true),
+    }
 }
 
 /// Whether `pid` names a live process on this host.
@@ -291,6 +310,46 @@ mod tests {
         let proc = fake_proc(43, "43 (bangerd) Z 1 43 43 0 -1");
         assert!(!pid_alive_in(proc.path(), 43));
         assert!(!pid_alive_in(proc.path(), 44));
+    }
+
+    /// The real thing: a leader that left by `pthread_exit` is a zombie
+    /// while its other thread still sleeps.
+    #[test]
+    fn a_process_whose_main_thread_exited_is_alive_until_its_last_thread_is() {
+        let script = "import ctypes, threading, time\n\
+                      threading.Thread(target=time.sleep, args=(30,)).start()\n\
+                      ctypes.CDLL(None).pthread_exit(None)\n";
+        let mut child = Command::new("/usr/bin/python3")
+            .args(["-c", script])
+            .spawn()
+            .expect("python3 (scripts/lib.sh installs it)");
+        let pid = child.id();
+        let leader = Path::new("/proc").join(pid.to_string()).join("stat");
+        let zombie = (0..500).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            task_alive(&leader) == Some(false)
+        });
+        assert!(zombie, "the leader never became a zombie");
+        assert!(pid_alive(pid), "its sleeping thread still runs");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!pid_alive(pid));
+    }
+
+    #[test]
+    fn a_zombie_leader_is_alive_while_another_thread_still_runs() {
+        let proc = fake_proc(50, "50 (bangerd) Z 1 50 50 0 -1");
+        let task = |tid: u32, state: &str| {
+            let dir = proc.path().join("50/task").join(tid.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("stat"), format!("{tid} (tokio-rt) {state} 1")).unwrap();
+        };
+        task(50, "Z");
+        assert!(!pid_alive_in(proc.path(), 50), "only the zombie leader");
+        task(51, "R");
+        assert!(pid_alive_in(proc.path(), 50), "a thread is still exiting");
+        task(51, "X");
+        assert!(!pid_alive_in(proc.path(), 50));
     }
 
     #[test]
