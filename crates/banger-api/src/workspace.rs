@@ -72,22 +72,51 @@ pub struct Binary(pub Vec<u8>);
 pub const MAX_PATCH_BYTES: usize = 64 << 20;
 
 /// `GET /v1/vms/{vm}/workspace/objects`: git object files the VM's
-/// workspace already holds, by name under `.git/objects`. A prepare
-/// leaves them out of its stream, and the guest links its own copies
-/// instead: only content-addressed names ([`is_object_name`]) are listed,
-/// and the same name is the same bytes.
+/// workspace already holds, by name under `.git/objects`, and the files
+/// of its work tree unchanged since the last prepare. A prepare leaves
+/// them out of its stream, and the guest links its own copies instead:
+/// only content-addressed names ([`is_object_name`]) are listed, and the
+/// same name is the same bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeldObjects {
     /// Names relative to `.git/objects` (`ab/cdef...`,
     /// `pack/pack-<hash>.pack`).
     pub names: Vec<String>,
+    /// Regular files of the work tree that the guest holds as its last
+    /// prepare carried them, unchanged since (by git's own check). A
+    /// prepare leaves out those the host would send with the same mode
+    /// and blob, and the guest links its own copies.
+    #[serde(default)]
+    pub files: Vec<HeldFile>,
+    /// The commit (`refs/banger/prepared`) `files` are as of; the guest
+    /// takes the files left out only while its workspace is still at it.
+    #[serde(default)]
+    pub prepared: Option<String>,
+}
+
+/// A work-tree file a guest holds, as `git ls-tree` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeldFile {
+    /// `100644` or `100755`.
+    pub mode: String,
+    /// The blob's id (full hex).
+    pub blob: String,
+    /// The path from the top, as git prints it with `core.quotePath`
+    /// (a name with a control character, a quote or a byte above 0x7f
+    /// quoted and escaped): printable ASCII, whatever the name's bytes.
+    pub path: String,
 }
 
 /// The manifest a stream carries of the objects it left out, which the
 /// guest checks it holds before taking the tree (inside `.git`, where no
 /// file of the user's work tree can be).
 pub const HELD_MANIFEST: &str = ".git/banger-held";
+
+/// The manifest a stream carries of the work-tree files it left out, as
+/// the guest holds them: paths from the top, each ended by a NUL.
+pub const HELD_FILES_MANIFEST: &str = ".git/banger-held-files";
 
 /// Most names a [`HeldObjects`] carries: past it the guest's listing is
 /// not used, and the prepare sends everything.

@@ -14,5 +14,5 @@ pub mod pack;
 pub mod repo;
 
 pub use base::{Base, PREPARED_REF};
-pub use pack::{Contents, Packed, Snapshot, held_paths, pack, pack_for_guest};
+pub use pack::{Contents, Held, Packed, Snapshot, held_paths, pack, pack_for_guest};
 pub use repo::{Repo, RepoError, identity};

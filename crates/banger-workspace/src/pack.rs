@@ -3,7 +3,7 @@
 //! symlinks carried as symlinks and never followed, file contents streamed
 //! (a 2 GiB file costs no memory).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -124,18 +124,32 @@ pub fn held_paths(names: &[String]) -> HashSet<PathBuf> {
         .collect()
 }
 
+/// What a receiving guest already holds, by path from the top.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// Object files (from [`held_paths`]).
+    pub objects: HashSet<PathBuf>,
+    /// Work-tree files (from [`Base::held_files`]), each with whether the
+    /// guest's copy is executable.
+    pub files: HashMap<PathBuf, bool>,
+    /// The guest's `refs/banger/prepared` those files are as of
+    /// ([`banger_api::workspace::HeldObjects::prepared`]): without it no
+    /// file is left out.
+    pub prepared: Option<String>,
+}
+
 /// [`pack`] for a running guest's `tar -x`, which pays for every file it
-/// creates (under TCG): loose objects under 1 MiB go as one pack. Objects
-/// named in `held` (from [`held_paths`]) are left out: the receiver links
-/// its own copies, and checks the manifest
-/// ([`banger_api::workspace::HELD_MANIFEST`], written before the end
+/// creates (under TCG): loose objects under 1 MiB go as one pack. What is
+/// `held` is left out: the receiver links its own copies, and checks the
+/// manifests ([`banger_api::workspace::HELD_MANIFEST`] and
+/// [`banger_api::workspace::HELD_FILES_MANIFEST`], written before the end
 /// marker) of what was left out.
 pub fn pack_for_guest(
     repo: &Repo,
     snapshot: &Snapshot,
     contents: Contents,
     base: Option<&Base>,
-    held: &HashSet<PathBuf>,
+    held: &Held,
     out: impl Write,
 ) -> Result<Packed, RepoError> {
     write(repo, snapshot, contents, base, Some(held), out)
@@ -147,10 +161,10 @@ fn write(
     snapshot: &Snapshot,
     contents: Contents,
     base: Option<&Base>,
-    held: Option<&HashSet<PathBuf>>,
+    held: Option<&Held>,
     out: impl Write,
 ) -> Result<Packed, RepoError> {
-    let nothing = HashSet::new();
+    let nothing = Held::default();
     let mut packer = Packer {
         top: repo.top(),
         tar: tar::Builder::new(out),
@@ -159,6 +173,7 @@ fn write(
         dirs: HashSet::new(),
         held: held.unwrap_or(&nothing),
         left_out: Vec::new(),
+        files_left_out: Vec::new(),
     };
     packer.tar.mode(tar::HeaderMode::Complete);
     let base = base.filter(|_| contents == Contents::WorkTree);
@@ -198,6 +213,20 @@ fn write(
         }
         Ok::<_, RepoError>(())
     })?;
+    if let (false, Some(prepared)) = (packer.files_left_out.is_empty(), &packer.held.prepared) {
+        // The commit first: the guest takes the rest only while its
+        // workspace is still as prepared then.
+        let mut manifest = prepared.as_bytes().to_vec();
+        manifest.push(0);
+        for rel in &packer.files_left_out {
+            manifest.extend_from_slice(rel.as_os_str().as_bytes());
+            manifest.push(0);
+        }
+        packer.bytes(
+            Path::new(banger_api::workspace::HELD_FILES_MANIFEST),
+            &manifest,
+        )?;
+    }
     if !packer.left_out.is_empty() {
         let mut manifest = packer.left_out.join("\n");
         manifest.push('\n');
@@ -227,10 +256,12 @@ struct Packer<'a, W: Write> {
     /// Directories written so far: every entry's parents come before it
     /// (`mke2fs -d` makes none itself, unlike `tar -x`).
     dirs: HashSet<PathBuf>,
-    /// Object files the receiver holds: left out.
-    held: &'a HashSet<PathBuf>,
-    /// Those left out, relative to `.git/objects`.
+    /// What the receiver holds: left out.
+    held: &'a Held,
+    /// Object files left out, relative to `.git/objects`.
     left_out: Vec<String>,
+    /// Work-tree files left out.
+    files_left_out: Vec<PathBuf>,
 }
 
 impl<W: Write> Packer<'_, W> {
@@ -239,6 +270,7 @@ impl<W: Write> Packer<'_, W> {
         if rel == Path::new(".git/refs/banger")
             || rel == Path::new(banger_api::workspace::END_MARKER)
             || rel == Path::new(banger_api::workspace::HELD_MANIFEST)
+            || rel == Path::new(banger_api::workspace::HELD_FILES_MANIFEST)
         {
             // banger's own refs and files come from this prepare, not
             // the host.
@@ -328,12 +360,20 @@ impl<W: Write> Packer<'_, W> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(err(e)),
         };
+        let kind = meta.file_type();
+        let executable = meta.mode() & 0o100 != 0;
+        if kind.is_file()
+            && self.held.prepared.is_some()
+            && self.held.files.get(rel) == Some(&executable)
+        {
+            self.files_left_out.push(rel.to_owned());
+            return Ok(None);
+        }
         let mut header = tar::Header::new_gnu();
         header.set_uid(0);
         header.set_gid(0);
         header.set_mode(meta.mode() & 0o7777);
         header.set_mtime(meta.mtime().max(0).cast_unsigned());
-        let kind = meta.file_type();
         if kind.is_symlink() {
             let target = std::fs::read_link(&path).map_err(err)?;
             header.set_entry_type(tar::EntryType::Symlink);
@@ -384,7 +424,7 @@ impl<W: Write> Packer<'_, W> {
     /// Whether `rel` is an object file the receiver holds (and so is left
     /// out, and listed in the manifest).
     fn leaves_out(&mut self, rel: &Path) -> bool {
-        if !self.held.contains(rel) {
+        if !self.held.objects.contains(rel) {
             return false;
         }
         let name = rel

@@ -13,7 +13,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use banger_workspace::{Base, Contents, Repo, RepoError, Snapshot, pack};
+use banger_api::workspace::HeldFile;
+use banger_workspace::{Base, Contents, Held, Repo, RepoError, Snapshot, pack};
 
 fn git(dir: &Path, args: &[&str]) {
     let out = Command::new("git")
@@ -551,12 +552,7 @@ fn files_under(dir: &Path) -> Vec<String> {
 }
 
 /// A work tree's stream, leaving out what `held` names.
-fn holding(
-    repo: &Repo,
-    snap: &Snapshot,
-    base: &Base,
-    held: &std::collections::HashSet<PathBuf>,
-) -> Vec<u8> {
+fn holding(repo: &Repo, snap: &Snapshot, base: &Base, held: &Held) -> Vec<u8> {
     let mut out = Vec::new();
     banger_workspace::pack_for_guest(repo, snap, Contents::WorkTree, Some(base), held, &mut out)
         .unwrap();
@@ -591,9 +587,14 @@ fn objects_the_receiver_holds_are_left_out_and_listed() {
     let repo = Repo::open(&top).unwrap();
     let snap = Snapshot::take(&repo).unwrap();
     let base = Base::of(&repo).unwrap();
-    let pack_holding =
-        |held: &std::collections::HashSet<PathBuf>| holding(&repo, &snap, &base, held);
-    let out = pack_holding(&banger_workspace::held_paths(&listed));
+    let pack_holding = |objects| {
+        let held = Held {
+            objects,
+            ..Held::default()
+        };
+        holding(&repo, &snap, &base, &held)
+    };
+    let out = pack_holding(banger_workspace::held_paths(&listed));
     let order: Vec<Vec<u8>> = tar::Archive::new(&out[..])
         .entries()
         .unwrap()
@@ -629,8 +630,147 @@ fn objects_the_receiver_holds_are_left_out_and_listed() {
     assert_eq!(order[n - 1], banger_api::workspace::END_MARKER.as_bytes());
 
     // Nothing held: no manifest.
-    let out = pack_holding(&Default::default());
+    let out = pack_holding(Default::default());
     assert!(!entries(&out).contains_key(&b".git/banger-held"[..]));
+}
+
+/// The guest's listing of what its last prepare carried, unchanged: what
+/// git prints for `ls-tree -r` with quoted names, in the host's checkout
+/// (whose index matches the base for tracked, unedited files).
+fn listing(top: &Path) -> Vec<HeldFile> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(top)
+        .args(["-c", "core.quotePath=true", "ls-files", "-s"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (meta, path) = l.split_once('\t').unwrap();
+            let meta: Vec<&str> = meta.split(' ').collect();
+            HeldFile {
+                mode: meta[0].to_owned(),
+                blob: meta[1].to_owned(),
+                path: path.to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// Work-tree files the guest holds with the mode and blob the base has
+/// are left out and listed, NUL-ended, in their own manifest; an edited
+/// file, one whose mode differs, and one the guest does not hold still
+/// go. Odd names are matched through git's quoting.
+#[test]
+fn work_tree_files_the_receiver_holds_are_left_out_and_listed() {
+    let (_tmp, top) = checkout();
+    let odd = OsStr::from_bytes(b"new\nline \xc3\xbc");
+    write(&top.join(odd), b"odd\n");
+    write(&top.join("run.sh"), b"#!/bin/sh\n");
+    write(&top.join("same.txt"), b"same\n");
+    // Files whose blob may not be their bytes, or whose edits git does
+    // not look at: never held.
+    write(&top.join("conv.dat"), b"converted\n");
+    write(&top.join("skip.txt"), b"skipped\n");
+    write(
+        &top.join(".git/info/attributes"),
+        b"conv.dat text eol=crlf\n",
+    );
+    git(&top, &["add", "-A"]);
+    git(&top, &["commit", "-q", "-m", "second"]);
+    git(&top, &["update-index", "--skip-worktree", "skip.txt"]);
+    let mut held = listing(&top);
+    // As the guest had them: run.sh was not executable then, and the
+    // guest never held notes.md.
+    std::fs::set_permissions(
+        top.join("run.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    write(&top.join("same.txt"), b"edited on the host\n");
+    held.retain(|f| f.path != "notes.md");
+    assert!(
+        held.iter().any(|f| f.path == "\"new\\nline \\303\\274\""),
+        "{held:?}"
+    );
+
+    let repo = Repo::open(&top).unwrap();
+    let snap = Snapshot::take(&repo).unwrap();
+    let base = Base::of(&repo).unwrap();
+    let files = base.held_files(&repo, &held).unwrap();
+    let mut expect: Vec<PathBuf> = vec![
+        PathBuf::from(".gitignore"),
+        PathBuf::from("src/main.c"),
+        PathBuf::from(odd),
+    ];
+    let mut got: Vec<PathBuf> = files.keys().cloned().collect();
+    got.sort();
+    expect.sort();
+    assert_eq!(got, expect);
+
+    let out = holding(
+        &repo,
+        &snap,
+        &base,
+        &Held {
+            files: files.clone(),
+            prepared: Some("c0ffee".repeat(6) + "c0ff"),
+            ..Held::default()
+        },
+    );
+    let seen = entries(&out);
+    for rel in &expect {
+        assert!(
+            !seen.contains_key(rel.as_os_str().as_bytes()),
+            "{rel:?} was sent"
+        );
+    }
+    for sent in ["run.sh", "same.txt", "notes.md"] {
+        assert!(seen.contains_key(sent.as_bytes()), "{sent} was not sent");
+    }
+    let manifest = &seen[banger_api::workspace::HELD_FILES_MANIFEST.as_bytes()].2;
+    let mut in_manifest: Vec<&[u8]> = manifest.split(|b| *b == 0).collect();
+    assert_eq!(
+        in_manifest.pop(),
+        Some(&b""[..]),
+        "every name ends with a NUL"
+    );
+    assert_eq!(
+        in_manifest.remove(0),
+        ("c0ffee".repeat(6) + "c0ff").as_bytes()
+    );
+    in_manifest.sort_unstable();
+    let mut want: Vec<&[u8]> = expect.iter().map(|p| p.as_os_str().as_bytes()).collect();
+    want.sort_unstable();
+    assert_eq!(in_manifest, want);
+
+    // Without the guest's prepared commit nothing is left out.
+    let whole = entries(&holding(
+        &repo,
+        &snap,
+        &base,
+        &Held {
+            files: files.clone(),
+            ..Held::default()
+        },
+    ));
+    assert!(whole.contains_key(&b".gitignore"[..]));
+    // The guest's copy not executable where the host's now is: sent.
+    std::fs::set_permissions(
+        top.join(".gitignore"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let held_exec = Held {
+        files,
+        prepared: Some("c0ffee".repeat(6) + "c0ff"),
+        ..Held::default()
+    };
+    assert!(entries(&holding(&repo, &snap, &base, &held_exec)).contains_key(&b".gitignore"[..]));
+    // A listing nothing matches holds nothing.
+    assert!(base.held_files(&repo, &[]).unwrap().is_empty());
 }
 
 /// Loose objects travel to a guest as one pack with its index (a guest
@@ -717,7 +857,11 @@ fn loose_objects_travel_as_one_pack_and_big_ones_as_files() {
             .map(|id| format!("{}/{}", &id[..2], &id[2..]))
             .collect()
     };
-    let out = holding(&repo, &snap, &base, &banger_workspace::held_paths(&all));
+    let held = Held {
+        objects: banger_workspace::held_paths(&all),
+        ..Held::default()
+    };
+    let out = holding(&repo, &snap, &base, &held);
     let seen = entries(&out);
     assert!(
         !seen

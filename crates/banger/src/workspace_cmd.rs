@@ -109,16 +109,30 @@ pub async fn prepare(
     // while the base is hashed.
     let held = async {
         if to == Receiver::Disk {
-            return std::collections::HashSet::new();
+            return banger_api::workspace::HeldObjects::default();
         }
-        client
-            .held_objects(vm)
-            .await
-            .map(|h| banger_workspace::held_paths(&h.names))
-            .unwrap_or_default()
+        client.held_objects(vm).await.unwrap_or_default()
     };
-    let (base, held) = tokio::join!(base, held);
-    let base = base?;
+    let (base, listed) = tokio::join!(base, held);
+    // Work-tree files the guest holds as the host would send them: left
+    // out, the guest links its own. Any failure just sends them all.
+    let (base, files) = {
+        let (repo, files) = (repo.clone(), listed.files);
+        tokio::task::spawn_blocking(move || {
+            let base = base?;
+            let held = match &base {
+                Some(base) => base.held_files(&repo, &files).unwrap_or_default(),
+                None => std::collections::HashMap::new(),
+            };
+            Ok::<_, anyhow::Error>((base, held))
+        })
+        .await??
+    };
+    let held = banger_workspace::Held {
+        objects: banger_workspace::held_paths(&listed.names),
+        files,
+        prepared: listed.prepared,
+    };
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let packer = tokio::task::spawn_blocking(move || {
         let mut out = ChunkWriter {

@@ -121,6 +121,10 @@ fn main() {
         }
         return;
     }
+    let started = Instant::now();
+    let bins = bin_dir();
+    let suite = Suite::prepare(&bins);
+    // Set once the suite is ready: a panic while preparing it is printed.
     std::panic::set_hook(Box::new(|info| {
         let at = info
             .location()
@@ -139,9 +143,6 @@ fn main() {
         PANIC.with(|p| *p.borrow_mut() = Some(format!("panicked at {at}:\n{msg}")));
     }));
 
-    let started = Instant::now();
-    let bins = bin_dir();
-    let suite = Suite::prepare(&bins);
     let (parallel, global): (Vec<_>, Vec<_>) = scenarios.iter().partition(|s| !s.global);
     println!(
         "\nrunning {} scenarios ({} in parallel, {} jobs; {} global), binaries from {}\n{}",

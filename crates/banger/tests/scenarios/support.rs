@@ -270,6 +270,11 @@ pub fn copy_cache_for(from: &Path, to: &Path, uid: u32, gid: u32) {
         "images/debian-bookworm",
         "kvm-probe.json",
     ] {
+        // The initramfs and the KVM verdict are made by a first boot: a
+        // cold cache has neither yet, and the owner's daemon makes its own.
+        if !from.join(part).exists() && ["initramfs", "kvm-probe.json"].contains(&part) {
+            continue;
+        }
         let out = std::process::Command::new("cp")
             .args(["-R", "--sparse=always"])
             .arg(from.join(part))

@@ -418,6 +418,21 @@ fn round_trip(env: &Env) {
             .split_whitespace()
             .next()
     );
+
+    // A re-prepare over the guest's edits, after one on the host: the
+    // guest ends with the host's tree, and files neither side touched
+    // were linked from the guest's own copy (the same inode), not sent.
+    let inode = |path: &str| env.ok(&["vm", "exec", "ws", "--", "stat", "-c", "%i", path]);
+    let kept = [inode(".gitignore"), inode("./-leading-dash")];
+    write(env, &top.join("src/main.sh"), b"echo edited on the host\n");
+    env.ok(&["vm", "workspace", "prepare", "ws", top_s]);
+    assert_eq!(guest_hashes(env, "ws"), host_hashes(env, &top));
+    assert_eq!([inode(".gitignore"), inode("./-leading-dash")], kept);
+    assert_eq!(
+        env.ok(&["vm", "exec", "ws", "--", "git", "status", "--porcelain"]),
+        git(env, &top, &["status", "--porcelain"])
+    );
+    assert_eq!(env.ok(&["vm", "workspace", "export", "ws"]), "");
     env.ok(&["vm", "delete", "-f", "ws"]);
     assert_eq!(leftovers(env), Leftovers::none());
 }

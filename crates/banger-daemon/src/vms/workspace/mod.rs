@@ -10,6 +10,7 @@
 //! (the session just ends with the VM).
 
 pub mod guest;
+mod held;
 mod lay;
 mod scripts;
 
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
 
 use banger_api::names::VmName;
-use banger_api::workspace::{HeldObjects, MAX_HELD, is_object_name};
+use banger_api::workspace::HeldObjects;
 use banger_api::{PrepareWorkspaceQuery, Vm, Workspace};
 use banger_store::VmRecord;
 use banger_sys::wait::lock;
@@ -34,10 +35,10 @@ const PREPARE_OUTPUT: usize = 64 * 1024;
 const PREPARE_DEADLINE: Duration = Duration::from_secs(30 * 60);
 /// How long an export may take.
 const EXPORT_DEADLINE: Duration = Duration::from_secs(10 * 60);
-/// Most a guest's listing of its objects may be (some 400,000 names;
-/// packs of over about 150,000 objects are named, not listed); past it,
-/// a prepare sends everything.
-const HELD_OUTPUT: usize = 16 << 20;
+/// Most a guest's listing of its objects and files may be (some 400,000
+/// object names, or 150,000 files; packs of over about 150,000 objects
+/// are named, not listed); past it, a prepare sends everything.
+const HELD_OUTPUT: usize = 32 << 20;
 /// How long the listing may take.
 const HELD_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -160,11 +161,11 @@ impl Vms {
             .map_err(|e| guest_failed(&vm.name, "export the workspace", e))
     }
 
-    /// The git object files the running VM `reference`'s workspace holds,
+    /// The git object files, and the work-tree files unchanged since the
+    /// last prepare, that the running VM `reference`'s workspace holds,
     /// which a prepare need not send: none when it is not running, has no
-    /// workspace, or its listing fails. The guest's listing is kept only
-    /// where a name is content-addressed; a guest that lies about one
-    /// only makes its own prepare fail its check.
+    /// workspace, or its listing fails. See [`held::parse`] for what of
+    /// the guest's listing is kept.
     pub fn held_objects(&self, reference: &str) -> Result<HeldObjects, VmError> {
         let vm = self.resolve(reference)?;
         let ws_lock = self.workspace_lock(&vm.id);
@@ -193,13 +194,7 @@ impl Vms {
                 return Ok(HeldObjects::default());
             }
         };
-        let names = String::from_utf8_lossy(&out)
-            .lines()
-            .filter(|n| is_object_name(n))
-            .take(MAX_HELD)
-            .map(str::to_owned)
-            .collect();
-        Ok(HeldObjects { names })
+        Ok(held::parse(&String::from_utf8_lossy(&out)))
     }
 }
 

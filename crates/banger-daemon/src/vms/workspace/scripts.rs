@@ -42,6 +42,36 @@ if [ ! -e "$new/.git/banger-end" ]; then
     exit 4
 fi
 rm -f "$new/.git/banger-end"
+held=$new/.git/banger-held-files
+if [ -f "$held" ]; then
+    # Work-tree files the guest held as its last prepare (the manifest's
+    # first name) carried them, unchanged since: linked from the tree
+    # this one replaces, once checked again that they still are.
+    expected=$(head -z -n 1 "$held" | tr -d '\0')
+    now=$(git -C "$dest" rev-parse -q --verify 'refs/banger/prepared^{commit}' 2>/dev/null || true)
+    if [ -z "$expected" ] || [ "$now" != "$expected" ]; then
+        echo "the workspace was prepared again since the host asked what it holds: prepare again" >&2
+        exit 5
+    fi
+    # One diff of the whole tree, then what it shares with the manifest:
+    # thousands of pathspecs cost git seconds under TCG.
+    if ! (cd "$dest" && git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.fileMode=true \
+        diff-index -z --name-only --no-renames "$expected") > "$held.diff"; then
+        echo "git could not check the work-tree files the guest held: prepare again" >&2
+        exit 5
+    fi
+    LC_ALL=C sort -z "$held.diff" > "$held.changed"
+    tail -z -n +2 "$held" | LC_ALL=C sort -z > "$held.sorted"
+    if [ -n "$(LC_ALL=C comm -z -12 "$held.sorted" "$held.changed" | tr -d '\0' | head -c 1)" ]; then
+        echo "work-tree files the guest held changed in the guest since the host asked: prepare again" >&2
+        exit 5
+    fi
+    if ! tail -z -n +2 "$held" | (cd "$dest" && xargs -0 -r cp -l -P --parents -t "$new" --); then
+        echo "work-tree files left out of the stream as the guest held them are gone from the guest: prepare again" >&2
+        exit 5
+    fi
+    rm -f "$held" "$held.sorted" "$held.diff" "$held.changed"
+fi
 if [ -f "$new/.git/banger-held" ]; then
     # Pack files by name; objects by id, wherever the guest keeps them.
     grep '^pack/' "$new/.git/banger-held" | while IFS= read -r f; do
@@ -69,7 +99,7 @@ git config --global core.checkStat minimal
 git config --global core.trustctime false
 if [ -n "$name" ]; then git config --global user.name "$name"; fi
 if [ -n "$email" ]; then git config --global user.email "$email"; fi
-touch /root/.hushlogin
+touch "${HOME:-/root}/.hushlogin"
 cd "$new"
 g() { git -c core.hooksPath=/dev/null "$@"; }
 if [ -n "$checkout" ]; then g checkout -q -f --detach "$checkout"; fi
@@ -121,6 +151,16 @@ if command -v mise >/dev/null 2>&1; then mise trust --quiet --all >/dev/null 2>&
 /// objects would outgrow the listing), by their loose names (`xx/yyyy`).
 /// Never through alternates, which a prepare does not keep, and never a
 /// pack whose data is missing or empty (git would not read it).
+///
+/// Then, after a `\t--- files COMMIT` line (`refs/banger/prepared`), the
+/// regular files of the work tree as the last prepare carried it, and
+/// after `\t--- changed` the paths that may have changed since: what
+/// `git diff-index` finds (content, mode, type, or only the stat data; a
+/// file the guest's index does not track counts as changed) and every
+/// entry marked skip-worktree or assume-unchanged, whose edits git does
+/// not look at. Names are quoted as git quotes them (`core.quotePath`),
+/// so a name never starts with a tab. A `\t--- end` line follows only
+/// when every listing ran to the end: without it no file is held.
 pub const HELD: &str = r#"cd "$1/.git/objects" 2>/dev/null || exit 0
 find . -type f -size +0 \( -path './[0-9a-f][0-9a-f]/*' -o -path './pack/pack-*' \) | cut -c3-
 for idx in pack/pack-*.idx; do
@@ -130,6 +170,16 @@ for idx in pack/pack-*.idx; do
         git -C "$1" show-index < "$idx" 2>/dev/null | cut -d' ' -f2 | sed 's#^..#&/#'
     fi
 done
+ws=$1
+g() { git -C "$ws" -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.quotePath=true "$@"; }
+prepared=$(g rev-parse -q --verify 'refs/banger/prepared^{commit}' 2>/dev/null) || exit 0
+printf '\t--- files %s\n' "$prepared"
+g ls-tree -r "$prepared" | grep -E '^100(644|755) blob '
+printf '\t--- changed\n'
+g -c core.fileMode=true diff-index --name-only --no-renames "$prepared" || exit 0
+flagged=$(g ls-files -v) || exit 0
+printf '%s\n' "$flagged" | sed -n 's/^[a-zS] //p'
+printf '\t--- end\n'
 "#;
 
 /// `$1` the workspace path. stdout: the changes since the prepare as a
