@@ -269,8 +269,10 @@ impl Helper {
     }
 
     fn log_lines(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap()
+        let log = std::fs::read_to_string(&self.log).unwrap();
+        // A line the helper is still writing has no newline yet: not read.
+        let whole = log.rfind('\n').map_or("", |end| &log[..end]);
+        whole
             .lines()
             .filter(|l| l.starts_with('{'))
             .map(|l| serde_json::from_str(l).unwrap())
