@@ -33,6 +33,10 @@ pub enum ErrorCode {
     Conflict,
     /// The VM is not running.
     NotRunning,
+    /// What the request was built on changed meanwhile (a workspace the
+    /// guest edited between the listing and the stream): made again from
+    /// a fresh start, it can succeed.
+    Stale,
     /// The connecting user may not use this daemon.
     PermissionDenied,
     /// The daemon is shutting down.
@@ -45,7 +49,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for exhaustive tests and documentation.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::InvalidArgument,
         Self::NotFound,
         Self::MethodNotAllowed,
@@ -57,6 +61,7 @@ impl ErrorCode {
         Self::AlreadyExists,
         Self::Conflict,
         Self::NotRunning,
+        Self::Stale,
         Self::PermissionDenied,
         Self::Unavailable,
         Self::OperationFailed,
@@ -77,6 +82,7 @@ impl ErrorCode {
             Self::AlreadyExists => "already_exists",
             Self::Conflict => "conflict",
             Self::NotRunning => "not_running",
+            Self::Stale => "stale",
             Self::PermissionDenied => "permission_denied",
             Self::Unavailable => "unavailable",
             Self::OperationFailed => "operation_failed",

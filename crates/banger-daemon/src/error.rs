@@ -46,9 +46,10 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
         ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-        ErrorCode::AlreadyExists | ErrorCode::Conflict | ErrorCode::NotRunning => {
-            StatusCode::CONFLICT
-        }
+        ErrorCode::AlreadyExists
+        | ErrorCode::Conflict
+        | ErrorCode::NotRunning
+        | ErrorCode::Stale => StatusCode::CONFLICT,
         ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::OperationFailed | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -112,6 +113,7 @@ impl From<crate::vms::VmError> for ApiError {
             | E::Busy(_)
             | E::NoWorkspace(_) => ErrorCode::Conflict,
             E::NameTaken(_) => ErrorCode::AlreadyExists,
+            E::Stale(_) => ErrorCode::Stale,
             E::Failed(_) => ErrorCode::OperationFailed,
             E::Internal(_) => ErrorCode::Internal,
         };
@@ -178,6 +180,7 @@ mod tests {
                 ErrorCode::AlreadyExists
                     | ErrorCode::Conflict
                     | ErrorCode::NotRunning
+                    | ErrorCode::Stale
                     | ErrorCode::OperationFailed
             )
         };

@@ -65,6 +65,12 @@ pub enum Receiver {
     Disk,
 }
 
+/// How many times a prepare the guest found stale (a file it held edited
+/// in the guest between its listing and the stream) is made again; the
+/// last try asks for no listing and sends everything, which cannot be
+/// stale.
+const STALE_TRIES: usize = 3;
+
 /// Streams `checkout` into the VM `vm`'s workspace: over SSH into a
 /// running VM, or, for a VM created with a workspace disk and not yet
 /// started, into that disk on the host.
@@ -73,6 +79,45 @@ pub async fn prepare(
     vm: &str,
     checkout: &Checkout,
     to: Receiver,
+) -> anyhow::Result<Vm> {
+    retry_stale(|listing| prepare_once(client, vm, checkout, to, listing)).await
+}
+
+/// Runs `attempt` (given whether it may ask for the guest's listing)
+/// until it is not refused as stale, at most [`STALE_TRIES`] times.
+async fn retry_stale<T, F: Future<Output = anyhow::Result<T>>>(
+    mut attempt: impl FnMut(bool) -> F,
+) -> anyhow::Result<T> {
+    let mut tries = 1;
+    loop {
+        let last = tries == STALE_TRIES;
+        match attempt(!last).await {
+            Err(e) if !last && is_stale(&e) => {
+                eprintln!("banger: {e:#}; preparing again");
+                tries += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Whether `err` is the daemon's answer that the guest's workspace moved
+/// under the prepare.
+fn is_stale(err: &anyhow::Error) -> bool {
+    matches!(
+        err.downcast_ref::<banger_client::ClientError>(),
+        Some(banger_client::ClientError::Api { body, .. }) if body.code == banger_api::ErrorCode::Stale
+    )
+}
+
+/// One prepare; with `listing`, what the guest already holds (asked
+/// first) is left out of the stream.
+async fn prepare_once(
+    client: &Client,
+    vm: &str,
+    checkout: &Checkout,
+    to: Receiver,
+    listing: bool,
 ) -> anyhow::Result<Vm> {
     let repo = checkout.repo.clone();
     let snapshot = Snapshot::take(&repo)?;
@@ -108,7 +153,7 @@ pub async fn prepare(
     // the guest links its own. Any failure just sends them all. Asked
     // while the base is hashed.
     let held = async {
-        if to == Receiver::Disk {
+        if to == Receiver::Disk || !listing {
             return banger_api::workspace::HeldObjects::default();
         }
         client.held_objects(vm).await.unwrap_or_default()
@@ -361,6 +406,8 @@ fn moved(ws: &banger_api::Workspace) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use banger_api::{ErrorBody, ErrorCode};
+    use banger_client::ClientError;
 
     #[test]
     fn a_command_runs_in_the_workspace_through_mise_when_there() {
@@ -383,5 +430,72 @@ mod tests {
             (Some(7), &b"/\n"[..])
         );
         assert!(in_workspace("/root/repo", &[]).ends_with("-l"));
+    }
+
+    fn api_error(code: ErrorCode) -> anyhow::Error {
+        ClientError::Api {
+            status: http::StatusCode::CONFLICT,
+            body: ErrorBody {
+                code,
+                message: "work-tree files the guest held changed".into(),
+                op_id: "op".into(),
+            },
+        }
+        .into()
+    }
+
+    /// Runs `retry_stale` over attempts answering `answers` in turn; the
+    /// result and each attempt's `listing`.
+    fn run(answers: Vec<ErrorCode>) -> (anyhow::Result<usize>, Vec<bool>) {
+        let listings = std::cell::RefCell::new(Vec::new());
+        let result = run_async(retry_stale(|listing| {
+            listings.borrow_mut().push(listing);
+            let n = listings.borrow().len();
+            let answer = answers.get(n - 1).copied();
+            async move {
+                match answer {
+                    Some(code) => Err(api_error(code)),
+                    None => Ok(n),
+                }
+            }
+        }));
+        (result, listings.into_inner())
+    }
+
+    fn run_async<T>(f: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn a_stale_prepare_is_made_again_and_the_last_try_sends_everything() {
+        let (done, listings) = run(vec![ErrorCode::Stale]);
+        assert_eq!(done.unwrap(), 2);
+        assert_eq!(listings, [true, true]);
+
+        // Stale every time it lists: the last try lists nothing, so it
+        // cannot be stale.
+        let (done, listings) = run(vec![ErrorCode::Stale, ErrorCode::Stale]);
+        assert_eq!(done.unwrap(), 3);
+        assert_eq!(listings, [true, true, false]);
+
+        let (err, listings) = run(vec![ErrorCode::Stale; 3]);
+        assert!(is_stale(&err.unwrap_err()));
+        assert_eq!(listings.len(), STALE_TRIES);
+    }
+
+    #[test]
+    fn other_errors_are_not_retried() {
+        for code in [
+            ErrorCode::Conflict,
+            ErrorCode::NotRunning,
+            ErrorCode::OperationFailed,
+        ] {
+            let (err, listings) = run(vec![code]);
+            assert!(!is_stale(&err.unwrap_err()), "{code}");
+            assert_eq!(listings, [true], "{code}");
+        }
     }
 }

@@ -54,6 +54,10 @@ pub enum VmError {
     /// An export from a VM no prepare has given a workspace.
     #[error("vm {0} has no workspace: give it one with `banger vm workspace prepare {0} PATH`")]
     NoWorkspace(VmName),
+    /// A prepare the guest refused because its workspace changed since
+    /// the host asked what it holds: a prepare made afresh can succeed.
+    #[error("{0}")]
+    Stale(String),
     /// A start of a running VM.
     #[error("vm {0} is already running")]
     AlreadyRunning(VmName),

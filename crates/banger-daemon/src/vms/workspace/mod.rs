@@ -28,6 +28,9 @@ use super::{Vms, failed, not_running};
 use crate::vms::VmError;
 use guest::{GuestError, Session};
 
+/// The exit code of [`scripts::PREPARE`] when what the host left out of
+/// the stream as the guest held it is no longer there as it was.
+const STALE: i32 = 5;
 /// Most a prepare's own output (not the tree) may be.
 const PREPARE_OUTPUT: usize = 64 * 1024;
 /// How long a prepare may take, stream included; a guest past it is cut
@@ -107,7 +110,13 @@ impl Vms {
         };
         self.guest
             .run(&self.mux_target(&vm), &session, tar)
-            .map_err(|e| guest_failed(&vm.name, "prepare the workspace", e))?;
+            .map_err(|e| match e {
+                GuestError::Exit {
+                    code: STALE,
+                    stderr,
+                } => VmError::Stale(format!("prepare the workspace of vm {}: {stderr}", vm.name)),
+                e => guest_failed(&vm.name, "prepare the workspace", e),
+            })?;
         self.record_workspace(vm, query, guest_path)
     }
 

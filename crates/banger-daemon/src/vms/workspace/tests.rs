@@ -198,6 +198,29 @@ fn a_failed_session_records_nothing_and_says_why() {
 }
 
 #[test]
+fn a_guest_whose_held_files_changed_is_a_stale_prepare_the_client_may_retry() {
+    let (k, guest) = with_guest(kit(""), FakeGuest::default());
+    k.run_web("vmm");
+    *guest.answer.lock().unwrap() = Some(GuestError::Exit {
+        code: STALE,
+        stderr: "work-tree files the guest held changed in the guest since the host asked: prepare again".into(),
+    });
+    let err = k
+        .vms
+        .prepare_workspace("web", &query(), &mut &b"x"[..])
+        .unwrap_err();
+    assert!(matches!(err, VmError::Stale(_)), "{err}");
+    assert!(err.to_string().contains("changed in the guest"), "{err}");
+    let api = crate::error::ApiError::from(err);
+    assert_eq!(api.code, banger_api::ErrorCode::Stale);
+    assert_eq!(
+        crate::error::status_for(api.code),
+        http::StatusCode::CONFLICT
+    );
+    assert_eq!(k.vms.get("web").unwrap().workspace, None);
+}
+
+#[test]
 fn an_export_hands_back_what_the_guest_printed() {
     let (k, _guest) = with_guest(
         kit(""),
