@@ -16,8 +16,9 @@ BANGER_PACKAGES=(
   mmdebstrap libarchive13 e2fsprogs
   # booting
   qemu-system-x86
-  # VMs: bridge and taps, per-VM NAT, SSH keys and sessions
-  iproute2 iptables openssh-client
+  # VMs: bridge and taps, per-VM NAT, the guests' isolation (nft), SSH
+  # keys and sessions
+  iproute2 iptables nftables openssh-client
   # least privilege: the daemon as its owner (setpriv, useradd in the
   # tests), its units checked with systemd-analyze (no PID 1 needed)
   util-linux passwd systemd

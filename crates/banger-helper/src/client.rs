@@ -197,6 +197,19 @@ impl Network for HelperNetwork {
         .map(drop)
     }
 
+    fn set_firewall(
+        &self,
+        bridge: &str,
+        _subnet: &Subnet,
+        guests: &[banger_net::Guest],
+    ) -> Result<(), NetError> {
+        self.call(Op::SetFirewall {
+            bridge: bridge.to_owned(),
+            guests: guests.to_vec(),
+        })
+        .map(drop)
+    }
+
     fn remove_nat(&self, tag: &str, ip: Ipv4Addr, bridge: &str) -> Result<(), NetError> {
         self.call(Op::RemoveNat {
             tag: tag.to_owned(),

@@ -61,6 +61,8 @@ pub enum Checked {
     AddNat(String, Ipv4Addr),
     /// The same rules, removed.
     RemoveNat(String, Ipv4Addr),
+    /// banger's tables for these guests, each checked.
+    SetFirewall(Vec<banger_net::Guest>),
 }
 
 /// What the host says about an existing tap.
@@ -244,7 +246,40 @@ impl Policy {
                 self.bridge_is_ours(bridge)?;
                 Checked::RemoveNat(self.tag(tag)?, self.guest(*ip)?)
             }
+            Op::SetFirewall { bridge, guests } => {
+                self.bridge_is_ours(bridge)?;
+                Checked::SetFirewall(self.guests(guests)?)
+            }
         })
+    }
+
+    /// Running guests, each valid, none sharing a tap or an address.
+    fn guests(&self, guests: &[banger_net::Guest]) -> Result<Vec<banger_net::Guest>, Refusal> {
+        if guests.len() > MAX_TAPS {
+            return Err(refuse(
+                "guests",
+                guests.len(),
+                format!("a helper serves at most {MAX_TAPS}"),
+            ));
+        }
+        let (mut taps, mut ips) = (
+            std::collections::HashSet::new(),
+            std::collections::HashSet::new(),
+        );
+        for g in guests {
+            banger_net::firewall::check_guest(g, &self.subnet).map_err(|e| match e {
+                banger_net::NetError::Invalid { what, value, why } => refuse(what, value, why),
+                other => refuse("guest", &g.tap, other.to_string()),
+            })?;
+            if !taps.insert(g.tap.as_str()) || !ips.insert(g.ip) {
+                return Err(refuse(
+                    "guest",
+                    &g.tap,
+                    "a tap or an address is named twice",
+                ));
+            }
+        }
+        Ok(guests.to_vec())
     }
 
     fn bridge_is_ours(&self, bridge: &str) -> Result<(), Refusal> {
@@ -506,6 +541,55 @@ mod tests {
                 },
                 "not a guest address",
             ),
+            (
+                fw("eth0", vec![guest("bgt0a", 2)]),
+                "serves only bridge banger0",
+            ),
+            (fw("banger0", vec![guest("eth0", 2)]), "wrong prefix"),
+            (fw("banger0", vec![guest("bgt0a;", 2)]), "a-z, 0-9"),
+            (
+                fw("banger0", vec![guest("bgt0a", 1)]),
+                "not a guest address",
+            ),
+            (
+                fw("banger0", vec![guest("bgt0a", 255)]),
+                "not a guest address",
+            ),
+            (
+                fw(
+                    "banger0",
+                    vec![banger_net::Guest {
+                        mac: s("ff:ff:ff:ff:ff:ff"),
+                        ..guest("bgt0a", 2)
+                    }],
+                ),
+                "unicast",
+            ),
+            (
+                fw(
+                    "banger0",
+                    vec![banger_net::Guest {
+                        mac: s("02:ba:00:00:00:0a\" accept"),
+                        ..guest("bgt0a", 2)
+                    }],
+                ),
+                "hex octets",
+            ),
+            (
+                fw("banger0", vec![guest("bgt0a", 2), guest("bgt0a", 3)]),
+                "named twice",
+            ),
+            (
+                fw("banger0", vec![guest("bgt0a", 2), guest("bgt0b", 2)]),
+                "named twice",
+            ),
+            (
+                fw(
+                    "banger0",
+                    (0..=MAX_TAPS).map(|_| guest("bgt0a", 2)).collect(),
+                ),
+                "at most",
+            ),
         ];
         let (policy, host) = (policy(), host());
         for (op, why) in table {
@@ -515,6 +599,36 @@ mod tests {
                 "{op:?}: {refusal} should say {why:?}"
             );
         }
+    }
+
+    fn guest(tap: &str, n: u8) -> banger_net::Guest {
+        banger_net::Guest {
+            tap: s(tap),
+            mac: format!("02:ba:00:00:00:{n:02x}"),
+            ip: Ipv4Addr::new(10, 77, 0, n),
+            nat: n.is_multiple_of(2),
+        }
+    }
+
+    fn fw(bridge: &str, guests: Vec<banger_net::Guest>) -> Op {
+        Op::SetFirewall {
+            bridge: s(bridge),
+            guests,
+        }
+    }
+
+    #[test]
+    fn a_firewall_of_valid_guests_passes_whole() {
+        let (policy, host) = (policy(), host());
+        let guests = vec![guest("bgt0a", 2), guest("bgt0b", 3)];
+        assert_eq!(
+            policy.check(&fw("banger0", guests.clone()), &host).unwrap(),
+            Checked::SetFirewall(guests)
+        );
+        assert_eq!(
+            policy.check(&fw("banger0", vec![]), &host).unwrap(),
+            Checked::SetFirewall(vec![])
+        );
     }
 
     #[test]

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 /// The protocol version; a request carrying another is refused.
 pub const VERSION: u32 = 1;
 
-/// Most bytes a request line may hold (the largest real one is ~200).
-pub const MAX_REQUEST: usize = 4096;
+/// Most bytes a request line may hold: a `set_firewall` naming the most
+/// guests a helper serves ([`crate::policy::MAX_TAPS`], ~90 bytes each).
+pub const MAX_REQUEST: usize = 128 * 1024;
 
 /// Most bytes a reply line may hold.
 pub const MAX_REPLY: usize = 64 * 1024;
@@ -72,6 +73,15 @@ pub enum Op {
         /// Must be the helper's bridge.
         bridge: String,
     },
+    /// Writes banger's nftables tables for exactly these running guests
+    /// (none: removes the tables).
+    SetFirewall {
+        /// Must be the helper's bridge.
+        bridge: String,
+        /// Each a banger tap, a unicast MAC, a guest address of the
+        /// helper's subnet; no tap or address twice.
+        guests: Vec<banger_net::Guest>,
+    },
     /// Removes what `add_nat` added.
     RemoveNat {
         /// The VM id the rules are tagged with (hex).
@@ -94,6 +104,7 @@ impl Op {
             Self::CheckTap { .. } => "check_tap",
             Self::AddNat { .. } => "add_nat",
             Self::RemoveNat { .. } => "remove_nat",
+            Self::SetFirewall { .. } => "set_firewall",
         }
     }
 }

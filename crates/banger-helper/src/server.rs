@@ -202,6 +202,7 @@ impl Server {
             Checked::CheckTap(tap) => self.net.check_tap(tap, bridge),
             Checked::AddNat(tag, ip) => self.net.add_nat(tag, *ip, bridge),
             Checked::RemoveNat(tag, ip) => self.net.remove_nat(tag, *ip, bridge),
+            Checked::SetFirewall(guests) => self.net.set_firewall(bridge, p.subnet(), guests),
         };
         match done {
             Ok(()) => Reply::Ok { served: None },

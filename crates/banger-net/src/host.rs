@@ -1,5 +1,6 @@
-//! [`Network`] on this host: `ip` and `iptables`, each rule tagged with
-//! the VM's id so it can be found and removed again.
+//! [`Network`] on this host: `ip`, `iptables` (NAT, each rule tagged with
+//! the VM's id so it can be found and removed again) and `nft` (banger's
+//! own tables, written whole).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use banger_sys::{Cancel, Cmd, RunError, Runner};
 
 use crate::links::{IpLinks, Link, LinkTable, Route};
-use crate::{NetError, Network, Subnet, TAP_PREFIX, check_ifname, check_tag};
+use crate::{Guest, NetError, Network, Subnet, TAP_PREFIX, check_ifname, check_tag, firewall};
 
 /// Host networking through `ip` and `iptables`, with their output in `log`.
 #[derive(Debug)]
@@ -218,6 +219,12 @@ impl Network for HostNetwork {
         self.run(
             || format!("attach tap {tap} to {bridge}"),
             &Cmd::new("ip").args(["link", "set", tap, "master", bridge, "up"]),
+        )?;
+        // An isolated port forwards only to the bridge itself, never to
+        // another isolated port: guests do not meet at layer 2.
+        self.run(
+            || format!("isolate tap {tap} from the other guests"),
+            &Cmd::new("ip").args(["link", "set", tap, "type", "bridge_slave", "isolated", "on"]),
         )
     }
 
@@ -245,6 +252,27 @@ impl Network for HostNetwork {
             Some(Some(master)) => Err(detached(format!("on {master}"))),
             Some(None) => Err(detached("on no bridge".to_owned())),
         }
+    }
+
+    fn set_firewall(
+        &self,
+        bridge: &str,
+        subnet: &Subnet,
+        guests: &[Guest],
+    ) -> Result<(), NetError> {
+        let nameservers = crate::host_nameservers();
+        let policy = firewall::Policy {
+            bridge,
+            subnet,
+            guests,
+            nameservers: &nameservers,
+        };
+        let transaction = firewall::transaction(&policy)?;
+        Self::need_root("isolating the guests")?;
+        self.run(
+            || format!("write banger's nftables tables for {} guests", guests.len()),
+            &Cmd::new("nft").arg("-j").arg(transaction.to_string()),
+        )
     }
 
     fn add_nat(&self, tag: &str, ip: Ipv4Addr, bridge: &str) -> Result<(), NetError> {

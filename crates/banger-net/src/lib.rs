@@ -3,14 +3,19 @@
 //!
 //! - [`Subnet`] and [`allocate`]: pure address arithmetic.
 //! - [`Network`]: the privileged operations, each checking that it only
-//!   touches banger's own names; [`HostNetwork`] runs them with `ip` and
-//!   `iptables` (argv, never a shell).
+//!   touches banger's own names; [`HostNetwork`] runs them with `ip`,
+//!   `iptables` and `nft` (argv, never a shell).
+//! - [`firewall`]: the guests' isolation, banger's own nftables tables.
 
+pub mod firewall;
 mod host;
 pub mod links;
+mod resolvers;
 mod subnet;
 
+pub use firewall::Guest;
 pub use host::HostNetwork;
+pub use resolvers::{guest_nameservers, host_nameservers};
 pub use subnet::{Subnet, allocate};
 
 use std::net::Ipv4Addr;
@@ -151,6 +156,11 @@ pub trait Network: Send + Sync + std::fmt::Debug {
     fn add_nat(&self, tag: &str, ip: Ipv4Addr, bridge: &str) -> Result<(), NetError>;
     /// Removes what [`Network::add_nat`] added; missing rules are fine.
     fn remove_nat(&self, tag: &str, ip: Ipv4Addr, bridge: &str) -> Result<(), NetError>;
+    /// Makes banger's nftables tables isolate exactly `guests` (the
+    /// running ones) on `bridge`, in one transaction; with none, removes
+    /// the tables. See [`firewall`].
+    fn set_firewall(&self, bridge: &str, subnet: &Subnet, guests: &[Guest])
+    -> Result<(), NetError>;
     /// Whether the operations above can work for `bridge` and `subnet`,
     /// asked before a VM is made so a start that cannot connect it fails
     /// with nothing to undo.

@@ -82,6 +82,15 @@ impl Network for FakeNet {
     fn remove_nat(&self, tag: &str, _: Ipv4Addr, _: &str) -> Result<(), NetError> {
         self.step(format!("remove_nat {tag}"))
     }
+    fn set_firewall(
+        &self,
+        _: &str,
+        _: &Subnet,
+        guests: &[banger_net::Guest],
+    ) -> Result<(), NetError> {
+        let taps: Vec<&str> = guests.iter().map(|g| g.tap.as_str()).collect();
+        self.step(format!("set_firewall [{}]", taps.join(" ")))
+    }
 }
 
 /// The pid every [`FakeVmm`] reports.

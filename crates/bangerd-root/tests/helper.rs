@@ -205,10 +205,11 @@ fn oversized_or_cut_requests_are_refused() {
     };
     let long = format!(
         "{{\"version\":1,\"op_id\":\"{}\",\"call\":{{\"op\":\"ping\"}}}}\n",
-        "a".repeat(5000)
+        "a".repeat(banger_helper::protocol::MAX_REQUEST)
     );
+    let too_long = format!("at most {} bytes", banger_helper::protocol::MAX_REQUEST);
     for (bytes, why) in [
-        (long.as_bytes(), "at most 4096 bytes"),
+        (long.as_bytes(), too_long.as_str()),
         (
             &b"{\"version\":1,\"op_id\":\"op-1\",\"call\":{\"op\":\"ping\"}}"[..],
             "ended before its newline",
@@ -316,7 +317,15 @@ fn the_helper_serves_its_owner_in_a_namespace_and_refuses_what_is_not_bangers() 
         net.add_tap("bgt0a1b2c3d4e5f", "banger0", OWNER).unwrap();
         net.check_tap("bgt0a1b2c3d4e5f", "banger0").unwrap();
         net.add_nat(tag, guest, "banger0").unwrap();
+        net.set_firewall("banger0", &subnet, &[firewall_guest(guest)])
+            .unwrap();
     }
+    let tables = || ns.text("nft", &["list", "tables"]);
+    assert!(
+        tables().contains("table bridge banger") && tables().contains("table inet banger"),
+        "{}",
+        tables()
+    );
     // The tap is the owner's, on the bridge; the rules carry the tag.
     let sys = |f: &str| ns.text("cat", &[&format!("/sys/class/net/bgt0a1b2c3d4e5f/{f}")]);
     assert_eq!(sys("owner").trim(), OWNER.to_string());
@@ -381,6 +390,14 @@ fn the_helper_serves_its_owner_in_a_namespace_and_refuses_what_is_not_bangers() 
         net.add_nat(tag, Ipv4Addr::new(192, 168, 1, 1), "banger0"),
         "not a guest address",
     );
+    let foreign = banger_net::Guest {
+        tap: "eth0".into(),
+        ..firewall_guest(guest)
+    };
+    refused(
+        net.set_firewall("banger0", &subnet, &[foreign]),
+        "wrong prefix",
+    );
     let links = ns.text("ip", &["-br", "link"]);
     assert!(
         links.contains("bgtforeign") && links.contains("bgtother"),
@@ -391,6 +408,8 @@ fn the_helper_serves_its_owner_in_a_namespace_and_refuses_what_is_not_bangers() 
     assert_eq!(helper.ping_as(OWNER).trim(), format!("served uid {OWNER}"));
 
     // Undone, nothing of banger's is left.
+    net.set_firewall("banger0", &subnet, &[]).unwrap();
+    assert!(!tables().contains("banger"), "{}", tables());
     net.remove_nat(tag, guest, "banger0").unwrap();
     net.remove_tap("bgt0a1b2c3d4e5f").unwrap();
     net.remove_tap("bgt0a1b2c3d4e5f").unwrap();
@@ -401,13 +420,31 @@ fn the_helper_serves_its_owner_in_a_namespace_and_refuses_what_is_not_bangers() 
     let lines = helper.log_lines();
     let e2e: Vec<&Value> = lines.iter().filter(|l| l["op_id"] == "op-e2e").collect();
     let ops: Vec<&str> = e2e.iter().map(|l| l["op"].as_str().unwrap()).collect();
-    assert_eq!(ops, ["ensure_bridge", "add_tap", "check_tap", "add_nat"]);
+    assert_eq!(
+        ops,
+        [
+            "ensure_bridge",
+            "add_tap",
+            "check_tap",
+            "add_nat",
+            "set_firewall"
+        ]
+    );
     assert!(
         e2e.iter()
             .all(|l| l["outcome"] == "ok" && l["peer_uid"] == 0)
     );
     let refusals = lines.iter().filter(|l| l["outcome"] == "refused").count();
-    assert_eq!(refusals, 5, "{lines:?}");
+    assert_eq!(refusals, 6, "{lines:?}");
+}
+
+fn firewall_guest(ip: Ipv4Addr) -> banger_net::Guest {
+    banger_net::Guest {
+        tap: "bgt0a1b2c3d4e5f".into(),
+        mac: "02:ba:0a:1b:2c:3d".into(),
+        ip,
+        nat: true,
+    }
 }
 
 fn a_peer_that_is_neither_root_nor_the_owner_is_refused() {

@@ -26,6 +26,7 @@ mod dir;
 pub mod disks;
 mod error;
 mod file_sync;
+pub mod firewall;
 pub mod handles;
 mod host_facts;
 mod lookup;
@@ -114,6 +115,8 @@ pub struct Vms {
     /// VMM (the config's `vmm` changed, or `auto` decided otherwise).
     other_vmms: Vec<Arc<dyn Vmm>>,
     net: Arc<dyn Network>,
+    /// The running guests' isolation.
+    firewall: Arc<firewall::Firewall>,
     settings: VmSettings,
     ssh: SshFiles,
     reserve: Mutex<()>,
@@ -223,6 +226,11 @@ impl Vms {
             runner,
             vmm,
             other_vmms: Vec::new(),
+            firewall: Arc::new(firewall::Firewall::new(
+                net.clone(),
+                settings.bridge.clone(),
+                settings.subnet,
+            )),
             net,
             settings,
             ssh: SshFiles::new(parts.state_dir.join("ssh")),

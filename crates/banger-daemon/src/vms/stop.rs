@@ -120,6 +120,9 @@ impl Vms {
     }
 
     pub(super) fn release_network(&self, vm: &VmRecord) {
+        if let Err(e) = self.firewall.expel(&vm.id) {
+            tracing::warn!(vm = %vm.name, error = %error_chain(&e), "cannot remove the guest from the firewall");
+        }
         // The address is typed in the record: no row reaches here with one
         // that does not parse, so no rule is left for that reason.
         if vm.nat

@@ -163,6 +163,22 @@ impl Env {
             .run(program, args)
     }
 
+    /// Starts `program args` in the Env's network namespace, in the
+    /// background (the namespace's removal kills it at the latest).
+    #[allow(clippy::disallowed_methods, reason = "a test server in the namespace")]
+    pub fn spawn_in_netns(&self, program: &str, args: &[&str]) -> std::process::Child {
+        let ns = self
+            .netns
+            .as_ref()
+            .expect("an Env made by isolated_with_cache");
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.0, program])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("run ip netns exec")
+    }
+
     /// An installation whose config, state and cache live under `root`
     /// and survive the test; only the runtime directory is fresh.
     pub fn persistent(root: &Path) -> Self {

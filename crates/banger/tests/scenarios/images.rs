@@ -272,7 +272,50 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// (built with dpkg-deb: only the `/usr/sbin/init` link), served inside the
 /// Env's namespace on port 8000, where a guest reaches it at the bridge's
 /// address.
-fn serve_repo(env: &Env, version: &str) {
+/// The repository's address: in an "internet" of the test's own beside
+/// the installation's namespace, which a NAT guest reaches (a service on
+/// the host's gateway address it may not).
+const INTERNET: &str = "203.0.113.2";
+
+/// A namespace playing the internet, joined to the installation's by a
+/// veth pair (203.0.113.1 on the installation's side); nothing routes out.
+fn internet(env: &Env) -> crate::common::Netns {
+    let ns = crate::common::Netns::new();
+    let ok = |out: std::process::Output, what: &str| {
+        assert!(out.status.success(), "{what}: {}", stderr(&out));
+    };
+    ok(
+        env.in_netns(
+            "ip",
+            &[
+                "link", "add", "bginet0", "type", "veth", "peer", "name", "eth0", "netns", &ns.0,
+            ],
+        ),
+        "veth to the internet",
+    );
+    ok(
+        env.in_netns("ip", &["addr", "add", "203.0.113.1/24", "dev", "bginet0"]),
+        "address",
+    );
+    ok(env.in_netns("ip", &["link", "set", "bginet0", "up"]), "up");
+    ok(
+        ns.run(
+            "ip",
+            &["addr", "add", &format!("{INTERNET}/24"), "dev", "eth0"],
+        ),
+        "address",
+    );
+    ok(ns.run("ip", &["link", "set", "eth0", "up"]), "up");
+    ok(
+        ns.run("ip", &["route", "add", "default", "via", "203.0.113.1"]),
+        "route",
+    );
+    ns
+}
+
+/// Serves a Debian repository holding a stand-in systemd-sysv on
+/// [`INTERNET`]:8000, for as long as the namespace returned lives.
+fn serve_repo(env: &Env, version: &str) -> crate::common::Netns {
     let pkg = env.path("state/pkg");
     std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
     std::fs::create_dir_all(pkg.join("usr/sbin")).unwrap();
@@ -312,20 +355,22 @@ fn serve_repo(env: &Env, version: &str) {
     )
     .unwrap();
     let log = std::fs::File::create(env.path("state/repo.log")).unwrap();
-    let mut server = env
-        .command(
-            // Debian's, which the owner can run (not one under /root).
-            std::path::Path::new("/usr/bin/python3"),
-            &[
-                "-m",
-                "http.server",
-                "8000",
-                "--bind",
-                "0.0.0.0",
-                "--directory",
-                repo.to_str().unwrap(),
-            ],
-        )
+    let internet = internet(env);
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a test server in the test's internet"
+    )]
+    let mut server = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &internet.0,
+            "/usr/bin/python3",
+            "-m",
+            "http.server",
+            "8000",
+        ])
+        .args(["--bind", "0.0.0.0", "--directory", repo.to_str().unwrap()])
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
@@ -333,21 +378,19 @@ fn serve_repo(env: &Env, version: &str) {
     // Killed with the namespace; reaped here.
     std::thread::spawn(move || server.wait());
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !env
-        .in_netns("bash", &["-c", "exec 3<>/dev/tcp/127.0.0.1/8000"])
-        .status
-        .success()
-    {
+    let probe = format!("exec 3<>/dev/tcp/{INTERNET}/8000");
+    while !env.in_netns("bash", &["-c", &probe]).status.success() {
         assert!(
             Instant::now() < deadline,
             "the repository server did not listen"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    internet
 }
 
 /// The golden Debian tree with `/sbin/init` whited out and systemd-sysv
-/// gone from dpkg's status, its apt pointed at a repository on the bridge:
+/// gone from dpkg's status, its apt pointed at a repository in the test's internet:
 /// banger-init installs systemd-sysv at the VM's first boot, and the VM
 /// boots into the systemd it provides.
 fn first_boot(env: &Env) {
@@ -381,7 +424,7 @@ fn first_boot(env: &Env) {
         &mut top,
         "etc/apt/sources.list",
         tar::EntryType::Regular,
-        b"deb [trusted=yes] http://10.77.0.1:8000/ ./\n",
+        format!("deb [trusted=yes] http://{INTERNET}:8000/ ./\n").as_bytes(),
     );
     tar_entry(
         &mut top,
@@ -403,7 +446,7 @@ fn first_boot(env: &Env) {
         "firstboot",
         &[(golden, Compression::None), (top, Compression::Gzip)],
     );
-    serve_repo(env, &version);
+    let _internet = serve_repo(env, &version);
 
     let reference = format!("127.0.0.1:{port}/firstboot:latest");
     let pulled = env.ok(&["image", "pull", &reference, "--name", "fb"]);

@@ -14,6 +14,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario::new("create-ssh-stop-start-keeps-data", keeps_data),
         Scenario::new("set-changes-vcpus-and-memory", set_shape),
         Scenario::new("nat-rules-exist-only-while-running", nat_rules),
+        Scenario::new("guests-reach-neither-each-other-nor-the-host", isolated),
     ]
 }
 
@@ -234,5 +235,60 @@ fn nat_rules(env: &Env) {
     assert_eq!(leftovers(env).rules, Vec::<String>::new());
     env.ok(&["vm", "delete", "natted"]);
     env.ok(&["vm", "delete", "plain"]);
+    assert_eq!(leftovers(env), Leftovers::none());
+}
+
+/// Whether the guest `vm` opens a TCP connection to `ip:port` within 3 s
+/// (bash's /dev/tcp: the image has no other client).
+fn guest_reaches(env: &Env, vm: &str, ip: &str, port: u16) -> bool {
+    let probe = format!("timeout 3 bash -c 'exec 3<>/dev/tcp/{ip}/{port}'");
+    code(&env.banger(&["vm", "ssh", vm, "--", "sh", "-c", &probe])) == Some(0)
+}
+
+/// Two running guests, one with NAT: neither reaches the other's sshd,
+/// nor a service the host runs on the gateway address, while the host
+/// still reaches both; banger's nftables tables exist only while a guest
+/// runs.
+fn isolated(env: &Env) {
+    env.ok(&["vm", "create", "--name", "iso-a", "--nat"]);
+    env.ok(&["vm", "create", "--name", "iso-b"]);
+    let ip = |vm: &str| show(env, vm)["ip"].as_str().unwrap().to_owned();
+    let (a, b) = (ip("iso-a"), ip("iso-b"));
+    let tables = leftovers(env).tables;
+    assert_eq!(
+        tables.len(),
+        2,
+        "banger's tables while guests run: {tables:?}"
+    );
+    // A host service on the gateway address (the default subnet's).
+    let server = "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',8000));s.listen(8)\nwhile True: s.accept()[0].close()\n";
+    let mut listener = env.spawn_in_netns("/usr/bin/python3", &["-c", server]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let host_reaches = |ip: &str, port: &str| {
+        let client = "import socket,sys\nsocket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=3)\n";
+        env.in_netns("/usr/bin/python3", &["-c", client, ip, port])
+            .status
+            .success()
+    };
+    assert!(
+        host_reaches("10.77.0.1", "8000"),
+        "the host's own service is up"
+    );
+    for (from, to) in [("iso-a", &b), ("iso-b", &a)] {
+        assert!(!guest_reaches(env, from, to, 22), "{from} reached {to}:22");
+        assert!(
+            !guest_reaches(env, from, "10.77.0.1", 8000),
+            "{from} reached a host service"
+        );
+    }
+    assert!(
+        host_reaches(&a, "22") && host_reaches(&b, "22"),
+        "the host lost its guests"
+    );
+    let _ = listener.kill();
+    let _ = listener.wait();
+    env.ok(&["vm", "delete", "-f", "iso-a"]);
+    assert_eq!(leftovers(env).tables.len(), 2, "iso-b still runs");
+    env.ok(&["vm", "delete", "-f", "iso-b"]);
     assert_eq!(leftovers(env), Leftovers::none());
 }

@@ -107,6 +107,8 @@ pub struct Leftovers {
     pub vms: String,
     pub taps: Vec<String>,
     pub rules: Vec<String>,
+    /// banger's nftables tables (present while a guest is connected).
+    pub tables: Vec<String>,
     pub vm_dirs: Vec<String>,
     pub vmm_processes: Vec<u32>,
 }
@@ -117,6 +119,7 @@ impl Leftovers {
             vms: "[]\n".to_owned(),
             taps: Vec::new(),
             rules: Vec::new(),
+            tables: Vec::new(),
             vm_dirs: Vec::new(),
             vmm_processes: Vec::new(),
         }
@@ -125,7 +128,10 @@ impl Leftovers {
     /// No tap, rule or VMM process: what a stopped or failed VM may leave.
     pub fn assert_nothing_running(&self) {
         assert!(
-            self.taps.is_empty() && self.rules.is_empty() && self.vmm_processes.is_empty(),
+            self.taps.is_empty()
+                && self.rules.is_empty()
+                && self.tables.is_empty()
+                && self.vmm_processes.is_empty(),
             "a stopped VM left these running: {self:?}"
         );
     }
@@ -137,6 +143,7 @@ pub fn leftovers(env: &Env) -> Leftovers {
         vms: env.ok(&["vm", "list", "-o", "json"]),
         taps: links(&ip_links, false),
         rules: banger_rules(|table| text(&env.in_netns("iptables", &["-w", "-t", table, "-S"]))),
+        tables: banger_tables(&text(&env.in_netns("nft", &["list", "tables"]))),
         vm_dirs: std::fs::read_dir(env.path("state/vms"))
             .map(|d| {
                 d.flatten()
@@ -175,7 +182,15 @@ fn banger_rules(list: impl Fn(&str) -> String) -> Vec<String> {
         .collect()
 }
 
-/// The host namespace's banger links and rules, and this run's test
+/// banger's nftables tables in `nft list tables`.
+pub fn banger_tables(list: &str) -> Vec<String> {
+    list.lines()
+        .filter(|l| l.trim_end().ends_with(" banger"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The host namespace's banger links, rules and tables, and this run's test
 /// namespaces still present.
 #[allow(clippy::disallowed_methods, reason = "the suite inspects the host")]
 pub fn host_network_leftovers() -> Vec<String> {
@@ -194,6 +209,11 @@ pub fn host_network_leftovers() -> Vec<String> {
         banger_rules(|table| run("iptables", &["-w", "-t", table, "-S"]))
             .into_iter()
             .map(|r| format!("host rule {r}")),
+    );
+    leaks.extend(
+        banger_tables(&run("nft", &["list", "tables"]))
+            .into_iter()
+            .map(|t| format!("host nftables {t}")),
     );
     let ours = format!("bgtest-{}-", std::process::id());
     leaks.extend(

@@ -229,7 +229,7 @@ impl Vms {
         // A NAT guest reaches the host's resolvers; others reach nothing,
         // and keep the image's file rather than wait on timeouts.
         let nameservers = if vm.nat {
-            disks::host_nameservers()
+            banger_net::host_nameservers()
         } else {
             Vec::new()
         };

@@ -31,6 +31,19 @@ impl Vms {
             let found = self.find_vmm(&vm, recorded.as_ref());
             self.settle(&vm, recorded.as_ref(), found);
         }
+        self.firewall_adopted();
+    }
+
+    /// The firewall made of the adopted VMs, which also sweeps what VMs
+    /// that no longer run left in it.
+    fn firewall_adopted(&self) {
+        let running: Vec<VmRecord> = lock(&self.running)
+            .keys()
+            .filter_map(|id| self.db.get_vm(id).ok().flatten())
+            .collect();
+        if let Err(e) = self.firewall.reset(&running) {
+            tracing::warn!(error = %crate::error::error_chain(&e), "cannot write the firewall of the adopted vms");
+        }
     }
 
     /// The VM's VMM if it still runs: the recorded one, else (handles lost
@@ -140,6 +153,9 @@ impl Vms {
                 self.after_exit(&vm, None);
             } else {
                 lock(&self.running).remove(&id);
+                if let Err(e) = self.firewall.expel(&id) {
+                    tracing::warn!(vm = %id, error = %crate::error::error_chain(&e), "cannot remove the guest from the firewall");
+                }
             }
         }
     }

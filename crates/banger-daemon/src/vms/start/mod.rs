@@ -4,6 +4,8 @@
 
 mod steps;
 
+pub(super) use steps::mac_for;
+
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
@@ -148,6 +150,26 @@ mod tests {
         f.assert_recorded_and_released();
     }
 
+    /// A guest the firewall cannot take never boots: no VMM, the network
+    /// undone.
+    #[test]
+    fn a_guest_the_firewall_refuses_is_never_booted() {
+        let f = failed_start("set_firewall", false, false);
+        assert!(f.message.contains("isolate the guest"), "{}", f.message);
+        assert_eq!(
+            f.steps,
+            [
+                "ensure_bridge banger0",
+                "add_tap bgt0a1b2c3d4e5f",
+                "add_nat 0a1b2c3d4e5f6071",
+                "set_firewall [bgt0a1b2c3d4e5f]",
+                "remove_nat 0a1b2c3d4e5f6071",
+                "remove_tap bgt0a1b2c3d4e5f",
+            ]
+        );
+        f.assert_recorded_and_released();
+    }
+
     /// A tap off the bridge fails the start before the SSH wait, with the
     /// VMM's handles and the network undone.
     #[test]
@@ -155,10 +177,11 @@ mod tests {
         let f = failed_start("check_tap", false, false);
         assert!(f.message.contains("made to fail"), "{}", f.message);
         assert_eq!(
-            f.steps[3..],
+            f.steps[4..],
             [
                 "vmm start",
                 "check_tap bgt0a1b2c3d4e5f",
+                "set_firewall []",
                 "remove_nat 0a1b2c3d4e5f6071",
                 "remove_tap bgt0a1b2c3d4e5f",
             ]
@@ -167,15 +190,20 @@ mod tests {
     }
 
     /// Every step of a start up to the wait for the guest, in order.
-    const BOOTED: [&str; 5] = [
+    const BOOTED: [&str; 6] = [
         "ensure_bridge banger0",
         "add_tap bgt0a1b2c3d4e5f",
         "add_nat 0a1b2c3d4e5f6071",
+        "set_firewall [bgt0a1b2c3d4e5f]",
         "vmm start",
         "check_tap bgt0a1b2c3d4e5f",
     ];
     /// The network undone, in reverse.
-    const UNDONE: [&str; 2] = ["remove_nat 0a1b2c3d4e5f6071", "remove_tap bgt0a1b2c3d4e5f"];
+    const UNDONE: [&str; 3] = [
+        "set_firewall []",
+        "remove_nat 0a1b2c3d4e5f6071",
+        "remove_tap bgt0a1b2c3d4e5f",
+    ];
 
     #[test]
     fn a_vmm_that_dies_while_booting_is_rolled_back_with_its_handles() {

@@ -76,7 +76,8 @@ impl Vms {
         })
     }
 
-    /// The bridge, the VM's tap on it and, for a NAT VM, its rules. Each
+    /// The bridge, the VM's tap on it, for a NAT VM its rules, and its
+    /// place in the firewall. Each
     /// undo is pushed before its step: the step may fail half-way (a tap
     /// created but not attached), and the undo is idempotent.
     pub(super) fn connect(
@@ -104,7 +105,15 @@ impl Vms {
                 .add_nat(&vm.id, ip, bridge)
                 .map_err(|e| failed(error_chain(&e)))?;
         }
-        Ok(())
+        // Before the VMM: the guest never runs outside the tables.
+        let (firewall, id) = (self.firewall.clone(), vm.id.clone());
+        undo.push("leave the firewall", move || Ok(firewall.expel(&id)?));
+        self.firewall.admit(vm).map_err(|e| {
+            failed(format!(
+                "isolate the guest (banger's nftables tables): {}",
+                error_chain(&e)
+            ))
+        })
     }
 
     /// What the VMM is asked to boot.
@@ -278,7 +287,7 @@ pub(super) enum GuestWait {
 }
 
 /// A locally administered unicast MAC derived from the VM id.
-pub(super) fn mac_for(id: &str) -> String {
+pub(in crate::vms) fn mac_for(id: &str) -> String {
     let hex: Vec<u8> = (0..4)
         .map(|i| {
             id.get(i * 2..i * 2 + 2)
