@@ -15,6 +15,7 @@
 )]
 
 mod figures;
+mod network;
 mod oci;
 mod owner;
 mod plain;
@@ -307,6 +308,9 @@ fn bench(opts: &Opts) -> Result<(), String> {
     let accel = figures::last_field(&install.log(), "\"accel\":\"").unwrap_or_default();
 
     let mut figs = Vec::new();
+
+    eprintln!("the guests' isolation: nft writes and a NAT stream, in namespaces of its own");
+    figs.extend(network::figures(install.dir.path(), runs)?);
 
     eprintln!(
         "vm run --rm -- true as root, and as its owner through bangerd-root, alternately, {runs} runs"

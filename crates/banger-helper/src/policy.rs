@@ -262,7 +262,8 @@ impl Policy {
                 format!("a helper serves at most {MAX_TAPS}"),
             ));
         }
-        let (mut taps, mut ips) = (
+        let mut taps = std::collections::HashSet::new();
+        let (mut macs, mut ips) = (
             std::collections::HashSet::new(),
             std::collections::HashSet::new(),
         );
@@ -271,11 +272,11 @@ impl Policy {
                 banger_net::NetError::Invalid { what, value, why } => refuse(what, value, why),
                 other => refuse("guest", &g.tap, other.to_string()),
             })?;
-            if !taps.insert(g.tap.as_str()) || !ips.insert(g.ip) {
+            if !taps.insert(g.tap.as_str()) || !macs.insert(g.mac.as_str()) || !ips.insert(g.ip) {
                 return Err(refuse(
                     "guest",
                     &g.tap,
-                    "a tap or an address is named twice",
+                    "a tap, MAC or address is named twice",
                 ));
             }
         }
@@ -581,6 +582,19 @@ mod tests {
             ),
             (
                 fw("banger0", vec![guest("bgt0a", 2), guest("bgt0b", 2)]),
+                "named twice",
+            ),
+            (
+                fw(
+                    "banger0",
+                    vec![
+                        guest("bgt0a", 2),
+                        banger_net::Guest {
+                            mac: s("02:ba:00:00:00:02"),
+                            ..guest("bgt0b", 3)
+                        },
+                    ],
+                ),
                 "named twice",
             ),
             (

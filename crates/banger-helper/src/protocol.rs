@@ -79,7 +79,7 @@ pub enum Op {
         /// Must be the helper's bridge.
         bridge: String,
         /// Each a banger tap, a unicast MAC, a guest address of the
-        /// helper's subnet; no tap or address twice.
+        /// helper's subnet; no tap, MAC or address twice.
         guests: Vec<banger_net::Guest>,
     },
     /// Removes what `add_nat` added.

@@ -193,6 +193,21 @@ impl Network for HostNetwork {
             || format!("give bridge {bridge} address {subnet}"),
             &Cmd::new("ip").args(["addr", "replace", &subnet.to_string(), "dev", bridge]),
         )?;
+        // A link-local frame (01:80:c2:00:00:0x) reaches the bridge before
+        // its netfilter hooks: learning its source MAC would let a guest
+        // take another's traffic.
+        self.run(
+            || format!("stop bridge {bridge} learning from link-local frames"),
+            &Cmd::new("ip").args([
+                "link",
+                "set",
+                bridge,
+                "type",
+                "bridge",
+                "no_linklocal_learn",
+                "1",
+            ]),
+        )?;
         self.run(
             || format!("bring bridge {bridge} up"),
             &Cmd::new("ip").args(["link", "set", bridge, "up"]),
@@ -225,6 +240,17 @@ impl Network for HostNetwork {
         self.run(
             || format!("isolate tap {tap} from the other guests"),
             &Cmd::new("ip").args(["link", "set", tap, "type", "bridge_slave", "isolated", "on"]),
+        )?;
+        // No IPv6 on the tap itself (a guest's link-local frames reach the
+        // host there); `-e`: a host without IPv6 has nothing to turn off.
+        self.run(
+            || format!("turn IPv6 off on tap {tap}"),
+            &Cmd::new("sysctl").args([
+                "-q",
+                "-e",
+                "-w",
+                &format!("net.ipv6.conf.{tap}.disable_ipv6=1"),
+            ]),
         )
     }
 
@@ -269,9 +295,22 @@ impl Network for HostNetwork {
         };
         let transaction = firewall::transaction(&policy)?;
         Self::need_root("isolating the guests")?;
+        // A file, not an argument: a transaction for many guests passes
+        // the kernel's 128 KiB limit on one argument. Private (0600,
+        // created exclusively) and removed on return.
+        let io = |source| NetError::Io {
+            what: "write the nftables transaction to a temporary file".to_owned(),
+            source,
+        };
+        let mut file = tempfile::Builder::new()
+            .prefix("banger-nft-")
+            .suffix(".json")
+            .tempfile()
+            .map_err(io)?;
+        std::io::Write::write_all(&mut file, transaction.to_string().as_bytes()).map_err(io)?;
         self.run(
             || format!("write banger's nftables tables for {} guests", guests.len()),
-            &Cmd::new("nft").arg("-j").arg(transaction.to_string()),
+            &Cmd::new("nft").args(["-j", "-f"]).arg(file.path()),
         )
     }
 

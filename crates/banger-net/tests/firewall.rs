@@ -118,7 +118,30 @@ impl World {
         ok(&host, "ip", &["link", "add", BRIDGE, "type", "bridge"]);
         ok(&host, "ip", &["addr", "add", SUBNET, "dev", BRIDGE]);
         ok(&host, "ip", &["link", "set", BRIDGE, "up"]);
+        // As `ensure_bridge` makes it (proven on its own below).
+        ok(
+            &host,
+            "ip",
+            &[
+                "link",
+                "set",
+                BRIDGE,
+                "type",
+                "bridge",
+                "no_linklocal_learn",
+                "1",
+            ],
+        );
         ok(&host, "sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
+        // Loose enough that a datagram arriving on a tap is delivered
+        // when nothing filters it (the link-local test's control).
+        for conf in ["all", "default"] {
+            ok(
+                &host,
+                "sysctl",
+                &["-q", "-w", &format!("net.ipv4.conf.{conf}.rp_filter=0")],
+            );
+        }
         let internet = Netns::new();
         link(
             &host,
@@ -343,7 +366,8 @@ fn guests_do_not_reach_each_other() {
         "a guest reached another through the host"
     );
     // Directly on the bridge, with bridged frames kept from the IP hooks
-    // (no br_netfilter): the ports' isolation alone parts them.
+    // (no br_netfilter). Two things part them, each shown on its own:
+    // the ports' isolation, and the bridge table's port-to-port drop.
     ok(a, "ip", &["route", "del", "10.77.0.3/32"]);
     ok(b, "ip", &["route", "del", "10.77.0.2/32"]);
     if Path::new("/proc/sys/net/bridge").exists() {
@@ -362,19 +386,24 @@ fn guests_do_not_reach_each_other() {
                 &["link", "set", tap, "type", "bridge_slave", "isolated", on],
             );
         }
+        for g in [a, b] {
+            ok(g, "ip", &["neigh", "flush", "all"]);
+        }
     };
+    let subnet: Subnet = SUBNET.parse().unwrap();
+    world.net.set_firewall(BRIDGE, &subnet, &[]).unwrap();
     isolated("off");
     assert!(
         reaches(a, "10.77.0.3", PORT),
-        "open on the bridge without isolation"
+        "open on the bridge: no isolation, no tables"
     );
     isolated("on");
-    for g in [a, b] {
-        ok(g, "ip", &["neigh", "flush", "all"]);
-    }
+    assert!(!reaches(a, "10.77.0.3", PORT), "isolated ports met");
+    isolated("off");
+    world.isolate();
     assert!(
         !reaches(a, "10.77.0.3", PORT),
-        "a guest reached another on the bridge"
+        "ports met through the bridge table"
     );
 }
 
@@ -459,8 +488,8 @@ fn the_tables_follow_the_guests_and_go_with_the_last() {
     }
     let world = World::new(&[(2, true), (3, true)]);
     world.isolate();
-    assert!(world.tables().contains("table bridge banger"));
-    assert!(world.tables().contains("table inet banger"));
+    assert!(world.tables().contains("table bridge banger-bgbr0"));
+    assert!(world.tables().contains("table inet banger-bgbr0"));
     // Guest 3 leaves the tables (its VM stopped): a port the tables do
     // not know passes nothing.
     let subnet: Subnet = SUBNET.parse().unwrap();
@@ -478,14 +507,150 @@ fn the_tables_follow_the_guests_and_go_with_the_last() {
 }
 
 #[test]
-fn a_tap_added_for_a_vm_is_an_isolated_port() {
-    if !root("a_tap_added_for_a_vm_is_an_isolated_port") {
+fn a_bridge_and_tap_made_for_a_vm_learn_nothing_from_link_local_frames_and_are_isolated() {
+    if !root("a_bridge_and_tap_made_for_a_vm") {
         return;
     }
     let world = World::new(&[]);
-    world.net.add_tap("bgt0a1b", BRIDGE, 0).unwrap();
+    // A subnet no route of the test's own namespace overlaps.
+    let subnet: Subnet = "10.231.7.1/24".parse().unwrap();
+    world.net.ensure_bridge("bgbr1", &subnet).unwrap();
+    let bridge = world
+        .host
+        .text("ip", &["-d", "-j", "link", "show", "bgbr1"]);
+    assert!(bridge.contains(r#""no_linklocal_learn":1"#), "{bridge}");
+    world.net.add_tap("bgt0a1b", "bgbr1", 0).unwrap();
     let link = world
         .host
         .text("ip", &["-d", "-j", "link", "show", "bgt0a1b"]);
     assert!(link.contains(r#""isolated":true"#), "{link}");
+    let ipv6 = world
+        .host
+        .text("sysctl", &["-n", "net.ipv6.conf.bgt0a1b.disable_ipv6"]);
+    assert_eq!(ipv6.trim(), "1");
+}
+
+/// Sends from `ns`'s eth0 one raw frame to the LLDP address
+/// 01:80:c2:00:00:0e, which the bridge hands to the host on the port
+/// itself, before its netfilter hooks: from `mac`, carrying a UDP datagram
+/// from `src` to `dst`:9999.
+fn link_local_frame(ns: &Netns, mac: &str, src: &str, dst: &str) {
+    let send = "import socket,struct,sys\nmac=bytes.fromhex(sys.argv[1].replace(':',''))\nsrc,dst=socket.inet_aton(sys.argv[2]),socket.inet_aton(sys.argv[3])\nudp=struct.pack('!HHHH',4444,9999,13,0)+b'hello'\nh=struct.pack('!BBHHHBBH4s4s',0x45,0,20+len(udp),1,0,64,17,0,src,dst)\nc=sum(struct.unpack('!10H',h));c=(c&0xffff)+(c>>16);c=(c&0xffff)+(c>>16)\nh=h[:10]+struct.pack('!H',~c&0xffff)+h[12:]\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW);s.bind(('eth0',0))\ns.send(bytes.fromhex('0180c200000e')+mac+b'\\x08\\x00'+h+udp)\n";
+    ok(ns, "/usr/bin/python3", &["-c", send, mac, src, dst]);
+}
+
+/// Whether a datagram reaches port 9999 on the host within 2 s of `send`.
+fn host_hears(world: &World, send: impl FnOnce()) -> bool {
+    let recv = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('0.0.0.0',9999));s.settimeout(2)\ntry:\n s.recvfrom(64)\nexcept socket.timeout:\n raise SystemExit(1)\n";
+    let mut listener = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &world.host.0,
+            "/usr/bin/python3",
+            "-c",
+            recv,
+        ])
+        .spawn()
+        .expect("start a datagram listener");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    send();
+    listener.wait().expect("wait for the listener").success()
+}
+
+#[test]
+fn a_link_local_frame_neither_teaches_the_bridge_a_mac_nor_reaches_the_host() {
+    if !root("a_link_local_frame_neither_teaches_the_bridge_a_mac_nor_reaches_the_host") {
+        return;
+    }
+    let world = World::new(&[(2, true), (3, true)]);
+    let spoofer = &world.guests[1].ns;
+    let victim_mac = &world.guests[0].guest.mac;
+    let subnet: Subnet = SUBNET.parse().unwrap();
+    // Without the tables, a frame to 01:80:c2:00:00:0e delivers its
+    // datagram to the host: the check below can fail.
+    world.net.set_firewall(BRIDGE, &subnet, &[]).unwrap();
+    let send = || link_local_frame(spoofer, "02:ba:00:00:00:03", "10.77.0.3", "10.77.0.1");
+    assert!(
+        host_hears(&world, send),
+        "the frame reaches the host without the tables"
+    );
+    world.isolate();
+    assert!(
+        !host_hears(&world, send),
+        "a link-local frame reached a host service"
+    );
+    // Sent with the victim's MAC. Learned when nothing stops it (the
+    // control); not learned with either of the two guards alone: the
+    // bridge's no_linklocal_learn, or the tables' ingress chains.
+    let learned = |linklocal_learn: &str, tables: bool| {
+        ok(
+            &world.host,
+            "ip",
+            &[
+                "link",
+                "set",
+                BRIDGE,
+                "type",
+                "bridge",
+                "no_linklocal_learn",
+                linklocal_learn,
+            ],
+        );
+        let guests: &[Guest] = if tables {
+            &world
+                .guests
+                .iter()
+                .map(|g| g.guest.clone())
+                .collect::<Vec<_>>()
+        } else {
+            &[]
+        };
+        world.net.set_firewall(BRIDGE, &subnet, guests).unwrap();
+        let _ = world.host.run(
+            "bridge",
+            &["fdb", "del", victim_mac, "dev", "bgt03", "master"],
+        );
+        link_local_frame(spoofer, victim_mac, "10.77.0.2", "10.77.0.1");
+        let fdb = world.host.text("bridge", &["fdb", "show", "dev", "bgt03"]);
+        fdb.contains(victim_mac.as_str())
+    };
+    assert!(
+        learned("0", false),
+        "the control: an unguarded bridge learns the spoofed MAC"
+    );
+    assert!(!learned("1", false), "learned despite no_linklocal_learn");
+    assert!(!learned("0", true), "learned despite the tables");
+}
+
+#[test]
+fn tables_for_hundreds_of_guests_load_in_one_transaction() {
+    if !root("tables_for_hundreds_of_guests_load_in_one_transaction") {
+        return;
+    }
+    let world = World::new(&[]);
+    // 300 guests: a transaction of some 300 KB, past the kernel's 128 KiB
+    // limit on one argument.
+    let first = u32::from(Ipv4Addr::new(10, 78, 0, 2));
+    let guests: Vec<Guest> = (0..300u16)
+        .map(|n| Guest {
+            tap: format!("bgt{n:04x}"),
+            mac: format!("02:ba:00:00:{:02x}:{:02x}", n >> 8, n & 0xff),
+            ip: Ipv4Addr::from(first + u32::from(n)),
+            nat: false,
+        })
+        .collect();
+    let batch = world._log.path().join("taps");
+    let lines: String = guests
+        .iter()
+        .map(|g| format!("tuntap add dev {} mode tap\n", g.tap))
+        .collect();
+    std::fs::write(&batch, lines).unwrap();
+    ok(&world.host, "ip", &["-batch", batch.to_str().unwrap()]);
+    let subnet: Subnet = "10.78.0.1/16".parse().unwrap();
+    world.net.set_firewall(BRIDGE, &subnet, &guests).unwrap();
+    let chains = world.host.text("nft", &["list", "chains", "netdev"]);
+    assert_eq!(chains.matches("hook ingress").count(), 300, "{chains}");
+    world.net.set_firewall(BRIDGE, &subnet, &[]).unwrap();
+    assert!(!world.tables().contains("banger"));
 }

@@ -322,7 +322,8 @@ fn the_helper_serves_its_owner_in_a_namespace_and_refuses_what_is_not_bangers() 
     }
     let tables = || ns.text("nft", &["list", "tables"]);
     assert!(
-        tables().contains("table bridge banger") && tables().contains("table inet banger"),
+        tables().contains("table bridge banger-banger0")
+            && tables().contains("table inet banger-banger0"),
         "{}",
         tables()
     );

@@ -257,7 +257,7 @@ fn isolated(env: &Env) {
     let tables = leftovers(env).tables;
     assert_eq!(
         tables.len(),
-        2,
+        3,
         "banger's tables while guests run: {tables:?}"
     );
     // A host service on the gateway address (the default subnet's).
@@ -288,7 +288,7 @@ fn isolated(env: &Env) {
     let _ = listener.kill();
     let _ = listener.wait();
     env.ok(&["vm", "delete", "-f", "iso-a"]);
-    assert_eq!(leftovers(env).tables.len(), 2, "iso-b still runs");
+    assert_eq!(leftovers(env).tables.len(), 3, "iso-b still runs");
     env.ok(&["vm", "delete", "-f", "iso-b"]);
     assert_eq!(leftovers(env), Leftovers::none());
 }

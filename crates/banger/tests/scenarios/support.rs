@@ -182,10 +182,10 @@ fn banger_rules(list: impl Fn(&str) -> String) -> Vec<String> {
         .collect()
 }
 
-/// banger's nftables tables in `nft list tables`.
+/// banger's nftables tables (`banger-<bridge>`) in `nft list tables`.
 pub fn banger_tables(list: &str) -> Vec<String> {
     list.lines()
-        .filter(|l| l.trim_end().ends_with(" banger"))
+        .filter(|l| l.contains(" banger-"))
         .map(str::to_owned)
         .collect()
 }

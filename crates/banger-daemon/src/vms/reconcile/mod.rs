@@ -35,12 +35,21 @@ impl Vms {
     }
 
     /// The firewall made of the adopted VMs, which also sweeps what VMs
-    /// that no longer run left in it.
+    /// that no longer run left in it. An adopted VM whose row cannot be
+    /// read keeps the tables as they are: rewritten without it, its
+    /// guest would pass nothing, or, as the last, go unfiltered.
     fn firewall_adopted(&self) {
-        let running: Vec<VmRecord> = lock(&self.running)
-            .keys()
-            .filter_map(|id| self.db.get_vm(id).ok().flatten())
-            .collect();
+        let ids: Vec<String> = lock(&self.running).keys().cloned().collect();
+        let mut running = Vec::new();
+        for id in ids {
+            match self.db.get_vm(&id) {
+                Ok(Some(vm)) => running.push(vm),
+                _ => {
+                    tracing::warn!(vm = %id, "cannot read an adopted vm; the firewall is left as it was");
+                    return;
+                }
+            }
+        }
         if let Err(e) = self.firewall.reset(&running) {
             tracing::warn!(error = %crate::error::error_chain(&e), "cannot write the firewall of the adopted vms");
         }
