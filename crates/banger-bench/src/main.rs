@@ -33,6 +33,8 @@ const NETNS_ENV: &str = "BANGER_BENCH_NETNS";
 struct Opts {
     runs: usize,
     quick: bool,
+    /// Only the isolation rows (no VM).
+    net_only: bool,
     /// VMs in the store for the list benchmark.
     list_vms: usize,
     out: PathBuf,
@@ -41,7 +43,7 @@ struct Opts {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: banger-bench [--runs N] [--quick] [--out DIR] [--bin-dir DIR]\n\
+        "usage: banger-bench [--runs N] [--quick] [--net-only] [--out DIR] [--bin-dir DIR]\n\
          needs root; BANGER_CACHE_DIR must be (or will become) a cache with the default kernel and image"
     );
     std::process::exit(2)
@@ -52,6 +54,7 @@ fn opts() -> Opts {
     let mut o = Opts {
         runs: 5,
         quick: false,
+        net_only: false,
         list_vms: 100,
         out: PathBuf::from("target/bench"),
         bins: exe.parent().map(Path::to_owned).unwrap_or_default(),
@@ -67,6 +70,7 @@ fn opts() -> Opts {
                     .unwrap_or_else(|| usage());
             }
             "--quick" => o.quick = true,
+            "--net-only" => o.net_only = true,
             "--out" => o.out = it.next().map_or_else(|| usage(), PathBuf::from),
             "--bin-dir" => o.bins = it.next().map_or_else(|| usage(), PathBuf::from),
             _ => usage(),
@@ -296,6 +300,11 @@ impl Install {
 fn bench(opts: &Opts) -> Result<(), String> {
     let install = Install::new(&opts.bins)?;
     let runs = opts.runs;
+    if opts.net_only {
+        let figs = network::figures(install.dir.path(), runs)?;
+        print!("{}", figures::table(&figs, runs, "none"));
+        return Ok(());
+    }
     eprintln!("preparing: the default kernel and image, one warm-up VM");
     install.ok(&["kernel", "pull", "generic-6.1"])?;
     install.ok(&["image", "pull", "debian-bookworm"])?;

@@ -1,8 +1,9 @@
 //! The guests' isolation: what writing banger's nftables tables costs, for
 //! one guest and for a hundred, and what the tables cost a guest's
-//! throughput through NAT. Measured in namespaces of the bench's own (a
-//! host with banger's bridge, a veth "guest" behind it, an "internet" on
-//! TEST-NET-3), with the real `nft`, never with a VM: under TCG the
+//! throughput through NAT. The host is the bench's own namespace (so
+//! `nft` runs as the root helper runs it, without `ip netns exec`), with a
+//! bridge of its own beside the installation's, a veth "guest" behind it
+//! and an "internet" namespace on TEST-NET-3; never a VM: under TCG the
 //! guest's CPU, not the rules, would bound the stream.
 
 use std::net::Ipv4Addr;
@@ -12,14 +13,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use banger_net::{Guest, HostNetwork, Network, Subnet};
-use banger_sys::{Cancel, Cmd, HostRunner, RunError, Runner};
+use banger_sys::HostRunner;
 
 use crate::figures::Figure;
 
 const BRIDGE: &str = "bgbr0";
 const SUBNET: &str = "10.99.0.1/24";
 /// Bytes streamed per throughput sample.
-const STREAM_MIB: u64 = 512;
+const STREAM_MIB: u64 = 2048;
 
 /// A namespace of the bench's own, deleted (with what runs in it) on drop.
 struct Ns(String);
@@ -84,17 +85,12 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Runs banger-net's commands inside the bench's host namespace.
-#[derive(Debug)]
-struct InNs(String);
+/// The bench's own namespace, where it runs.
+struct Here;
 
-impl Runner for InNs {
-    fn run(&self, cmd: &Cmd, log: &Path, cancel: &Cancel) -> Result<(), RunError> {
-        let wrapped = Cmd::new("ip")
-            .args(["netns", "exec", &self.0])
-            .arg(&cmd.program)
-            .args(&cmd.args);
-        HostRunner.run(&wrapped, log, cancel)
+impl Here {
+    fn ok(&self, program: &str, args: &[&str]) -> Result<(), String> {
+        run(program, args)
     }
 }
 
@@ -114,11 +110,11 @@ fn guest(n: usize) -> Guest {
 /// The figures: a write of the tables for 1 and for 100 guests, and a
 /// NAT stream's time with the tables over without.
 pub fn figures(work: &Path, runs: usize) -> Result<Vec<Figure>, String> {
-    let host = Ns::new("host")?;
+    let host = Here;
     let internet = Ns::new("inet")?;
     let peer = Ns::new("guest")?;
     let log = work.join("bench-net.log");
-    let net = HostNetwork::new(Arc::new(InNs(host.0.clone())), &log);
+    let net = HostNetwork::new(Arc::new(HostRunner), &log);
     let subnet: Subnet = "10.99.0.1/16".parse().map_err(|e| format!("{e:?}"))?;
     let mut sink = world(&host, &internet, &peer)?;
     let hundred: Vec<Guest> = (1..=100).map(guest).collect();
@@ -154,6 +150,16 @@ pub fn figures(work: &Path, runs: usize) -> Result<Vec<Figure>, String> {
     }
     let _ = sink.kill();
     let _ = sink.wait();
+    // The installation's VMs share this namespace: its tables and links go.
+    net.set_firewall(BRIDGE, &subnet, &[])
+        .map_err(|e| e.to_string())?;
+    for link in hundred
+        .iter()
+        .map(|g| g.tap.as_str())
+        .chain([BRIDGE, "up0", "bgt0g"])
+    {
+        let _ = run("ip", &["link", "del", link]);
+    }
     let _ = std::fs::remove_file(&log);
     let one = Figure::durations("firewall write (nft transaction), 1 guest", &one);
     let many = Figure::durations("firewall write (nft transaction), 100 guests", &many);
@@ -175,7 +181,7 @@ fn timed(f: impl FnOnce() -> Result<(), banger_net::NetError>) -> Result<Duratio
 
 /// The host with the bridge and NAT, the guest behind a port of it (its
 /// veth named like a tap), the internet with a sink on port 9000.
-fn world(host: &Ns, internet: &Ns, peer: &Ns) -> Result<Child, String> {
+fn world(host: &Here, internet: &Ns, peer: &Ns) -> Result<Child, String> {
     host.ok("ip", &["link", "add", BRIDGE, "type", "bridge"])?;
     host.ok("ip", &["addr", "add", SUBNET, "dev", BRIDGE])?;
     host.ok("ip", &["link", "set", BRIDGE, "up"])?;

@@ -248,13 +248,20 @@ impl Policy {
             }
             Op::SetFirewall { bridge, guests } => {
                 self.bridge_is_ours(bridge)?;
-                Checked::SetFirewall(self.guests(guests)?)
+                Checked::SetFirewall(self.guests(guests, taps)?)
             }
         })
     }
 
-    /// Running guests, each valid, none sharing a tap or an address.
-    fn guests(&self, guests: &[banger_net::Guest]) -> Result<Vec<banger_net::Guest>, Refusal> {
+    /// Running guests, each valid, none sharing a tap, MAC or address,
+    /// each tap the owner's and on the bridge (or on none). A guest whose
+    /// tap is gone is left out: it has nothing to filter, and a chain on
+    /// a missing device would fail the whole transaction.
+    fn guests(
+        &self,
+        guests: &[banger_net::Guest],
+        taps: &dyn TapFacts,
+    ) -> Result<Vec<banger_net::Guest>, Refusal> {
         if guests.len() > MAX_TAPS {
             return Err(refuse(
                 "guests",
@@ -262,7 +269,8 @@ impl Policy {
                 format!("a helper serves at most {MAX_TAPS}"),
             ));
         }
-        let mut taps = std::collections::HashSet::new();
+        let mut kept = Vec::new();
+        let mut names = std::collections::HashSet::new();
         let (mut macs, mut ips) = (
             std::collections::HashSet::new(),
             std::collections::HashSet::new(),
@@ -272,15 +280,19 @@ impl Policy {
                 banger_net::NetError::Invalid { what, value, why } => refuse(what, value, why),
                 other => refuse("guest", &g.tap, other.to_string()),
             })?;
-            if !taps.insert(g.tap.as_str()) || !macs.insert(g.mac.as_str()) || !ips.insert(g.ip) {
+            if !names.insert(g.tap.as_str()) || !macs.insert(g.mac.as_str()) || !ips.insert(g.ip) {
                 return Err(refuse(
                     "guest",
                     &g.tap,
                     "a tap, MAC or address is named twice",
                 ));
             }
+            if let Some(state) = taps.tap(&g.tap) {
+                self.tap_is_ours(&g.tap, &state)?;
+                kept.push(g.clone());
+            }
         }
-        Ok(guests.to_vec())
+        Ok(kept)
     }
 
     fn bridge_is_ours(&self, bridge: &str) -> Result<(), Refusal> {
@@ -547,6 +559,15 @@ mod tests {
                 "serves only bridge banger0",
             ),
             (fw("banger0", vec![guest("eth0", 2)]), "wrong prefix"),
+            (
+                fw("banger0", vec![guest("bgtforeign", 2)]),
+                "belongs to uid 1001",
+            ),
+            (
+                fw("banger0", vec![guest("bgtother", 2)]),
+                "a port of docker0",
+            ),
+            (fw("banger0", vec![guest("bgtveth", 2)]), "not a tap device"),
             (fw("banger0", vec![guest("bgt0a;", 2)]), "a-z, 0-9"),
             (
                 fw("banger0", vec![guest("bgt0a", 1)]),
@@ -632,11 +653,20 @@ mod tests {
     }
 
     #[test]
-    fn a_firewall_of_valid_guests_passes_whole() {
+    fn a_firewall_of_the_owners_guests_passes_and_a_gone_tap_is_left_out() {
         let (policy, host) = (policy(), host());
-        let guests = vec![guest("bgt0a", 2), guest("bgt0b", 3)];
+        let guests = vec![guest("bgtmine", 2), guest("bgtloose", 3)];
         assert_eq!(
             policy.check(&fw("banger0", guests.clone()), &host).unwrap(),
+            Checked::SetFirewall(guests.clone())
+        );
+        let with_gone = vec![
+            guest("bgtmine", 2),
+            guest("bgtgone", 4),
+            guest("bgtloose", 3),
+        ];
+        assert_eq!(
+            policy.check(&fw("banger0", with_gone), &host).unwrap(),
             Checked::SetFirewall(guests)
         );
         assert_eq!(

@@ -288,9 +288,10 @@ fn wait(
     log: &Path,
     cancel: &Cancel,
 ) -> Result<(), RunError> {
-    // Most commands (ip, tune2fs) finish in a few milliseconds: poll
-    // fast first and back off, so they are not charged a whole tick
-    // while a cancel is still seen within 50 ms.
+    // Most commands (ip, tune2fs, nft) finish in a few milliseconds: poll
+    // fast first and back off, to at most 10 ms, so a command is charged
+    // at most that past its end (a 50 ms cap charged an nft transaction
+    // of 17 ms 33), and a cancel is seen within it.
     let mut tick = Duration::from_millis(1);
     loop {
         if cancel.is_cancelled() {
@@ -325,7 +326,7 @@ fn wait(
             }
             Ok(None) => {
                 std::thread::sleep(tick);
-                tick = (tick * 2).min(Duration::from_millis(50));
+                tick = (tick * 2).min(Duration::from_millis(10));
             }
             Err(source) => {
                 return Err(RunError::Failed {

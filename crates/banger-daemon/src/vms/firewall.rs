@@ -2,10 +2,10 @@
 //! tap, MAC, address and NAT, and banger's nftables tables rewritten
 //! whole from them on every change (see [`banger_net::firewall`]).
 //!
-//! A guest joins before its VMM starts and leaves after its VMM is gone,
-//! so a VM never runs unfiltered; a port the tables do not know passes
-//! nothing. At daemon start the set is rebuilt from the adopted VMs,
-//! which also sweeps what VMs that no longer run left in the tables.
+//! A guest joins before its VMM starts and leaves after its VMM and tap
+//! are gone, so a VM never runs, and a tap never stands, without its
+//! guest's chain. At daemon start the set is rebuilt from the adopted
+//! VMs, which also sweeps what VMs that no longer run left in the tables.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -120,9 +120,6 @@ impl Vms {
     }
 
     pub(super) fn release_network(&self, vm: &VmRecord) {
-        if let Err(e) = self.firewall.expel(&vm.id) {
-            tracing::warn!(vm = %vm.name, error = %error_chain(&e), "cannot remove the guest from the firewall");
-        }
         // The address is typed in the record: no row reaches here with one
         // that does not parse, so no rule is left for that reason.
         if vm.nat
@@ -132,6 +129,10 @@ impl Vms {
         }
         if let Err(e) = self.net.remove_tap(&vm.tap) {
             tracing::warn!(vm = %vm.name, error = %error_chain(&e), "cannot remove the tap");
+        }
+        // Last: a tap never stands without its guest's chain.
+        if let Err(e) = self.firewall.expel(&vm.id) {
+            tracing::warn!(vm = %vm.name, error = %error_chain(&e), "cannot remove the guest from the firewall");
         }
     }
 

@@ -21,6 +21,7 @@ impl Vms {
                 return;
             }
         };
+        let mut adopted = Vec::new();
         for vm in all {
             if vm.state == VmState::Created && self.half_created(&vm) {
                 tracing::warn!(vm = %vm.name, "a create was interrupted before its disks were written; removing the vm");
@@ -30,27 +31,17 @@ impl Vms {
             let recorded = handles::read(&self.dir(&vm.id));
             let found = self.find_vmm(&vm, recorded.as_ref());
             self.settle(&vm, recorded.as_ref(), found);
+            if self.handles(&vm.id).is_some() {
+                adopted.push(vm);
+            }
         }
-        self.firewall_adopted();
+        self.firewall_adopted(&adopted);
     }
 
     /// The firewall made of the adopted VMs, which also sweeps what VMs
-    /// that no longer run left in it. An adopted VM whose row cannot be
-    /// read keeps the tables as they are: rewritten without it, its
-    /// guest would pass nothing, or, as the last, go unfiltered.
-    fn firewall_adopted(&self) {
-        let ids: Vec<String> = lock(&self.running).keys().cloned().collect();
-        let mut running = Vec::new();
-        for id in ids {
-            match self.db.get_vm(&id) {
-                Ok(Some(vm)) => running.push(vm),
-                _ => {
-                    tracing::warn!(vm = %id, "cannot read an adopted vm; the firewall is left as it was");
-                    return;
-                }
-            }
-        }
-        if let Err(e) = self.firewall.reset(&running) {
+    /// that no longer run left in it.
+    fn firewall_adopted(&self, running: &[VmRecord]) {
+        if let Err(e) = self.firewall.reset(running) {
             tracing::warn!(error = %crate::error::error_chain(&e), "cannot write the firewall of the adopted vms");
         }
     }

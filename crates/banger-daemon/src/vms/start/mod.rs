@@ -181,9 +181,9 @@ mod tests {
             [
                 "vmm start",
                 "check_tap bgt0a1b2c3d4e5f",
-                "set_firewall []",
                 "remove_nat 0a1b2c3d4e5f6071",
                 "remove_tap bgt0a1b2c3d4e5f",
+                "set_firewall []",
             ]
         );
         f.assert_recorded_and_released();
@@ -200,9 +200,9 @@ mod tests {
     ];
     /// The network undone, in reverse.
     const UNDONE: [&str; 3] = [
-        "set_firewall []",
         "remove_nat 0a1b2c3d4e5f6071",
         "remove_tap bgt0a1b2c3d4e5f",
+        "set_firewall []",
     ];
 
     #[test]

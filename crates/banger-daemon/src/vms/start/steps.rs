@@ -90,6 +90,10 @@ impl Vms {
         self.net
             .ensure_bridge(bridge, &self.settings.subnet)
             .map_err(|e| failed(error_chain(&e)))?;
+        // Undone last (undos run in reverse): a tap never stands without
+        // its guest's chain. Leaving is idempotent.
+        let (firewall, id) = (self.firewall.clone(), vm.id.clone());
+        undo.push("leave the firewall", move || Ok(firewall.expel(&id)?));
         let (net, tap) = (self.net.clone(), vm.tap.clone());
         undo.push("remove the tap", move || Ok(net.remove_tap(&tap)?));
         self.net
@@ -106,8 +110,6 @@ impl Vms {
                 .map_err(|e| failed(error_chain(&e)))?;
         }
         // Before the VMM: the guest never runs outside the tables.
-        let (firewall, id) = (self.firewall.clone(), vm.id.clone());
-        undo.push("leave the firewall", move || Ok(firewall.expel(&id)?));
         self.firewall.admit(vm).map_err(|e| {
             failed(format!(
                 "isolate the guest (banger's nftables tables): {}",
