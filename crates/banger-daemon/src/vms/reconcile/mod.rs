@@ -4,6 +4,7 @@
 use banger_api::VmState;
 use banger_artifacts::store::now_rfc3339;
 
+use banger_net::NetError;
 use banger_store::VmRecord;
 use banger_sys::wait::lock;
 
@@ -41,8 +42,17 @@ impl Vms {
     /// The firewall made of the adopted VMs, which also sweeps what VMs
     /// that no longer run left in it.
     fn firewall_adopted(&self, running: &[VmRecord]) {
-        if let Err(e) = self.firewall.reset(running) {
-            tracing::warn!(error = %crate::error::error_chain(&e), "cannot write the firewall of the adopted vms");
+        match self.firewall.reset(running) {
+            Ok(()) => {}
+            // No guest to isolate, and no way to the host's network (an
+            // unprivileged daemon without its helper): nothing to say
+            // until a start needs it, which fails naming the helper.
+            Err(NetError::NeedsRoot { .. } | NetError::NoHelper { .. }) if running.is_empty() => {
+                tracing::debug!("no root helper: banger's nftables tables were not swept");
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::error::error_chain(&e), "cannot write the firewall of the adopted vms");
+            }
         }
     }
 
