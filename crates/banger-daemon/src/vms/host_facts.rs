@@ -32,6 +32,7 @@ impl Vms {
             "ssh-keygen",
             "ip",
             "iptables",
+            "nft",
         ];
         let firecracker_api = find_in_path(&self.settings.firecracker.to_string_lossy())
             .map(|binary| self.rehearse_firecracker(&binary));
