@@ -82,7 +82,21 @@ fn link(a: &Netns, a_if: &str, a_ip: &str, b: &Netns, b_if: &str, b_ip: &str) {
     ok(b, "ip", &["link", "set", b_if, "up"]);
 }
 
-/// A TCP listener on `port` in `ns` that answers "hi" to each connection.
+/// Waits until a socket in `ns` listens on `port` (`ss` with `flags`,
+/// `-Htln` for TCP, `-Huln` for UDP): a listener's interpreter may take
+/// its time under load.
+fn listening(ns: &Netns, flags: &str, port: &str) {
+    let port = format!(":{port}");
+    let up = banger_testutil::wait_until(std::time::Duration::from_secs(20), || {
+        !ns.text("ss", &[flags, "sport", "=", &port])
+            .trim()
+            .is_empty()
+    });
+    assert!(up, "nothing listens on {port} in {}", ns.0);
+}
+
+/// A TCP listener on `port` in `ns` that answers "hi" to each connection,
+/// listening when this returns.
 fn listen(ns: &Netns, port: &str) {
     let server = "import socket,sys\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',int(sys.argv[1])));s.listen(16)\nwhile True:\n c,_=s.accept();c.sendall(b'hi');c.close()\n";
     let args = [
@@ -101,6 +115,7 @@ fn listen(ns: &Netns, port: &str) {
         .expect("start a listener");
     // Killed with the namespace; reaped here.
     std::thread::spawn(move || listener.wait());
+    listening(ns, "-Htln", port);
 }
 
 /// Whether a TCP connection from `ns` to `ip:port` gets the listener's
@@ -193,16 +208,14 @@ impl World {
             Arc::new(InNetns(host.0.clone())),
             log.path().join("net.log"),
         );
-        let world = Self {
+        Self {
             host,
             guests,
             _internet: internet,
             _lan: lan,
             net,
             _log: log,
-        };
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        world
+        }
     }
 
     /// Guest `n` (10.77.0.n, port bgt0n), masqueraded when `nat`.
@@ -329,7 +342,6 @@ fn guests_reach_the_internet_through_nat_and_nothing_else() {
     );
     // The host still reaches its guests (the daemon's SSH).
     listen(plain, PORT);
-    std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(
         reaches(&world.host, "10.77.0.3", PORT),
         "the host lost its guest"
@@ -355,7 +367,6 @@ fn guests_do_not_reach_each_other() {
         "ip",
         &["route", "add", "10.77.0.2/32", "via", "10.77.0.1"],
     );
-    std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(
         reaches(a, "10.77.0.3", PORT),
         "the world is open before the tables"
@@ -553,7 +564,7 @@ fn host_hears(world: &World, send: impl FnOnce()) -> bool {
         ])
         .spawn()
         .expect("start a datagram listener");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    listening(&world.host, "-Huln", "9999");
     send();
     listener.wait().expect("wait for the listener").success()
 }
@@ -612,8 +623,12 @@ fn a_link_local_frame_neither_teaches_the_bridge_a_mac_nor_reaches_the_host() {
             &["fdb", "del", victim_mac, "dev", "bgt03", "master"],
         );
         link_local_frame(spoofer, victim_mac, "10.77.0.2", "10.77.0.1");
-        let fdb = world.host.text("bridge", &["fdb", "show", "dev", "bgt03"]);
-        fdb.contains(victim_mac.as_str())
+        // The bridge may take the frame a moment after the send returns
+        // (a softirq, deferred under load): looked for until then.
+        banger_testutil::wait_until(std::time::Duration::from_secs(2), || {
+            let fdb = world.host.text("bridge", &["fdb", "show", "dev", "bgt03"]);
+            fdb.contains(victim_mac.as_str())
+        })
     };
     assert!(
         learned("0", false),
