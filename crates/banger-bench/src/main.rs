@@ -130,6 +130,24 @@ fn in_private_netns() -> ExitCode {
     }
 }
 
+/// Runs `program args`, insisting on success; its stderr in the error.
+pub(crate) fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 fn run_quiet(program: &str, args: &[&str]) -> bool {
     Command::new(program)
         .args(args)

@@ -8,90 +8,33 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use banger_net::{Guest, HostNetwork, Network, Subnet};
 use banger_sys::HostRunner;
+use banger_testutil::netns::Netns;
 
 use crate::figures::Figure;
+use crate::run;
 
 const BRIDGE: &str = "bgbr0";
 const SUBNET: &str = "10.99.0.1/24";
 /// Bytes streamed per throughput sample.
 const STREAM_MIB: u64 = 2048;
 
-/// A namespace of the bench's own, deleted (with what runs in it) on drop.
-struct Ns(String);
-
-impl Ns {
-    fn new(tag: &str) -> Result<Self, String> {
-        let name = format!("bgbench-{}-{tag}", std::process::id());
-        run("ip", &["netns", "add", &name])?;
-        let ns = Self(name);
-        ns.ok("ip", &["link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    fn exec(&self, program: &str, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0, program]).args(args);
-        c
-    }
-
-    fn ok(&self, program: &str, args: &[&str]) -> Result<Output, String> {
-        let out = self
-            .exec(program, args)
-            .output()
-            .map_err(|e| format!("{program}: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{program} {args:?} in {}: {}",
-                self.0,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(out)
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                if let Ok(pid) = pid.parse::<i32>() {
-                    // SAFETY: killing what runs in the bench's own namespace.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
-        }
-        let _ = run("ip", &["netns", "del", &self.0]);
-    }
-}
-
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
+/// Runs `program args` in `ns`, insisting on success.
+fn in_ns(ns: &Netns, program: &str, args: &[&str]) -> Result<(), String> {
+    let out = ns.run(program, args);
     if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        return Ok(());
     }
-}
-
-/// The bench's own namespace, where it runs.
-struct Here;
-
-impl Here {
-    fn ok(&self, program: &str, args: &[&str]) -> Result<(), String> {
-        run(program, args)
-    }
+    Err(format!(
+        "{program} {args:?} in {}: {}",
+        ns.0,
+        String::from_utf8_lossy(&out.stderr).trim()
+    ))
 }
 
 fn guest(n: usize) -> Guest {
@@ -110,13 +53,11 @@ fn guest(n: usize) -> Guest {
 /// The figures: a write of the tables for 1 and for 100 guests, and a
 /// NAT stream's time with the tables over without.
 pub fn figures(work: &Path, runs: usize) -> Result<Vec<Figure>, String> {
-    let host = Here;
-    let internet = Ns::new("inet")?;
-    let peer = Ns::new("guest")?;
+    let (internet, peer) = (Netns::new(), Netns::new());
     let log = work.join("bench-net.log");
     let net = HostNetwork::new(Arc::new(HostRunner), &log);
     let subnet: Subnet = "10.99.0.1/16".parse().map_err(|e| format!("{e:?}"))?;
-    let mut sink = world(&host, &internet, &peer)?;
+    let mut sink = world(&internet, &peer)?;
     let hundred: Vec<Guest> = (1..=100).map(guest).collect();
     // Their taps: each guest's ingress chain hooks its tap.
     let batch = work.join("bench-taps");
@@ -125,7 +66,7 @@ pub fn figures(work: &Path, runs: usize) -> Result<Vec<Figure>, String> {
         .map(|g| format!("tuntap add dev {} mode tap\n", g.tap))
         .collect();
     std::fs::write(&batch, lines).map_err(|e| format!("write {}: {e}", batch.display()))?;
-    host.ok("ip", &["-batch", &batch.to_string_lossy()])?;
+    run("ip", &["-batch", &batch.to_string_lossy()])?;
     let (mut one, mut many, mut open, mut closed) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs.max(5) {
@@ -181,12 +122,12 @@ fn timed(f: impl FnOnce() -> Result<(), banger_net::NetError>) -> Result<Duratio
 
 /// The host with the bridge and NAT, the guest behind a port of it (its
 /// veth named like a tap), the internet with a sink on port 9000.
-fn world(host: &Here, internet: &Ns, peer: &Ns) -> Result<Child, String> {
-    host.ok("ip", &["link", "add", BRIDGE, "type", "bridge"])?;
-    host.ok("ip", &["addr", "add", SUBNET, "dev", BRIDGE])?;
-    host.ok("ip", &["link", "set", BRIDGE, "up"])?;
-    host.ok("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"])?;
-    host.ok(
+fn world(internet: &Netns, peer: &Netns) -> Result<Child, String> {
+    run("ip", &["link", "add", BRIDGE, "type", "bridge"])?;
+    run("ip", &["addr", "add", SUBNET, "dev", BRIDGE])?;
+    run("ip", &["link", "set", BRIDGE, "up"])?;
+    run("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"])?;
+    run(
         "ip",
         &[
             "link",
@@ -201,24 +142,37 @@ fn world(host: &Here, internet: &Ns, peer: &Ns) -> Result<Child, String> {
             &internet.0,
         ],
     )?;
-    host.ok("ip", &["addr", "add", "203.0.113.1/24", "dev", "up0"])?;
-    host.ok("ip", &["link", "set", "up0", "up"])?;
-    internet.ok("ip", &["addr", "add", "203.0.113.2/24", "dev", "eth0"])?;
-    internet.ok("ip", &["link", "set", "eth0", "up"])?;
-    internet.ok("ip", &["route", "add", "default", "via", "203.0.113.1"])?;
-    host.ok(
+    run("ip", &["addr", "add", "203.0.113.1/24", "dev", "up0"])?;
+    run("ip", &["link", "set", "up0", "up"])?;
+    in_ns(
+        internet,
+        "ip",
+        &["addr", "add", "203.0.113.2/24", "dev", "eth0"],
+    )?;
+    in_ns(internet, "ip", &["link", "set", "eth0", "up"])?;
+    in_ns(
+        internet,
+        "ip",
+        &["route", "add", "default", "via", "203.0.113.1"],
+    )?;
+    run(
         "ip",
         &[
             "link", "add", "bgt0g", "type", "veth", "peer", "name", "eth0", "netns", &peer.0,
         ],
     )?;
-    host.ok("ip", &["link", "set", "bgt0g", "master", BRIDGE, "up"])?;
-    peer.ok(
+    run("ip", &["link", "set", "bgt0g", "master", BRIDGE, "up"])?;
+    in_ns(
+        peer,
         "ip",
         &["link", "set", "eth0", "address", "02:ba:00:00:00:fe", "up"],
     )?;
-    peer.ok("ip", &["addr", "add", "10.99.0.254/24", "dev", "eth0"])?;
-    peer.ok("ip", &["route", "add", "default", "via", "10.99.0.1"])?;
+    in_ns(
+        peer,
+        "ip",
+        &["addr", "add", "10.99.0.254/24", "dev", "eth0"],
+    )?;
+    in_ns(peer, "ip", &["route", "add", "default", "via", "10.99.0.1"])?;
     let masquerade = [
         "-t",
         "nat",
@@ -232,10 +186,10 @@ fn world(host: &Here, internet: &Ns, peer: &Ns) -> Result<Child, String> {
         "-j",
         "MASQUERADE",
     ];
-    host.ok("iptables", &masquerade)?;
+    run("iptables", &masquerade)?;
     let sink = "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',9000));s.listen(4)\nwhile True:\n c,_=s.accept()\n while c.recv(1<<20): pass\n c.close()\n";
-    let sink = internet
-        .exec("/usr/bin/python3", &["-c", sink])
+    let sink = Command::new("ip")
+        .args(["netns", "exec", &internet.0, "/usr/bin/python3", "-c", sink])
         .stdout(Stdio::null())
         .spawn()
         .map_err(|e| format!("start the sink: {e}"))?;
@@ -244,11 +198,11 @@ fn world(host: &Here, internet: &Ns, peer: &Ns) -> Result<Child, String> {
 }
 
 /// The time to send [`STREAM_MIB`] MiB from the guest to the internet's sink.
-fn stream(peer: &Ns) -> Result<Duration, String> {
+fn stream(peer: &Netns) -> Result<Duration, String> {
     let send = format!(
         "import socket\nc=socket.create_connection(('203.0.113.2',9000),timeout=10)\nb=bytes(1<<20)\nfor _ in range({STREAM_MIB}): c.sendall(b)\nc.shutdown(socket.SHUT_WR)\nc.recv(1)\n"
     );
     let t = Instant::now();
-    peer.ok("/usr/bin/python3", &["-c", &send])?;
+    in_ns(peer, "/usr/bin/python3", &["-c", &send])?;
     Ok(t.elapsed())
 }

@@ -4,30 +4,14 @@
 //! `skopeo copy` + `umoci unpack` + `mkfs.ext4 -d`.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use banger_testutil::oci::{self, Compression};
 
 use crate::Install;
 use crate::figures::Figure;
-
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
+use crate::run;
 
 fn timed(program: &str, args: &[&str]) -> Result<Duration, String> {
     let t = Instant::now();

@@ -501,8 +501,8 @@ fn the_tables_follow_the_guests_and_go_with_the_last() {
     world.isolate();
     assert!(world.tables().contains("table bridge banger-bgbr0"));
     assert!(world.tables().contains("table inet banger-bgbr0"));
-    // Guest 3 leaves the tables (its VM stopped): a port the tables do
-    // not know passes nothing.
+    // Guest 3 leaves the tables (as if its VM stopped): its address is no
+    // longer a NAT guest's, so nothing of it is forwarded.
     let subnet: Subnet = SUBNET.parse().unwrap();
     let only_two = [world.guests[0].guest.clone()];
     world.net.set_firewall(BRIDGE, &subnet, &only_two).unwrap();
